@@ -1,0 +1,111 @@
+//! The push catalogue and the payloads of the status pushes.
+
+use crate::data::RoutingStatus;
+use crate::disconnect::DisconnectReason;
+use crate::version::Version;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Agent pushes of v3.5 (§9.0).
+pub const AGENT_PUSHES_V3_5: &[&str] = &[
+    "incoming_chat",
+    "chat_deactivated",
+    "chat_deleted",
+    "thread_deleted",
+    "threads_deleted",
+    "chat_access_updated",
+    "chat_transferred",
+    "user_added_to_chat",
+    "user_removed_from_chat",
+    "incoming_event",
+    "event_updated",
+    "incoming_rich_message_postback",
+    "chat_properties_updated",
+    "chat_properties_deleted",
+    "thread_properties_updated",
+    "thread_properties_deleted",
+    "event_properties_updated",
+    "event_properties_deleted",
+    "thread_tagged",
+    "thread_untagged",
+    "incoming_customers",
+    "incoming_customer",
+    "customer_updated",
+    "customer_page_updated",
+    "customer_banned",
+    "customer_transferred",
+    "customer_left",
+    "routing_status_set",
+    "agent_disconnected",
+    "agent_created",
+    "agent_approved",
+    "agent_updated",
+    "agent_suspended",
+    "agent_unsuspended",
+    "agent_deleted",
+    "auto_accesses_updated",
+    "bot_created",
+    "bot_updated",
+    "bot_deleted",
+    "group_created",
+    "group_updated",
+    "group_deleted",
+    "tag_created",
+    "tag_deleted",
+    "tag_updated",
+    "groups_status_updated",
+    "events_marked_as_seen",
+    "incoming_sneak_peek",
+    "incoming_typing_indicator",
+    "incoming_multicast",
+    "chat_unfollowed",
+    "queue_positions_updated",
+];
+
+/// Agent pushes added in v3.6 (§13).
+pub const AGENT_PUSHES_V3_6_ADDED: &[&str] = &[
+    "event_deleted",
+    "subscribed_customers_totals_updated",
+    "ticket_created",
+    "ticket_deleted",
+    "customer_statistics_updated",
+    "license_properties_updated",
+    "group_properties_updated",
+    "incoming_thinking_indicator",
+    "thread_summary_set",
+    "incoming_error",
+];
+
+/// Whether `name` is an agent push of `version`.
+pub fn is_agent_push(version: Version, name: &str) -> bool {
+    AGENT_PUSHES_V3_5.contains(&name)
+        || (version >= Version::V3_6 && AGENT_PUSHES_V3_6_ADDED.contains(&name))
+}
+
+/// `routing_status_set`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingStatusSet {
+    pub agent_id: String,
+    pub status: RoutingStatus,
+}
+
+/// `agent_disconnected`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentDisconnected {
+    pub reason: DisconnectReason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogue_membership() {
+        assert!(is_agent_push(Version::V3_5, "routing_status_set"));
+        assert!(!is_agent_push(Version::V3_5, "event_deleted"));
+        assert!(is_agent_push(Version::V3_6, "event_deleted"));
+        assert!(!is_agent_push(Version::V3_6, "bogus"));
+    }
+}
