@@ -1,0 +1,614 @@
+//! The embedded default store: SQLite (bundled) behind one writer thread.
+//!
+//! Why a dedicated thread and not an async pool: SQLite allows one writer at a
+//! time anyway, and a thread that owns the write connection can drain every
+//! waiting submission into one transaction, so N concurrent writes cost one
+//! fsync instead of N (group commit). Throughput grows with load while each
+//! acknowledged write stays durable (`synchronous=FULL`).
+
+use crate::{
+    AgentRecord, Committed, Completion, EventRecord, Op, OrgRecord, Snapshot, Store, StoreError,
+    StoreStats, TokenKind, TokenRecord,
+};
+use chatgate_domain::{
+    Agent, AgentId, AgentKind, Group, GroupPriority, OrgId, Organization, Role, RoutingStatus,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use tokio::sync::mpsc;
+
+/// Tunables of the embedded store.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Submissions that may wait for the writer before `submit` answers
+    /// [`StoreError::Busy`].
+    pub queue_capacity: usize,
+    /// Submissions committed together in one transaction at most.
+    pub max_batch: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            queue_capacity: 16_384,
+            max_batch: 1_024,
+        }
+    }
+}
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many
+/// ran. Never edit a released entry: append a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE organizations (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    license_id  BIGINT NOT NULL UNIQUE,
+    created_at  BIGINT NOT NULL
+);
+CREATE TABLE groups (
+    org_id  TEXT NOT NULL REFERENCES organizations(id),
+    id      BIGINT NOT NULL,
+    name    TEXT NOT NULL,
+    PRIMARY KEY (org_id, id)
+);
+CREATE TABLE agents (
+    org_id               TEXT NOT NULL REFERENCES organizations(id),
+    id                   TEXT NOT NULL,
+    kind                 TEXT NOT NULL,
+    name                 TEXT NOT NULL,
+    role                 TEXT NOT NULL,
+    max_chats            BIGINT NOT NULL,
+    login_status         TEXT NOT NULL,
+    last_routing_status  TEXT,
+    suspended            BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (org_id, id)
+);
+CREATE TABLE agent_groups (
+    org_id    TEXT NOT NULL,
+    agent_id  TEXT NOT NULL,
+    group_id  BIGINT NOT NULL,
+    priority  TEXT NOT NULL,
+    PRIMARY KEY (org_id, agent_id, group_id),
+    FOREIGN KEY (org_id, agent_id) REFERENCES agents(org_id, id) ON DELETE CASCADE
+);
+CREATE TABLE tokens (
+    hash        BLOB PRIMARY KEY,
+    org_id      TEXT NOT NULL REFERENCES organizations(id),
+    agent_id    TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    scopes      TEXT,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT,
+    revoked_at  BIGINT
+);
+CREATE TABLE customers (
+    org_id          TEXT NOT NULL REFERENCES organizations(id),
+    id              TEXT NOT NULL,
+    name            TEXT,
+    email           TEXT,
+    avatar          TEXT,
+    session_fields  TEXT,
+    banned_until    BIGINT,
+    created_at      BIGINT NOT NULL,
+    PRIMARY KEY (org_id, id)
+);
+CREATE TABLE chats (
+    org_id       TEXT NOT NULL REFERENCES organizations(id),
+    id           TEXT NOT NULL,
+    customer_id  TEXT,
+    last_seq     BIGINT NOT NULL DEFAULT 0,
+    access       TEXT NOT NULL DEFAULT '[]',
+    properties   TEXT NOT NULL DEFAULT '{}',
+    created_at   BIGINT NOT NULL,
+    PRIMARY KEY (org_id, id)
+);
+CREATE TABLE threads (
+    org_id      TEXT NOT NULL,
+    chat_id     TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    active      BIGINT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    closed_at   BIGINT,
+    queued_at   BIGINT,
+    properties  TEXT NOT NULL DEFAULT '{}',
+    tags        TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (org_id, id),
+    FOREIGN KEY (org_id, chat_id) REFERENCES chats(org_id, id)
+);
+CREATE INDEX threads_by_chat ON threads (org_id, chat_id, created_at);
+CREATE TABLE chat_users (
+    org_id       TEXT NOT NULL,
+    chat_id      TEXT NOT NULL,
+    user_id      TEXT NOT NULL,
+    user_type    TEXT NOT NULL,
+    present      BIGINT NOT NULL,
+    seen_up_to   BIGINT,
+    PRIMARY KEY (org_id, chat_id, user_id)
+);
+CREATE TABLE events (
+    org_id      TEXT NOT NULL,
+    chat_id     TEXT NOT NULL,
+    seq         BIGINT NOT NULL,
+    thread_id   TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    author_id   TEXT,
+    custom_id   TEXT,
+    kind        TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    body        TEXT NOT NULL,
+    PRIMARY KEY (org_id, chat_id, seq),
+    FOREIGN KEY (org_id, chat_id) REFERENCES chats(org_id, id)
+);
+CREATE UNIQUE INDEX events_by_custom_id ON events (org_id, chat_id, author_id, custom_id)
+    WHERE custom_id IS NOT NULL;
+"#];
+
+struct Job {
+    ops: Vec<Op>,
+    done: Completion,
+}
+
+/// The embedded SQLite store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    /// Submission queue to the writer; `None` once closed.
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    /// The writer thread, joined on close.
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Read connection for loads and history reads (reads never block the
+    /// writer in WAL mode).
+    reader: Mutex<Connection>,
+    stats: Arc<Counters>,
+    /// Held for the life of the store: the advisory lock on the data directory.
+    _lock: File,
+    path: PathBuf,
+}
+
+#[derive(Default)]
+struct Counters {
+    transactions: AtomicU64,
+    submissions: AtomicU64,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+    )?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let done: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        tx.commit()?;
+        tracing::info!(migration = i + 1, "applied store migration");
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `data_dir`, takes the advisory
+    /// lock, applies migrations and starts the writer.
+    pub fn open(data_dir: &Path, config: StoreConfig) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir)?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join("chatgate.lock"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked(data_dir.display().to_string()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        let path = data_dir.join("chatgate.db");
+        let mut write_conn = open_conn(&path)?;
+        migrate(&mut write_conn)?;
+        let reader = open_conn(&path)?;
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let stats = Arc::new(Counters::default());
+        let writer_stats = stats.clone();
+        let max_batch = config.max_batch.max(1);
+        let writer = std::thread::Builder::new()
+            .name("chatgate-store-writer".into())
+            .spawn(move || writer_loop(write_conn, rx, max_batch, writer_stats))?;
+        Ok(SqliteStore {
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            reader: Mutex::new(reader),
+            stats,
+            _lock: lock,
+            path,
+        })
+    }
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    stats: Arc<Counters>,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let results = commit_batch(&mut conn, &batch);
+        match results {
+            Ok(per_job) => {
+                if batch.iter().any(|j| !j.ops.is_empty()) {
+                    stats.transactions.fetch_add(1, Ordering::Relaxed);
+                }
+                for (job, result) in batch.drain(..).zip(per_job) {
+                    stats.submissions.fetch_add(1, Ordering::Relaxed);
+                    (job.done)(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store transaction failed");
+                let msg = e.to_string();
+                for job in batch.drain(..) {
+                    stats.submissions.fetch_add(1, Ordering::Relaxed);
+                    (job.done)(Err(StoreError::Conflict(format!(
+                        "transaction failed: {msg}"
+                    ))));
+                }
+            }
+        }
+    }
+    tracing::debug!("store writer stopped");
+}
+
+/// Applies every job in one transaction, each inside its own savepoint so a
+/// failing job is rolled back alone.
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &[Job],
+) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
+    if batch.iter().all(|j| j.ops.is_empty()) {
+        // Barriers only: everything before them is already committed.
+        return Ok(batch.iter().map(|_| Ok(Committed::default())).collect());
+    }
+    let mut tx = conn.transaction()?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        if job.ops.is_empty() {
+            results.push(Ok(Committed::default()));
+            continue;
+        }
+        let sp = tx.savepoint()?;
+        let mut committed = Committed::default();
+        let mut outcome = Ok(());
+        for op in &job.ops {
+            match apply(&sp, op) {
+                Ok(Some(seq)) => committed.seqs.push(seq),
+                Ok(None) => {}
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        match outcome {
+            Ok(()) => {
+                sp.commit()?;
+                results.push(Ok(committed));
+            }
+            Err(e) => {
+                drop(sp); // rolls back this job only
+                results.push(Err(e));
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
+    match op {
+        Op::UpsertOrganization(o) => {
+            tx.execute(
+                "INSERT INTO organizations (id, name, license_id, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+                params![o.id.0, o.name, o.license_id as i64, o.created_at],
+            )?;
+        }
+        Op::UpsertGroup { org, group } => {
+            tx.execute(
+                "INSERT INTO groups (org_id, id, name) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (org_id, id) DO UPDATE SET name = excluded.name",
+                params![org.0, group.id, group.name],
+            )?;
+        }
+        Op::UpsertAgent { org, agent } => {
+            tx.execute(
+                "INSERT INTO agents (org_id, id, kind, name, role, max_chats, login_status, suspended)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (org_id, id) DO UPDATE SET kind = excluded.kind, name = excluded.name,
+                   role = excluded.role, max_chats = excluded.max_chats,
+                   login_status = excluded.login_status, suspended = excluded.suspended",
+                params![
+                    org.0,
+                    agent.id.0,
+                    agent.kind.as_str(),
+                    agent.name,
+                    agent.role.as_str(),
+                    agent.max_chats,
+                    agent.login_status.as_str(),
+                    agent.suspended as i64
+                ],
+            )?;
+            tx.execute(
+                "DELETE FROM agent_groups WHERE org_id = ?1 AND agent_id = ?2",
+                params![org.0, agent.id.0],
+            )?;
+            for (group, priority) in &agent.groups {
+                tx.execute(
+                    "INSERT INTO agent_groups (org_id, agent_id, group_id, priority) VALUES (?1, ?2, ?3, ?4)",
+                    params![org.0, agent.id.0, group, priority.as_str()],
+                )?;
+            }
+        }
+        Op::PutToken {
+            hash,
+            org,
+            agent,
+            kind,
+            created_at,
+        } => {
+            tx.execute(
+                "INSERT INTO tokens (hash, org_id, agent_id, kind, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (hash) DO NOTHING",
+                params![&hash[..], org.0, agent, kind.as_str(), created_at],
+            )?;
+            let owner: (String, String) = tx.query_row(
+                "SELECT org_id, agent_id FROM tokens WHERE hash = ?1",
+                params![&hash[..]],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            if owner != (org.0.clone(), agent.clone()) {
+                return Err(StoreError::Conflict(
+                    "this token is already assigned to another agent".into(),
+                ));
+            }
+        }
+        Op::SetLastRoutingStatus { org, agent, status } => {
+            let n = tx.execute(
+                "UPDATE agents SET last_routing_status = ?3 WHERE org_id = ?1 AND id = ?2",
+                params![org.0, agent, status.as_str()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("no agent {agent}")));
+            }
+        }
+        Op::CreateChat {
+            org,
+            chat_id,
+            customer_id,
+            created_at_us,
+        } => {
+            tx.execute(
+                "INSERT INTO chats (org_id, id, customer_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![org.0, chat_id, customer_id, created_at_us],
+            )?;
+        }
+        Op::AppendEvent(e) => {
+            let seq: Option<i64> = tx
+                .query_row(
+                    "UPDATE chats SET last_seq = last_seq + 1 WHERE org_id = ?1 AND id = ?2 RETURNING last_seq",
+                    params![e.org.0, e.chat_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(seq) = seq else {
+                return Err(StoreError::Conflict(format!("no chat {}", e.chat_id)));
+            };
+            tx.execute(
+                "INSERT INTO events (org_id, chat_id, seq, thread_id, id, author_id, custom_id, kind, created_at, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    e.org.0,
+                    e.chat_id,
+                    seq,
+                    e.thread_id,
+                    e.id,
+                    e.author_id,
+                    e.custom_id,
+                    e.kind,
+                    e.created_at_us,
+                    e.body
+                ],
+            )?;
+            return Ok(Some(seq as u64));
+        }
+    }
+    Ok(None)
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} `{value}`"))
+}
+
+impl Store for SqliteStore {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        let conn = self.reader.lock().expect("reader lock poisoned");
+        let mut snapshot = Snapshot::default();
+        let mut orgs = conn
+            .prepare("SELECT id, name, license_id, created_at FROM organizations ORDER BY id")?;
+        let org_rows = orgs.query_map([], |r| {
+            Ok(Organization {
+                id: OrgId(r.get(0)?),
+                name: r.get(1)?,
+                license_id: r.get::<_, i64>(2)? as u64,
+                created_at: r.get(3)?,
+            })
+        })?;
+        for org in org_rows {
+            snapshot.orgs.push(OrgRecord {
+                org: org?,
+                groups: Vec::new(),
+                agents: Vec::new(),
+            });
+        }
+        for rec in &mut snapshot.orgs {
+            let mut groups =
+                conn.prepare("SELECT id, name FROM groups WHERE org_id = ?1 ORDER BY id")?;
+            for g in groups.query_map([&rec.org.id.0], |r| {
+                Ok(Group {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                })
+            })? {
+                rec.groups.push(g?);
+            }
+            let mut memberships = conn.prepare(
+                "SELECT group_id, priority FROM agent_groups WHERE org_id = ?1 AND agent_id = ?2 ORDER BY group_id",
+            )?;
+            let mut agents = conn.prepare(
+                "SELECT id, kind, name, role, max_chats, login_status, last_routing_status, suspended
+                 FROM agents WHERE org_id = ?1 ORDER BY id",
+            )?;
+            let rows = agents.query_map([&rec.org.id.0], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, i64>(7)?,
+                ))
+            })?;
+            for row in rows {
+                let (id, kind, name, role, max_chats, login_status, last, suspended) = row?;
+                let mut groups = Vec::new();
+                for m in memberships.query_map(params![rec.org.id.0, id], |r| {
+                    Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?))
+                })? {
+                    let (g, p) = m?;
+                    groups.push((g, GroupPriority::parse(&p).ok_or_else(|| corrupt("priority", &p))?));
+                }
+                let last_routing_status = match last {
+                    Some(s) => Some(RoutingStatus::parse(&s).ok_or_else(|| corrupt("status", &s))?),
+                    None => None,
+                };
+                rec.agents.push(AgentRecord {
+                    agent: Agent {
+                        kind: AgentKind::parse(&kind).ok_or_else(|| corrupt("kind", &kind))?,
+                        role: Role::parse(&role).ok_or_else(|| corrupt("role", &role))?,
+                        login_status: RoutingStatus::parse(&login_status)
+                            .ok_or_else(|| corrupt("status", &login_status))?,
+                        id: AgentId(id),
+                        name,
+                        max_chats: max_chats as u32,
+                        groups,
+                        suspended: suspended != 0,
+                    },
+                    last_routing_status,
+                });
+            }
+        }
+        let mut tokens = conn.prepare(
+            "SELECT hash, org_id, agent_id, kind FROM tokens WHERE revoked_at IS NULL ORDER BY hash",
+        )?;
+        for t in tokens.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })? {
+            let (hash, org, agent, kind) = t?;
+            snapshot.tokens.push(TokenRecord {
+                hash: hash
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("token hash length".into()))?,
+                org: OrgId(org),
+                agent,
+                kind: TokenKind::parse(&kind).ok_or_else(|| corrupt("token kind", &kind))?,
+            });
+        }
+        Ok(snapshot)
+    }
+
+    fn submit(&self, ops: Vec<Op>, done: Completion) -> Result<(), StoreError> {
+        let guard = self.tx.lock().expect("store sender lock poisoned");
+        let Some(tx) = guard.as_ref() else {
+            return Err(StoreError::Closed);
+        };
+        tx.try_send(Job { ops, done }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })
+    }
+
+    fn chat_events(&self, org: &str, chat_id: &str) -> Result<Vec<EventRecord>, StoreError> {
+        let conn = self.reader.lock().expect("reader lock poisoned");
+        let mut stmt = conn.prepare(
+            "SELECT seq, thread_id, id, author_id, custom_id, kind, created_at, body
+             FROM events WHERE org_id = ?1 AND chat_id = ?2 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![org, chat_id], |r| {
+            Ok(EventRecord {
+                org: OrgId(org.to_string()),
+                chat_id: chat_id.to_string(),
+                seq: r.get::<_, i64>(0)? as u64,
+                thread_id: r.get(1)?,
+                id: r.get(2)?,
+                author_id: r.get(3)?,
+                custom_id: r.get(4)?,
+                kind: r.get(5)?,
+                created_at_us: r.get(6)?,
+                body: r.get(7)?,
+            })
+        })?;
+        rows.map(|r| r.map_err(StoreError::from)).collect()
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            transactions: self.stats.transactions.load(Ordering::Relaxed),
+            submissions: self.stats.submissions.load(Ordering::Relaxed),
+        }
+    }
+
+    fn close(&self) {
+        // Dropping the sender lets the writer drain what is queued and exit.
+        drop(self.tx.lock().expect("store sender lock poisoned").take());
+        if let Some(handle) = self.writer.lock().expect("writer lock poisoned").take()
+            && handle.join().is_err()
+        {
+            tracing::error!("store writer panicked");
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

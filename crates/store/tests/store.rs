@@ -1,0 +1,250 @@
+//! The embedded store: durability across reopen, group commit, per-chat
+//! sequence numbers, per-submission atomicity, the advisory lock.
+
+use chatgate_domain::*;
+use chatgate_store::*;
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+
+fn org(id: &str) -> Organization {
+    Organization {
+        id: OrgId(id.into()),
+        name: format!("Org {id}"),
+        license_id: 1000 + id.len() as u64,
+        created_at: 1_700_000_000,
+    }
+}
+
+fn agent(id: &str) -> Agent {
+    Agent {
+        id: AgentId(id.into()),
+        kind: AgentKind::Agent,
+        name: id.into(),
+        role: Role::Normal,
+        max_chats: 6,
+        login_status: RoutingStatus::AcceptingChats,
+        groups: vec![(0, GroupPriority::Normal), (7, GroupPriority::Last)],
+        suspended: false,
+    }
+}
+
+/// Submits and waits for the commit.
+fn write(store: &dyn Store, ops: Vec<Op>) -> Result<Committed, StoreError> {
+    let (tx, rx) = std_mpsc::channel();
+    store
+        .submit(ops, Box::new(move |r| tx.send(r).unwrap()))
+        .unwrap();
+    rx.recv().unwrap()
+}
+
+fn base_ops() -> Vec<Op> {
+    let o = OrgId("acme".into());
+    vec![
+        Op::UpsertOrganization(org("acme")),
+        Op::UpsertGroup {
+            org: o.clone(),
+            group: Group { id: 0, name: "General".into() },
+        },
+        Op::UpsertGroup {
+            org: o.clone(),
+            group: Group { id: 7, name: "Sales".into() },
+        },
+        Op::UpsertAgent { org: o.clone(), agent: agent("alice@acme.test") },
+        Op::PutToken {
+            hash: [1; 32],
+            org: o.clone(),
+            agent: "alice@acme.test".into(),
+            kind: TokenKind::Pat,
+            created_at: 1,
+        },
+    ]
+}
+
+#[test]
+fn state_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
+        write(&store, base_ops()).unwrap();
+        write(
+            &store,
+            vec![Op::SetLastRoutingStatus {
+                org: OrgId("acme".into()),
+                agent: "alice@acme.test".into(),
+                status: RoutingStatus::NotAcceptingChats,
+            }],
+        )
+        .unwrap();
+        store.close();
+    }
+    let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
+    let snap = store.load().unwrap();
+    assert_eq!(snap.orgs.len(), 1);
+    let rec = &snap.orgs[0];
+    assert_eq!(rec.org, org("acme"));
+    assert_eq!(rec.groups.len(), 2);
+    assert_eq!(rec.agents.len(), 1);
+    assert_eq!(rec.agents[0].agent, agent("alice@acme.test"));
+    assert_eq!(
+        rec.agents[0].last_routing_status,
+        Some(RoutingStatus::NotAcceptingChats)
+    );
+    assert_eq!(snap.tokens.len(), 1);
+    assert_eq!(snap.tokens[0].hash, [1; 32]);
+    assert_eq!(snap.tokens[0].agent, "alice@acme.test");
+}
+
+#[test]
+fn upserts_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
+    write(&store, base_ops()).unwrap();
+    write(&store, base_ops()).unwrap();
+    let snap = store.load().unwrap();
+    assert_eq!(snap.orgs.len(), 1);
+    assert_eq!(snap.orgs[0].agents.len(), 1);
+    assert_eq!(snap.tokens.len(), 1);
+}
+
+#[test]
+fn second_process_is_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
+    match SqliteStore::open(dir.path(), StoreConfig::default()) {
+        Err(StoreError::Locked(_)) => {}
+        other => panic!("expected Locked, got {other:?}"),
+    }
+}
+
+fn event(chat: &str, id: &str, custom: Option<&str>) -> Op {
+    Op::AppendEvent(EventRecord {
+        org: OrgId("acme".into()),
+        chat_id: chat.into(),
+        seq: 0,
+        thread_id: "T1".into(),
+        id: id.into(),
+        author_id: Some("alice@acme.test".into()),
+        custom_id: custom.map(Into::into),
+        kind: "message".into(),
+        created_at_us: 1,
+        body: format!("{{\"text\":\"{id}\"}}"),
+    })
+}
+
+fn chat(id: &str) -> Op {
+    Op::CreateChat {
+        org: OrgId("acme".into()),
+        chat_id: id.into(),
+        customer_id: None,
+        created_at_us: 1,
+    }
+}
+
+#[test]
+fn sequence_numbers_are_per_chat_and_assigned_in_the_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
+    write(&store, base_ops()).unwrap();
+    write(&store, vec![chat("A"), chat("B")]).unwrap();
+    let c = write(&store, vec![event("A", "a1", None), event("A", "a2", None), event("B", "b1", None)]).unwrap();
+    assert_eq!(c.seqs, vec![1, 2, 1]);
+    let c = write(&store, vec![event("A", "a3", None)]).unwrap();
+    assert_eq!(c.seqs, vec![3]);
+    let events = store.chat_events("acme", "A").unwrap();
+    let got: Vec<_> = events.iter().map(|e| (e.seq, e.id.as_str())).collect();
+    assert_eq!(got, vec![(1, "a1"), (2, "a2"), (3, "a3")]);
+}
+
+#[test]
+fn a_failing_submission_is_rolled_back_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path(), StoreConfig::default()).unwrap());
+    write(&*store, base_ops()).unwrap();
+    write(&*store, vec![chat("A")]).unwrap();
+    write(&*store, vec![event("A", "a1", Some("c1"))]).unwrap();
+    // Same author + custom_id in the same chat violates the unique index: the
+    // whole submission (both events) must roll back, and nothing else.
+    let err = write(&*store, vec![event("A", "a2", None), event("A", "a3", Some("c1"))]);
+    assert!(err.is_err());
+    let ok = write(&*store, vec![event("A", "a4", None)]).unwrap();
+    assert_eq!(ok.seqs, vec![2], "the failed submission must not consume sequence numbers");
+    let ids: Vec<_> = store.chat_events("acme", "A").unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec!["a1", "a4"]);
+    // Appending to a chat that does not exist fails without side effects.
+    assert!(matches!(write(&*store, vec![event("nope", "x", None)]), Err(StoreError::Conflict(_))));
+}
+
+#[test]
+fn waiting_submissions_share_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path(), StoreConfig::default()).unwrap());
+    write(&*store, base_ops()).unwrap();
+    write(&*store, vec![chat("A")]).unwrap();
+    let before = store.stats();
+    const N: usize = 50;
+    let (tx, rx) = std_mpsc::channel();
+    let inner = store.clone();
+    let tx2 = tx.clone();
+    // The first completion runs on the writer, so the N submissions it makes
+    // all wait in the queue and must be committed together.
+    store
+        .submit(
+            vec![event("A", "first", None)],
+            Box::new(move |r| {
+                r.unwrap();
+                for i in 0..N {
+                    let tx = tx2.clone();
+                    inner
+                        .submit(
+                            vec![event("A", &format!("e{i}"), None)],
+                            Box::new(move |r| tx.send(r.unwrap().seqs[0]).unwrap()),
+                        )
+                        .unwrap();
+                }
+            }),
+        )
+        .unwrap();
+    drop(tx);
+    let seqs: Vec<u64> = rx.iter().collect();
+    assert_eq!(seqs, (2..=(N as u64 + 1)).collect::<Vec<_>>(), "completions run in commit order");
+    let after = store.stats();
+    assert_eq!(after.submissions - before.submissions, N as u64 + 1);
+    assert_eq!(after.transactions - before.transactions, 2, "one for the first, one for the group");
+}
+
+#[test]
+fn barrier_waits_for_earlier_writes_and_closed_store_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
+    let (tx, rx) = std_mpsc::channel();
+    let t1 = tx.clone();
+    store.submit(base_ops(), Box::new(move |r| t1.send(("write", r.is_ok())).unwrap())).unwrap();
+    store.submit(Vec::new(), Box::new(move |r| tx.send(("barrier", r.is_ok())).unwrap())).unwrap();
+    assert_eq!(rx.recv().unwrap(), ("write", true));
+    assert_eq!(rx.recv().unwrap(), ("barrier", true));
+    store.close();
+    assert!(matches!(store.submit(Vec::new(), Box::new(|_| {})), Err(StoreError::Closed)));
+}
+
+#[test]
+fn full_queue_answers_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(dir.path(), StoreConfig { queue_capacity: 2, max_batch: 1 }).unwrap(),
+    );
+    let (tx, rx) = std_mpsc::channel::<()>();
+    let inner = store.clone();
+    // Inside a completion the writer is busy, so the queue cannot drain.
+    store
+        .submit(
+            Vec::new(),
+            Box::new(move |_| {
+                let results: Vec<_> = (0..3).map(|_| inner.submit(Vec::new(), Box::new(|_| {}))).collect();
+                assert!(results[0].is_ok() && results[1].is_ok());
+                assert!(matches!(results[2], Err(StoreError::Busy)));
+                tx.send(()).unwrap();
+            }),
+        )
+        .unwrap();
+    rx.recv().unwrap();
+}
