@@ -1,1 +1,174 @@
-//! placeholder
+//! The one operation surface both transports call.
+//!
+//! [`Engine::execute`] takes who is asking (an RTM [`Connection`] or a Web
+//! `Authorization` header), the protocol version, the action and its payload,
+//! and answers with the response payload or an error. Pushes the request
+//! caused are fanned out by the engine itself, *after* the change is durable
+//! and in commit order: every write goes to the [`Store`] with a completion
+//! that delivers its pushes, and the store runs completions in commit order.
+//! Reads wait on a store barrier, so no response reveals state that is not yet
+//! durable.
+//!
+//! Hot state (organizations, agents, presence, sessions) lives in memory,
+//! loaded from the store at start. Each organization's state sits behind one
+//! `std::sync::Mutex` held only for short, synchronous critical sections (no
+//! `.await` inside); submitting to the store while holding it is what ties
+//! the order of state changes to the order of commits.
+
+mod auth;
+mod connection;
+mod dispatch;
+mod error;
+mod provision;
+mod push;
+mod state;
+mod status;
+
+pub use auth::hash_secret;
+pub use connection::{Connection, ConnectionRx, Subscriptions};
+pub use dispatch::{AfterReply, Reply, Request, Requester};
+pub use error::{internal, validation};
+pub use provision::{ProvisionAgent, ProvisionGroup, ProvisionOrg, ProvisionReport, ProvisionSpec};
+
+use chatgate_protocol::{DisconnectReason, Version};
+use chatgate_store::{Store, StoreError};
+use dashmap::DashMap;
+use state::{Org, TokenEntry};
+use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use thiserror::Error;
+
+/// Limits the engine enforces. Every bound is named and configurable.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Frames that may wait in one session's outbound queue. A session whose
+    /// queue is full is disconnected (`connection_timeout`, `data.detail =
+    /// "slow_consumer"`) instead of slowing the publisher.
+    pub outbound_queue: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            outbound_queue: 1024,
+        }
+    }
+}
+
+/// Errors starting the engine.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("provisioning: {0}")]
+    Provision(String),
+}
+
+/// Cheap-to-clone handle on the engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("orgs", &self.inner.orgs.len())
+            .field("connections", &self.inner.connections.len())
+            .finish()
+    }
+}
+
+pub(crate) struct Inner {
+    /// Durable state; every change is committed here before it is answered.
+    pub(crate) store: Arc<dyn Store>,
+    /// Hot state per organization. DashMap: lookups on every request from
+    /// many tasks; entries are only added (provisioning), never held across
+    /// `.await`.
+    pub(crate) orgs: DashMap<String, Arc<Org>>,
+    /// SHA-256 of every valid credential → its owner.
+    pub(crate) tokens: DashMap<[u8; 32], TokenEntry>,
+    /// Every open RTM connection (logged in or not), so shutdown can tell
+    /// each one why it is closed.
+    pub(crate) connections: DashMap<u64, Arc<Connection>>,
+    pub(crate) next_connection: AtomicU64,
+    pub(crate) config: EngineConfig,
+    /// Set by [`Engine::shutdown`]: connections opened afterwards are closed
+    /// at once with the same reason.
+    pub(crate) shutting_down: OnceLock<(DisconnectReason, String)>,
+}
+
+impl Engine {
+    /// Loads hot state from `store`.
+    pub fn start(store: Arc<dyn Store>, config: EngineConfig) -> Result<Engine, EngineError> {
+        let snapshot = store.load()?;
+        let inner = Inner {
+            store,
+            orgs: DashMap::new(),
+            tokens: DashMap::new(),
+            connections: DashMap::new(),
+            next_connection: AtomicU64::new(1),
+            config,
+            shutting_down: OnceLock::new(),
+        };
+        for rec in snapshot.orgs {
+            let id = rec.org.id.0.clone();
+            inner.orgs.insert(id, Arc::new(Org::from_record(rec)));
+        }
+        for t in snapshot.tokens {
+            inner.tokens.insert(
+                t.hash,
+                TokenEntry {
+                    org: t.org.0,
+                    agent: t.agent,
+                },
+            );
+        }
+        Ok(Engine {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Opens a new RTM connection record. The transport reads frames for the
+    /// client from the returned receiver and watches [`Connection::closed`].
+    pub fn connect(&self, version: Version) -> (Arc<Connection>, ConnectionRx) {
+        let id = self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
+        let (conn, rx) = Connection::new(id, version, self.inner.config.outbound_queue);
+        self.inner.connections.insert(id, conn.clone());
+        if let Some((reason, detail)) = self.inner.shutting_down.get() {
+            conn.close(*reason, Some(serde_json::json!({ "detail": detail })));
+        }
+        (conn, rx)
+    }
+
+    /// Forgets a connection that has ended: the agent's presence is updated
+    /// and the resulting status change is pushed.
+    pub async fn disconnect(&self, conn: &Arc<Connection>) {
+        self.inner.connections.remove(&conn.id());
+        status::session_ended(self, conn).await;
+    }
+
+    /// Tells every open connection that the server is going away. The
+    /// transports send `agent_disconnected` with `reason` and close.
+    pub fn shutdown(&self, reason: DisconnectReason, detail: &str) {
+        let _ = self.inner.shutting_down.set((reason, detail.to_owned()));
+        for c in self.inner.connections.iter() {
+            c.value()
+                .close(reason, Some(serde_json::json!({ "detail": detail })));
+        }
+    }
+
+    /// Number of open RTM connections.
+    pub fn connection_count(&self) -> usize {
+        self.inner.connections.len()
+    }
+
+    /// Whether the engine can take requests (the store accepts writes).
+    pub async fn ready(&self) -> bool {
+        push::barrier(&self.inner.store).await.is_ok()
+    }
+
+    pub(crate) fn org(&self, id: &str) -> Option<Arc<Org>> {
+        self.inner.orgs.get(id).map(|o| o.value().clone())
+    }
+}

@@ -1,1 +1,403 @@
-//! placeholder
+//! One RTM WebSocket session.
+//!
+//! [`run`] owns a connection from upgrade to close: the 30 s login window,
+//! server pings and dead-peer detection, the pending-request limit, per-request
+//! versions, frame limits, writing pushes queued by the engine, and
+//! `agent_disconnected` before every server-initiated close. It is generic
+//! over `Sink`/`Stream` of WebSocket messages, so unit tests drive it with
+//! channels and production hands it the split socket.
+//!
+//! The session is one task. Requests run concurrently inside it (up to
+//! `max_pending`), each bounded by `request_timeout`; their responses and the
+//! engine's pushes are written by the same loop, so for one request the push
+//! it caused (already queued at commit) is written before its response.
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use bytes::Bytes;
+use chatgate_engine::{AfterReply, Connection, Engine, Request, Requester};
+use chatgate_protocol::envelope::{FrameHead, FrameType};
+use chatgate_protocol::pushes::AgentDisconnected;
+use chatgate_protocol::{
+    DisconnectReason, ErrorBody, ErrorType, PushFrame, RequestFrame, ResponseFrame, Version,
+};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
+
+/// Limits and timers of an RTM session. Every value is documented in
+/// proto-docs/limits.md.
+#[derive(Clone, Debug)]
+pub struct RtmConfig {
+    /// Time allowed between connecting and a successful `login`.
+    pub login_timeout: Duration,
+    /// How often the server sends a WebSocket ping.
+    pub ping_interval: Duration,
+    /// A connection from which nothing (frame, ping or pong) arrives for this
+    /// long is closed with `connection_timeout`.
+    pub idle_timeout: Duration,
+    /// Requests that may be processed at once on one connection.
+    pub max_pending: usize,
+    /// Processing time allowed per request (`request_timeout`).
+    pub request_timeout: Duration,
+    /// Largest request frame processed; larger ones get `entity_too_large`.
+    /// (The transport's own hard limit, above which the socket is closed, is
+    /// set at the upgrade.)
+    pub max_request_frame: usize,
+    /// Time allowed for one write to the socket before the client is
+    /// considered gone.
+    pub write_timeout: Duration,
+}
+
+impl Default for RtmConfig {
+    fn default() -> Self {
+        RtmConfig {
+            login_timeout: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+            max_pending: 10,
+            request_timeout: Duration::from_secs(15),
+            max_request_frame: 256 * 1024,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Frames written per flush at most when draining the push queue.
+const WRITE_BATCH: usize = 64;
+
+type Pending = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// A finished request.
+struct Answer {
+    frame: String,
+    after: AfterReply,
+}
+
+fn response_ok(request_id: Option<String>, action: &str, payload: Value) -> String {
+    serde_json::to_string(&ResponseFrame::ok(request_id, action, payload)).expect("serializes")
+}
+
+fn response_err(request_id: Option<String>, action: Option<String>, error: ErrorBody) -> String {
+    serde_json::to_string(&ResponseFrame::err(request_id, action, error.into_envelope()))
+        .expect("serializes")
+}
+
+fn disconnect_frame(version: Version, reason: DisconnectReason, data: Option<Value>) -> String {
+    serde_json::to_string(&PushFrame {
+        version,
+        request_id: None,
+        action: "agent_disconnected".to_owned(),
+        frame_type: FrameType::Push,
+        payload: AgentDisconnected { reason, data },
+    })
+    .expect("serializes")
+}
+
+/// Why the loop ended.
+enum End {
+    /// The client closed or the socket failed: nothing more to write.
+    Gone,
+    /// The server closes with a reason: `agent_disconnected`, then close.
+    Disconnect(DisconnectReason, Option<Value>),
+    /// A normal close after `logout`.
+    LoggedOut,
+}
+
+/// Runs one session until it ends, then tells the engine.
+pub async fn run<S, R, E1, E2>(engine: Engine, version: Version, sink: S, stream: R, config: RtmConfig)
+where
+    S: Sink<Message, Error = E1> + Unpin + Send,
+    R: Stream<Item = Result<Message, E2>> + Unpin + Send,
+    E1: std::fmt::Display,
+    E2: std::fmt::Display,
+{
+    let (conn, rx) = engine.connect(version);
+    let mut session = Session {
+        engine: engine.clone(),
+        conn: conn.clone(),
+        version,
+        config,
+        sink,
+        inflight: FuturesUnordered::new(),
+    };
+    let end = session.run_loop(stream, rx.outbound).await;
+    session.finish(end).await;
+    engine.disconnect(&conn).await;
+}
+
+struct Session<S> {
+    engine: Engine,
+    conn: Arc<Connection>,
+    version: Version,
+    config: RtmConfig,
+    sink: S,
+    inflight: FuturesUnordered<Pending>,
+}
+
+impl<S, E1> Session<S>
+where
+    S: Sink<Message, Error = E1> + Unpin + Send,
+    E1: std::fmt::Display,
+{
+    async fn run_loop<R, E2>(
+        &mut self,
+        mut stream: R,
+        mut outbound: tokio::sync::mpsc::Receiver<Bytes>,
+    ) -> End
+    where
+        R: Stream<Item = Result<Message, E2>> + Unpin + Send,
+        E2: std::fmt::Display,
+    {
+        let login_deadline = Instant::now() + self.config.login_timeout;
+        let mut ping = tokio::time::interval_at(
+            Instant::now() + self.config.ping_interval,
+            self.config.ping_interval,
+        );
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_seen = Instant::now();
+        loop {
+            let conn = self.conn.clone();
+            tokio::select! {
+                biased;
+                (reason, data) = conn.closed() => return End::Disconnect(reason, data),
+                Some(frame) = outbound.recv() => {
+                    if !self.write_pushes(frame, &mut outbound).await {
+                        return End::Gone;
+                    }
+                }
+                Some(answer) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    // Pushes already queued (e.g. the one this request caused)
+                    // go out before the response.
+                    while let Ok(frame) = outbound.try_recv() {
+                        if !self.write_pushes(frame, &mut outbound).await {
+                            return End::Gone;
+                        }
+                    }
+                    if !self.write(Message::Text(answer.frame.into())).await {
+                        return End::Gone;
+                    }
+                    if answer.after == AfterReply::Close {
+                        return End::LoggedOut;
+                    }
+                }
+                msg = stream.next() => {
+                    last_seen = Instant::now();
+                    match msg {
+                        None => return End::Gone,
+                        Some(Err(e)) => {
+                            tracing::debug!(connection = self.conn.id(), error = %e, "socket read failed");
+                            return End::Gone;
+                        }
+                        Some(Ok(Message::Text(text))) => {
+                            if let Some(immediate) = self.handle_text(text) && !self.write(Message::Text(immediate.into())).await {
+                                return End::Gone;
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            let f = response_err(None, None, ErrorBody::new(ErrorType::Validation, "binary frames are not supported: send JSON text frames"));
+                            if !self.write(Message::Text(f.into())).await {
+                                return End::Gone;
+                            }
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) => return End::Gone,
+                    }
+                }
+                _ = sleep_until(login_deadline), if !self.conn.is_logged_in() => {
+                    return End::Disconnect(
+                        DisconnectReason::ConnectionTimeout,
+                        Some(serde_json::json!({"detail": "login_timeout"})),
+                    );
+                }
+                _ = ping.tick() => {
+                    if last_seen.elapsed() >= self.config.idle_timeout {
+                        return End::Disconnect(
+                            DisconnectReason::ConnectionTimeout,
+                            Some(serde_json::json!({"detail": "no_traffic"})),
+                        );
+                    }
+                    if !self.write(Message::Ping(Bytes::new())).await {
+                        return End::Gone;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parses one request frame. Returns a frame to write at once (errors
+    /// found before dispatch), or queues the request.
+    fn handle_text(&mut self, text: Utf8Bytes) -> Option<String> {
+        let text = text.as_str();
+        if text.len() > self.config.max_request_frame {
+            let head: FrameHead = serde_json::from_str(text).unwrap_or_default();
+            return Some(response_err(
+                head.request_id,
+                head.action,
+                ErrorBody::new(
+                    ErrorType::EntityTooLarge,
+                    format!(
+                        "request frame of {} bytes exceeds the limit of {} bytes",
+                        text.len(),
+                        self.config.max_request_frame
+                    ),
+                ),
+            ));
+        }
+        let frame: RequestFrame = match serde_json::from_str(text) {
+            Ok(f) => f,
+            Err(e) => {
+                let head: FrameHead = serde_json::from_str(text).unwrap_or_default();
+                let message = if e.is_syntax() || e.is_eof() {
+                    format!("malformed JSON: {e}")
+                } else {
+                    format!("invalid request frame: {e}")
+                };
+                return Some(response_err(
+                    head.request_id,
+                    head.action,
+                    ErrorBody::new(ErrorType::Validation, message),
+                ));
+            }
+        };
+        let version = match frame.version.as_deref() {
+            None => self.version,
+            Some(v) => match v.parse::<Version>() {
+                Err(e) => {
+                    return Some(response_err(
+                        frame.request_id,
+                        Some(frame.action),
+                        ErrorBody::new(ErrorType::Validation, e.to_string()),
+                    ));
+                }
+                Ok(v) if v < self.version => {
+                    return Some(response_err(
+                        frame.request_id,
+                        Some(frame.action),
+                        ErrorBody::new(
+                            ErrorType::Validation,
+                            format!(
+                                "request version {v} is lower than the connection's version {}",
+                                self.version
+                            ),
+                        ),
+                    ));
+                }
+                Ok(v) => v,
+            },
+        };
+        if self.inflight.len() >= self.config.max_pending {
+            return Some(response_err(
+                frame.request_id,
+                Some(frame.action),
+                ErrorBody::new(
+                    ErrorType::PendingRequestsLimitReached,
+                    format!(
+                        "at most {} requests may be pending on one connection",
+                        self.config.max_pending
+                    ),
+                ),
+            ));
+        }
+        let engine = self.engine.clone();
+        let request = Request {
+            requester: Requester::Rtm(self.conn.clone()),
+            version,
+            action: frame.action.clone(),
+            payload: frame.payload.unwrap_or(Value::Null),
+            request_id: frame.request_id.clone(),
+            author_id: frame.author_id,
+        };
+        let limit = self.config.request_timeout;
+        let (request_id, action) = (frame.request_id, frame.action);
+        self.inflight.push(Box::pin(async move {
+            match timeout(limit, engine.execute(request)).await {
+                Ok(Ok(reply)) => Answer {
+                    frame: response_ok(request_id, &action, reply.payload),
+                    after: reply.after,
+                },
+                Ok(Err(error)) => Answer {
+                    frame: response_err(request_id, Some(action), error),
+                    after: AfterReply::Nothing,
+                },
+                Err(_) => Answer {
+                    frame: response_err(
+                        request_id,
+                        Some(action),
+                        ErrorBody::new(
+                            ErrorType::RequestTimeout,
+                            format!("request not processed within {} s", limit.as_secs()),
+                        ),
+                    ),
+                    after: AfterReply::Nothing,
+                },
+            }
+        }));
+        None
+    }
+
+    /// Writes `first` and whatever else is queued (up to a batch), then flushes.
+    async fn write_pushes(
+        &mut self,
+        first: Bytes,
+        outbound: &mut tokio::sync::mpsc::Receiver<Bytes>,
+    ) -> bool {
+        let mut batch = Vec::with_capacity(8);
+        batch.push(first);
+        while batch.len() < WRITE_BATCH {
+            match outbound.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
+        }
+        let limit = self.config.write_timeout;
+        let sink = &mut self.sink;
+        let result = timeout(limit, async {
+            for frame in batch {
+                let text = Utf8Bytes::try_from(frame).expect("engine frames are UTF-8 JSON");
+                sink.feed(Message::Text(text)).await?;
+            }
+            sink.flush().await
+        })
+        .await;
+        matches!(result, Ok(Ok(())))
+    }
+
+    async fn write(&mut self, msg: Message) -> bool {
+        matches!(
+            timeout(self.config.write_timeout, self.sink.send(msg)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    async fn finish(&mut self, end: End) {
+        match end {
+            End::Gone => {}
+            End::Disconnect(reason, data) => {
+                tracing::info!(connection = self.conn.id(), reason = reason.as_str(), "disconnecting session");
+                let frame = disconnect_frame(self.version, reason, data);
+                if self.write(Message::Text(frame.into())).await {
+                    let _ = self
+                        .write(Message::Close(Some(CloseFrame {
+                            code: 1000,
+                            reason: Utf8Bytes::from(reason.as_str()),
+                        })))
+                        .await;
+                }
+            }
+            End::LoggedOut => {
+                let _ = self
+                    .write(Message::Close(Some(CloseFrame {
+                        code: 1000,
+                        reason: Utf8Bytes::from_static("logout"),
+                    })))
+                    .await;
+            }
+        }
+        let _ = timeout(self.config.write_timeout, self.sink.close()).await;
+    }
+}

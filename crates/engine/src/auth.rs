@@ -1,0 +1,60 @@
+//! Credentials: `Bearer <token>` and `Basic base64(<agent id>:<token>)`.
+//! Secrets are compared by SHA-256 only; the clear value is never stored.
+
+use crate::error::err;
+use crate::state::TokenEntry;
+use crate::Inner;
+use base64::Engine as _;
+use chatgate_protocol::{ErrorBody, ErrorType};
+use sha2::{Digest, Sha256};
+
+/// SHA-256 of a secret, the form in which secrets are stored and looked up.
+/// Tokens are long random strings, so a fast hash is the right tool (a
+/// password hash would only add latency to every login).
+pub fn hash_secret(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+fn invalid() -> ErrorBody {
+    err(ErrorType::Authentication, "Invalid access token")
+}
+
+/// Resolves an `Authorization` value (or RTM `login.token`) to its owner.
+pub(crate) fn authenticate(inner: &Inner, credentials: &str) -> Result<TokenEntry, ErrorBody> {
+    let credentials = credentials.trim();
+    let (scheme, rest) = credentials
+        .split_once(' ')
+        .ok_or_else(|| err(ErrorType::Authentication, "expected `Bearer <token>` or `Basic <base64>`"))?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        inner
+            .tokens
+            .get(&hash_secret(rest))
+            .map(|e| e.value().clone())
+            .ok_or_else(invalid)
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| err(ErrorType::Authentication, "Basic credentials are not valid base64 UTF-8"))?;
+        let (account, secret) = decoded
+            .split_once(':')
+            .ok_or_else(|| err(ErrorType::Authentication, "Basic credentials must be `<agent id>:<token>`"))?;
+        let entry = inner
+            .tokens
+            .get(&hash_secret(secret))
+            .map(|e| e.value().clone())
+            .ok_or_else(invalid)?;
+        if entry.agent.eq_ignore_ascii_case(account) {
+            Ok(entry)
+        } else {
+            Err(invalid())
+        }
+    } else {
+        Err(err(
+            ErrorType::Authentication,
+            format!("unsupported authorization scheme `{scheme}`"),
+        ))
+    }
+}

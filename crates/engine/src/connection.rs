@@ -1,0 +1,218 @@
+//! An RTM connection as the engine sees it: an id, a bounded outbound queue,
+//! a close signal with its reason, and, after login, who it belongs to and
+//! which pushes it subscribed to.
+
+use bytes::Bytes;
+use chatgate_protocol::pushes::is_agent_push;
+use chatgate_protocol::{DisconnectReason, Version};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use tokio::sync::{Notify, mpsc};
+
+/// Per-version push subscriptions of a session (`login.pushes`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscriptions {
+    /// Indexed by [`Version::index`]: `None` = nothing in that version,
+    /// `Some(None)` = all pushes, `Some(Some(set))` = only those named.
+    by_version: [Option<Option<HashSet<String>>>; 2],
+}
+
+impl Subscriptions {
+    /// The default: every push, in the connection's version.
+    pub fn default_for(version: Version) -> Self {
+        let mut by_version = [None, None];
+        by_version[version.index()] = Some(None);
+        Subscriptions { by_version }
+    }
+
+    /// Parses `login.pushes`, e.g. `{"3.5": ["incoming_chat"], "3.6": ["all"]}`.
+    /// Versions lower than the connection's, unknown versions and unknown push
+    /// names are refused with a message.
+    pub fn parse(
+        connection_version: Version,
+        pushes: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Self, String> {
+        let mut by_version = [None, None];
+        for (v, names) in pushes {
+            let version: Version = v.parse().map_err(|e| format!("`pushes`: {e}"))?;
+            if version < connection_version {
+                return Err(format!(
+                    "`pushes`: version {version} is lower than the connection's version {connection_version}"
+                ));
+            }
+            if names.iter().any(|n| n == "all") {
+                by_version[version.index()] = Some(None);
+                continue;
+            }
+            let mut set = HashSet::new();
+            for n in names {
+                if !is_agent_push(version, n) {
+                    return Err(format!("`pushes.{version}`: unknown push `{n}`"));
+                }
+                set.insert(n.clone());
+            }
+            by_version[version.index()] = Some(Some(set));
+        }
+        Ok(Subscriptions { by_version })
+    }
+
+    /// The versions in which this session wants push `name`.
+    pub fn versions_for<'a>(&'a self, name: &'a str) -> impl Iterator<Item = Version> + 'a {
+        Version::ALL.into_iter().filter(move |v| {
+            match &self.by_version[v.index()] {
+                None => false,
+                Some(None) => is_agent_push(*v, name) || name == "agent_disconnected",
+                Some(Some(set)) => set.contains(name),
+            }
+        })
+    }
+}
+
+/// Who a logged-in connection belongs to.
+#[derive(Clone, Debug)]
+pub(crate) struct LoginState {
+    pub org: String,
+    pub agent: String,
+    pub subs: Subscriptions,
+}
+
+/// The engine's record of one RTM connection.
+#[derive(Debug)]
+pub struct Connection {
+    id: u64,
+    version: Version,
+    /// Frames for the client. Bounded; publishers only `try_send`.
+    outbound: mpsc::Sender<Bytes>,
+    /// Set once: why the server closes this connection.
+    close_reason: OnceLock<(DisconnectReason, Option<Value>)>,
+    close_signal: Notify,
+    /// Set once, when `login` succeeds (a connection logs in at most once).
+    pub(crate) login: OnceLock<LoginState>,
+    dropped_frames: AtomicU64,
+}
+
+/// The receiving side, owned by the transport.
+#[derive(Debug)]
+pub struct ConnectionRx {
+    pub outbound: mpsc::Receiver<Bytes>,
+}
+
+impl Connection {
+    pub(crate) fn new(id: u64, version: Version, capacity: usize) -> (Arc<Connection>, ConnectionRx) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (
+            Arc::new(Connection {
+                id,
+                version,
+                outbound: tx,
+                close_reason: OnceLock::new(),
+                close_signal: Notify::new(),
+                login: OnceLock::new(),
+                dropped_frames: AtomicU64::new(0),
+            }),
+            ConnectionRx { outbound: rx },
+        )
+    }
+
+    /// Connection id, unique within the process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The version of the connection URL.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Whether `login` succeeded on this connection.
+    pub fn is_logged_in(&self) -> bool {
+        self.login.get().is_some()
+    }
+
+    pub(crate) fn login_state(&self) -> Option<&LoginState> {
+        self.login.get()
+    }
+
+    /// Queues a frame without waiting. A full queue means the client is not
+    /// keeping up: the connection is closed rather than letting it slow the
+    /// publisher.
+    pub(crate) fn deliver(&self, frame: Bytes) {
+        match self.outbound.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped_frames.fetch_add(1, Ordering::Relaxed);
+                self.close(
+                    DisconnectReason::ConnectionTimeout,
+                    Some(serde_json::json!({"detail": "slow_consumer"})),
+                );
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Asks the transport to close this connection with `reason`. The first
+    /// reason wins.
+    pub fn close(&self, reason: DisconnectReason, data: Option<Value>) {
+        if self.close_reason.set((reason, data)).is_ok() {
+            self.close_signal.notify_one();
+        }
+    }
+
+    /// The reason set by [`Connection::close`], if any.
+    pub fn close_reason(&self) -> Option<(DisconnectReason, Option<Value>)> {
+        self.close_reason.get().cloned()
+    }
+
+    /// Resolves once [`Connection::close`] was called.
+    pub async fn closed(&self) -> (DisconnectReason, Option<Value>) {
+        loop {
+            if let Some(r) = self.close_reason.get() {
+                return r.clone();
+            }
+            self.close_signal.notified().await;
+        }
+    }
+
+    /// Frames dropped because the queue was full (the connection was closed
+    /// at the first one).
+    pub fn dropped_frames(&self) -> u64 {
+        self.dropped_frames.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subs(v: Version, json: serde_json::Value) -> Result<Subscriptions, String> {
+        Subscriptions::parse(v, &serde_json::from_value(json).unwrap())
+    }
+
+    #[test]
+    fn subscriptions() {
+        let d = Subscriptions::default_for(Version::V3_5);
+        assert_eq!(d.versions_for("routing_status_set").collect::<Vec<_>>(), vec![Version::V3_5]);
+        let s = subs(Version::V3_5, serde_json::json!({"3.5": ["incoming_chat"], "3.6": ["all"]})).unwrap();
+        assert_eq!(s.versions_for("incoming_chat").collect::<Vec<_>>(), vec![Version::V3_5, Version::V3_6]);
+        assert_eq!(s.versions_for("routing_status_set").collect::<Vec<_>>(), vec![Version::V3_6]);
+        assert!(subs(Version::V3_6, serde_json::json!({"3.5": ["all"]})).is_err());
+        assert!(subs(Version::V3_5, serde_json::json!({"3.5": ["bogus"]})).is_err());
+        assert!(subs(Version::V3_5, serde_json::json!({"9.9": ["all"]})).is_err());
+    }
+
+    #[tokio::test]
+    async fn full_queue_closes_as_slow_consumer() {
+        let (c, mut rx) = Connection::new(1, Version::V3_5, 2);
+        c.deliver(Bytes::from_static(b"1"));
+        c.deliver(Bytes::from_static(b"2"));
+        assert!(c.close_reason().is_none());
+        c.deliver(Bytes::from_static(b"3"));
+        let (reason, data) = c.closed().await;
+        assert_eq!(reason, DisconnectReason::ConnectionTimeout);
+        assert_eq!(data.unwrap()["detail"], "slow_consumer");
+        assert_eq!(c.dropped_frames(), 1);
+        assert_eq!(rx.outbound.recv().await.unwrap(), Bytes::from_static(b"1"));
+    }
+}

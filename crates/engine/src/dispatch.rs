@@ -1,0 +1,186 @@
+//! The dispatcher: one entry point for every method, whichever transport
+//! carried it.
+
+use crate::auth::authenticate;
+use crate::connection::Connection;
+use crate::error::{err, validation};
+use crate::push::Cause;
+use crate::state::Org;
+use crate::{Engine, status};
+use chatgate_domain::AgentKind;
+use chatgate_protocol::methods::{Transports, agent_method};
+use chatgate_protocol::{ErrorBody, ErrorType, Version};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Who is asking.
+#[derive(Debug, Clone)]
+pub enum Requester {
+    /// An RTM connection (logged in or not).
+    Rtm(Arc<Connection>),
+    /// A Web API call with its `Authorization` header, if any.
+    Web { authorization: Option<String> },
+}
+
+/// One request, transport-neutral.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub requester: Requester,
+    /// The version the request asked for (already checked against the
+    /// connection's by the transport).
+    pub version: Version,
+    pub action: String,
+    /// The method's payload (`{}` when absent).
+    pub payload: Value,
+    pub request_id: Option<String>,
+    /// v3.5: act as this bot (RTM `author_id`, Web `X-Author-Id`).
+    pub author_id: Option<String>,
+}
+
+/// What the transport does after sending the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterReply {
+    Nothing,
+    /// Close the connection (after `logout`).
+    Close,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub payload: Value,
+    pub after: AfterReply,
+}
+
+impl Reply {
+    pub(crate) fn ok(payload: Value) -> Self {
+        Reply {
+            payload,
+            after: AfterReply::Nothing,
+        }
+    }
+}
+
+/// An authenticated requester.
+pub(crate) struct Caller {
+    pub org: Arc<Org>,
+    /// The acting agent or bot.
+    pub agent: String,
+    /// The RTM connection, for RTM requests.
+    pub conn: Option<Arc<Connection>>,
+    pub cause: Option<Cause>,
+}
+
+/// Parses a method payload; failures are `validation` errors naming the field.
+pub(crate) fn parse<T: DeserializeOwned>(payload: Value) -> Result<T, ErrorBody> {
+    let payload = match payload {
+        Value::Null => Value::Object(Default::default()),
+        Value::Object(_) => payload,
+        _ => return Err(validation("`payload` must be a JSON object")),
+    };
+    serde_json::from_value(payload).map_err(|e| validation(format!("invalid payload: {e}")))
+}
+
+impl Engine {
+    /// Executes one method. Pushes it causes are delivered by the engine after
+    /// the change is durable; the response is returned here, also only after
+    /// the commit.
+    pub async fn execute(&self, req: Request) -> Result<Reply, ErrorBody> {
+        let transports = agent_method(&req.action)
+            .ok_or_else(|| validation(format!("unknown action `{}`", req.action)))?;
+        match (&req.requester, transports) {
+            (Requester::Web { .. }, Transports::RtmOnly) => {
+                return Err(validation(format!(
+                    "`{}` is available over RTM only",
+                    req.action
+                )));
+            }
+            (Requester::Rtm(_), Transports::WebOnly) => {
+                return Err(validation(format!(
+                    "`{}` is available over the Web API only",
+                    req.action
+                )));
+            }
+            _ => {}
+        }
+        if req.action == "ping" {
+            return Ok(Reply::ok(chatgate_protocol::methods::empty()));
+        }
+        if req.action == "login" {
+            let Requester::Rtm(conn) = &req.requester else {
+                unreachable!("login is RTM-only")
+            };
+            return status::login(self, conn, req.version, req.payload).await;
+        }
+        let caller = self.caller(&req)?;
+        match req.action.as_str() {
+            "set_routing_status" => status::set_routing_status(self, &caller, parse(req.payload)?).await,
+            "list_routing_statuses" => {
+                status::list_routing_statuses(self, &caller, parse(req.payload)?).await
+            }
+            "set_away_status" => status::set_away_status(self, &caller, parse(req.payload)?).await,
+            "logout" => status::logout(self, &caller).await,
+            other => Err(err(
+                ErrorType::Validation,
+                format!("`{other}` is not available in this chatgate build yet"),
+            )),
+        }
+    }
+
+    fn caller(&self, req: &Request) -> Result<Caller, ErrorBody> {
+        let (org_id, agent_id, conn) = match &req.requester {
+            Requester::Rtm(conn) => {
+                let login = conn.login_state().ok_or_else(|| {
+                    err(ErrorType::Authentication, "log in first: send `login` with a token")
+                })?;
+                (login.org.clone(), login.agent.clone(), Some(conn.clone()))
+            }
+            Requester::Web { authorization } => {
+                let header = authorization.as_deref().ok_or_else(|| {
+                    err(ErrorType::Authentication, "missing `Authorization` header")
+                })?;
+                let entry = authenticate(&self.inner, header)?;
+                (entry.org, entry.agent, None)
+            }
+        };
+        let org = self
+            .org(&org_id)
+            .ok_or_else(|| err(ErrorType::Authentication, "Invalid access token"))?;
+        let mut acting = agent_id;
+        {
+            let state = org.lock();
+            let agent = state
+                .agents
+                .get(&acting)
+                .ok_or_else(|| err(ErrorType::Authentication, "Invalid access token"))?;
+            if agent.agent.suspended {
+                return Err(err(ErrorType::RequesterSuspended, "Requester suspended"));
+            }
+            if let Some(bot) = &req.author_id {
+                if req.version >= Version::V3_6 {
+                    return Err(validation(
+                        "`author_id` was removed in 3.6: authenticate with a bot token",
+                    ));
+                }
+                match state.agents.get(bot) {
+                    Some(b) if b.agent.kind == AgentKind::Bot => acting = bot.clone(),
+                    _ => return Err(validation(format!("`author_id`: no bot `{bot}`"))),
+                }
+            }
+        }
+        let cause = match (&conn, &req.request_id) {
+            (Some(c), Some(id)) => Some(Cause {
+                conn: c.id(),
+                request_id: id.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Caller {
+            org,
+            agent: acting,
+            conn,
+            cause,
+        })
+    }
+}

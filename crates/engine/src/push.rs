@@ -1,0 +1,110 @@
+//! Pushes: built once, encoded once per protocol version (the bytes shared by
+//! every recipient), delivered only after the change that caused them is
+//! durable, in commit order.
+
+use crate::connection::Connection;
+use crate::error::{internal, store_error};
+use bytes::Bytes;
+use chatgate_protocol::envelope::FrameType;
+use chatgate_protocol::{ErrorBody, PushFrame, Version};
+use chatgate_store::{Committed, Op, Store, StoreError};
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::{Arc, OnceLock};
+use tokio::sync::oneshot;
+
+/// The connection and request that caused a push: that connection gets the
+/// push with the request's `request_id`.
+#[derive(Clone, Debug)]
+pub(crate) struct Cause {
+    pub conn: u64,
+    pub request_id: String,
+}
+
+/// One push and who receives it.
+pub(crate) struct Outgoing {
+    pub name: &'static str,
+    pub payload: Value,
+    pub recipients: Vec<Arc<Connection>>,
+    pub cause: Option<Cause>,
+}
+
+impl Outgoing {
+    pub fn new(name: &'static str, payload: impl Serialize, recipients: Vec<Arc<Connection>>, cause: Option<Cause>) -> Self {
+        Outgoing {
+            name,
+            payload: serde_json::to_value(payload).expect("push payloads serialize"),
+            recipients,
+            cause,
+        }
+    }
+
+    fn encode(&self, version: Version, request_id: Option<&str>) -> Bytes {
+        let frame = PushFrame {
+            version,
+            request_id: request_id.map(str::to_owned),
+            action: self.name.to_owned(),
+            frame_type: FrameType::Push,
+            payload: &self.payload,
+        };
+        Bytes::from(serde_json::to_vec(&frame).expect("push frames serialize"))
+    }
+
+    /// Queues the push on every recipient, in each version it subscribed to.
+    /// Never waits.
+    pub fn deliver(self) {
+        let shared: [OnceLock<Bytes>; 2] = [OnceLock::new(), OnceLock::new()];
+        for conn in &self.recipients {
+            let Some(login) = conn.login_state() else { continue };
+            for version in login.subs.versions_for(self.name) {
+                let frame = match &self.cause {
+                    Some(c) if c.conn == conn.id() => self.encode(version, Some(&c.request_id)),
+                    _ => shared[version.index()]
+                        .get_or_init(|| self.encode(version, None))
+                        .clone(),
+                };
+                conn.deliver(frame);
+            }
+        }
+    }
+}
+
+/// A submitted change: await it to learn whether it committed.
+pub(crate) struct Pending(oneshot::Receiver<Result<Committed, StoreError>>);
+
+/// Submits `ops` to the store; once they are durable the `pushes` are
+/// delivered (on the store's completion path, so in commit order). Call while
+/// holding the lock that ordered the change. Never waits.
+pub(crate) fn submit(store: &Arc<dyn Store>, ops: Vec<Op>, pushes: Vec<Outgoing>) -> Result<Pending, ErrorBody> {
+    let (tx, rx) = oneshot::channel();
+    store
+        .submit(
+            ops,
+            Box::new(move |result| {
+                if result.is_ok() {
+                    for p in pushes {
+                        p.deliver();
+                    }
+                }
+                let _ = tx.send(result);
+            }),
+        )
+        .map_err(store_error)?;
+    Ok(Pending(rx))
+}
+
+impl Pending {
+    /// Waits for the commit.
+    pub async fn wait(self) -> Result<Committed, ErrorBody> {
+        match self.0.await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(store_error(e)),
+            Err(_) => Err(internal("store dropped a completion")),
+        }
+    }
+}
+
+/// Waits until everything submitted before now is durable (read-after-commit).
+pub(crate) async fn barrier(store: &Arc<dyn Store>) -> Result<(), ErrorBody> {
+    submit(store, Vec::new(), Vec::new())?.wait().await.map(|_| ())
+}

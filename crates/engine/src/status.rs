@@ -1,0 +1,378 @@
+//! Status methods: `login`, `set_routing_status`, `list_routing_statuses`,
+//! `set_away_status`, `logout`, and what happens when a session ends.
+
+use crate::auth::authenticate;
+use crate::connection::{Connection, LoginState, Subscriptions};
+use crate::dispatch::{AfterReply, Caller, Reply, parse};
+use crate::error::{err, validation};
+use crate::push::{Cause, Outgoing, submit};
+use crate::state::{AgentState, OrgState, SessionRef};
+use crate::Engine;
+use chatgate_domain::rules::{StatusRefusal, may_see_routing_status, may_set_routing_status};
+use chatgate_domain::{AgentKind, Role, RoutingStatus};
+use chatgate_protocol::data::{Permission, RoutingStatus as WireStatus};
+use chatgate_protocol::methods::{
+    License, ListRoutingStatusesRequest, LoginRequest, LoginResponse, MyProfile, RoutingStatusEntry,
+    SetAwayStatusRequest, SetRoutingStatusRequest, empty,
+};
+use chatgate_protocol::pushes::RoutingStatusSet;
+use chatgate_protocol::{DisconnectReason, ErrorBody, ErrorType, Version};
+use chatgate_store::Op;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// `customer_monitoring_level` values accepted at login.
+const MONITORING_LEVELS: &[&str] = &["my", "chatting", "invited", "online", "highest_available"];
+
+/// Far-future expiration reported for self-hosted licenses (2100-01-01).
+const LICENSE_EXPIRATION: i64 = 4_102_444_800;
+
+pub(crate) fn to_wire(s: RoutingStatus) -> WireStatus {
+    match s {
+        RoutingStatus::AcceptingChats => WireStatus::AcceptingChats,
+        RoutingStatus::NotAcceptingChats => WireStatus::NotAcceptingChats,
+        RoutingStatus::Offline => WireStatus::Offline,
+    }
+}
+
+fn from_wire(s: WireStatus) -> RoutingStatus {
+    match s {
+        WireStatus::AcceptingChats => RoutingStatus::AcceptingChats,
+        WireStatus::NotAcceptingChats => RoutingStatus::NotAcceptingChats,
+        WireStatus::Offline => RoutingStatus::Offline,
+    }
+}
+
+fn permission(role: Role) -> Permission {
+    match role {
+        Role::Owner => Permission::Owner,
+        Role::Administrator => Permission::Administrator,
+        Role::Normal => Permission::Normal,
+    }
+}
+
+/// `routing_status_set` about `agent` to every session that may see it.
+fn status_push(state: &OrgState, agent: &str, cause: Option<Cause>) -> Outgoing {
+    let target = &state.agents[agent];
+    let recipients = state.sessions_where(|viewer| may_see_routing_status(&viewer.agent, &target.agent));
+    Outgoing::new(
+        "routing_status_set",
+        RoutingStatusSet {
+            agent_id: agent.to_owned(),
+            status: to_wire(target.effective()),
+        },
+        recipients,
+        cause,
+    )
+}
+
+fn unknown_agent(id: &str) -> ErrorBody {
+    err(ErrorType::NotFound, format!("agent `{id}` not found"))
+}
+
+pub(crate) async fn login(
+    engine: &Engine,
+    conn: &Arc<Connection>,
+    _version: Version,
+    payload: Value,
+) -> Result<Reply, ErrorBody> {
+    if conn.is_logged_in() {
+        return Err(validation("this connection is already logged in"));
+    }
+    let req: LoginRequest = parse(payload)?;
+    if let Some(level) = &req.customer_monitoring_level
+        && !MONITORING_LEVELS.contains(&level.as_str())
+    {
+        return Err(validation(format!(
+            "`customer_monitoring_level` must be one of {MONITORING_LEVELS:?}"
+        )));
+    }
+    let subs = match &req.pushes {
+        Some(p) => Subscriptions::parse(conn.version(), p).map_err(validation)?,
+        None => Subscriptions::default_for(conn.version()),
+    };
+    let entry = authenticate(&engine.inner, &req.token)?;
+    let org = engine
+        .org(&entry.org)
+        .ok_or_else(|| err(ErrorType::Authentication, "Invalid access token"))?;
+    let (pending, response) = {
+        let mut state = org.lock();
+        let agent = state
+            .agents
+            .get_mut(&entry.agent)
+            .ok_or_else(|| err(ErrorType::Authentication, "Invalid access token"))?;
+        if agent.agent.suspended {
+            return Err(err(ErrorType::RequesterSuspended, "Requester suspended"));
+        }
+        // Set under the organization lock: two concurrent logins on one
+        // connection cannot both pass.
+        if conn
+            .login
+            .set(LoginState {
+                org: entry.org.clone(),
+                agent: entry.agent.clone(),
+                subs,
+            })
+            .is_err()
+        {
+            return Err(validation("this connection is already logged in"));
+        }
+        let before = agent.effective();
+        let saved_chosen = agent.chosen;
+        if agent.sessions.is_empty() {
+            agent.chosen = match (req.reconnect, agent.last_chosen) {
+                (Some(true), Some(last)) => last,
+                _ => agent.agent.login_status,
+            };
+        }
+        agent.sessions.push(SessionRef {
+            conn: conn.clone(),
+            away: req.away.unwrap_or(false),
+        });
+        let after = agent.effective();
+        let response = login_response(engine, &org.org, agent, after);
+        // Everyone else who may see this agent learns the new status; the
+        // logging-in connection reads it from `my_profile.routing_status`.
+        let pushes = if before != after {
+            let mut push = status_push(&state, &entry.agent, None);
+            push.recipients.retain(|c| c.id() != conn.id());
+            vec![push]
+        } else {
+            Vec::new()
+        };
+        match submit(&engine.inner.store, Vec::new(), pushes) {
+            Ok(p) => (p, response),
+            Err(e) => {
+                let agent = state.agents.get_mut(&entry.agent).expect("agent present");
+                agent.sessions.retain(|s| s.conn.id() != conn.id());
+                agent.chosen = saved_chosen;
+                conn.close(DisconnectReason::InternalError, None);
+                return Err(e);
+            }
+        }
+    };
+    pending.wait().await?;
+    tracing::info!(org = %entry.org, agent = %entry.agent, connection = conn.id(), "agent logged in");
+    Ok(Reply::ok(serde_json::to_value(response).expect("login response serializes")))
+}
+
+fn login_response(
+    _engine: &Engine,
+    org: &chatgate_domain::Organization,
+    agent: &AgentState,
+    status: RoutingStatus,
+) -> LoginResponse {
+    LoginResponse {
+        license: License {
+            id: org.license_id.to_string(),
+            organization_id: org.id.0.clone(),
+            plan: "enterprise".into(),
+            expiration_timestamp: LICENSE_EXPIRATION,
+            creation_timestamp: org.created_at,
+            in_trial: false,
+            website_last_activity: None,
+        },
+        my_profile: MyProfile {
+            id: agent.agent.id.0.clone(),
+            kind: match agent.agent.kind {
+                AgentKind::Agent => "agent".into(),
+                AgentKind::Bot => "bot".into(),
+            },
+            name: agent.agent.name.clone(),
+            email: agent.agent.id.0.clone(),
+            present: true,
+            events_seen_up_to: None,
+            avatar: None,
+            routing_status: to_wire(status),
+            permission: permission(agent.agent.role),
+        },
+        chats_summary: Vec::new(),
+    }
+}
+
+pub(crate) async fn set_routing_status(
+    engine: &Engine,
+    caller: &Caller,
+    req: SetRoutingStatusRequest,
+) -> Result<Reply, ErrorBody> {
+    let status = from_wire(req.status);
+    let target_id = req.agent_id.unwrap_or_else(|| caller.agent.clone());
+    let pending = {
+        let mut state = caller.org.lock();
+        let requester = &state.agents[&caller.agent];
+        let target = state.agents.get(&target_id).ok_or_else(|| unknown_agent(&target_id))?;
+        match may_set_routing_status(&requester.agent, &target.agent, status) {
+            Ok(()) => {}
+            Err(StatusRefusal::NotPermitted) => {
+                return Err(err(
+                    ErrorType::Authorization,
+                    "only owners and administrators may set another agent's routing status",
+                ));
+            }
+            Err(StatusRefusal::StatusNotAllowed) => {
+                return Err(validation(
+                    "agents may set only `accepting_chats` or `not_accepting_chats`",
+                ));
+            }
+        }
+        if target.agent.kind == AgentKind::Agent && target.sessions.is_empty() {
+            return Err(err(
+                ErrorType::AgentOffline,
+                format!("agent `{target_id}` is not logged in over RTM"),
+            ));
+        }
+        let target = state.agents.get_mut(&target_id).expect("checked above");
+        let saved = (target.chosen, target.last_chosen);
+        target.chosen = status;
+        target.last_chosen = Some(status);
+        let push = status_push(&state, &target_id, caller.cause.clone());
+        let ops = vec![Op::SetLastRoutingStatus {
+            org: caller.org.org.id.clone(),
+            agent: target_id.clone(),
+            status,
+        }];
+        match submit(&engine.inner.store, ops, vec![push]) {
+            Ok(p) => p,
+            Err(e) => {
+                let target = state.agents.get_mut(&target_id).expect("checked above");
+                (target.chosen, target.last_chosen) = saved;
+                return Err(e);
+            }
+        }
+    };
+    pending.wait().await?;
+    Ok(Reply::ok(empty()))
+}
+
+pub(crate) async fn list_routing_statuses(
+    engine: &Engine,
+    caller: &Caller,
+    req: ListRoutingStatusesRequest,
+) -> Result<Reply, ErrorBody> {
+    if let Some(groups) = &req.filters.group_ids
+        && groups.len() > 200
+    {
+        return Err(validation("`filters.group_ids` may hold at most 200 ids"));
+    }
+    let (pending, mut entries) = {
+        let state = caller.org.lock();
+        let requester = &state.agents[&caller.agent].agent;
+        let entries: Vec<RoutingStatusEntry> = state
+            .agents
+            .values()
+            .filter(|a| may_see_routing_status(requester, &a.agent))
+            .filter(|a| match &req.filters.group_ids {
+                Some(groups) => groups.iter().any(|g| a.agent.in_group(*g)),
+                None => true,
+            })
+            .map(|a| RoutingStatusEntry {
+                agent_id: a.agent.id.0.clone(),
+                status: to_wire(a.effective()),
+            })
+            .collect();
+        (submit(&engine.inner.store, Vec::new(), Vec::new())?, entries)
+    };
+    pending.wait().await?;
+    entries.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+    Ok(Reply::ok(serde_json::to_value(entries).expect("entries serialize")))
+}
+
+pub(crate) async fn set_away_status(
+    engine: &Engine,
+    caller: &Caller,
+    req: SetAwayStatusRequest,
+) -> Result<Reply, ErrorBody> {
+    let conn = caller
+        .conn
+        .as_ref()
+        .ok_or_else(|| validation("`set_away_status` is available over RTM only"))?;
+    let pending = {
+        let mut state = caller.org.lock();
+        let agent = state.agents.get_mut(&caller.agent).expect("caller exists");
+        let before = agent.effective();
+        let Some(session) = agent.sessions.iter_mut().find(|s| s.conn.id() == conn.id()) else {
+            return Err(err(ErrorType::RequesterAlreadyOffline, "this session is no longer logged in"));
+        };
+        session.away = req.away;
+        let after = agent.effective();
+        let pushes = if before != after {
+            vec![status_push(&state, &caller.agent, caller.cause.clone())]
+        } else {
+            Vec::new()
+        };
+        submit(&engine.inner.store, Vec::new(), pushes)?
+    };
+    pending.wait().await?;
+    Ok(Reply::ok(empty()))
+}
+
+/// Removes sessions of `agent` matching `which` and returns the push the
+/// presence change causes, if any. The caller submits it.
+fn end_sessions(
+    state: &mut OrgState,
+    agent: &str,
+    mut which: impl FnMut(&SessionRef) -> bool,
+    cause: Option<Cause>,
+) -> (Vec<Arc<Connection>>, Option<Outgoing>) {
+    let Some(a) = state.agents.get_mut(agent) else {
+        return (Vec::new(), None);
+    };
+    let before = a.effective();
+    let mut removed = Vec::new();
+    a.sessions.retain(|s| {
+        if which(s) {
+            removed.push(s.conn.clone());
+            false
+        } else {
+            true
+        }
+    });
+    if a.sessions.is_empty() {
+        a.chosen = a.agent.login_status;
+    }
+    let after = a.effective();
+    let push = (before != after).then(|| status_push(state, agent, cause));
+    (removed, push)
+}
+
+pub(crate) async fn logout(engine: &Engine, caller: &Caller) -> Result<Reply, ErrorBody> {
+    let conn = caller
+        .conn
+        .as_ref()
+        .ok_or_else(|| validation("`logout` is available over RTM only"))?;
+    let pending = {
+        let mut state = caller.org.lock();
+        let (removed, push) = end_sessions(&mut state, &caller.agent, |_| true, None);
+        for other in removed.iter().filter(|c| c.id() != conn.id()) {
+            other.close(DisconnectReason::AgentLoggedOutRemotely, None);
+        }
+        submit(&engine.inner.store, Vec::new(), push.into_iter().collect())?
+    };
+    pending.wait().await?;
+    Ok(Reply {
+        payload: empty(),
+        after: AfterReply::Close,
+    })
+}
+
+/// Called when a connection ends for any reason.
+pub(crate) async fn session_ended(engine: &Engine, conn: &Arc<Connection>) {
+    let Some(login) = conn.login_state() else { return };
+    let Some(org) = engine.org(&login.org) else { return };
+    let pending = {
+        let mut state = org.lock();
+        let (_, push) = end_sessions(&mut state, &login.agent, |s| s.conn.id() == conn.id(), None);
+        match push {
+            Some(p) => submit(&engine.inner.store, Vec::new(), vec![p]),
+            None => return,
+        }
+    };
+    match pending {
+        Ok(p) => {
+            if let Err(e) = p.wait().await {
+                tracing::warn!(error = %e.message, "status push after disconnect failed");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e.message, "status push after disconnect refused"),
+    }
+}

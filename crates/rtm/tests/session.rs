@@ -1,0 +1,291 @@
+//! The RTM session driven through channels with paused time: login window,
+//! server pings and dead-peer detection, healthy clients that never ping,
+//! the pending-request limit, the request timeout, and bad frames that get
+//! errors while the connection survives.
+
+use axum::extract::ws::Message;
+use chatgate_domain::*;
+use chatgate_engine::{Engine, EngineConfig, hash_secret};
+use chatgate_rtm::{RtmConfig, run};
+use chatgate_store::*;
+use futures_util::SinkExt;
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// An in-memory store whose commits can be held back: completions wait
+/// until the gate opens.
+#[derive(Default)]
+struct GatedStore {
+    closed_gate: AtomicBool,
+    held: Mutex<Vec<Completion>>,
+}
+
+impl GatedStore {
+    fn hold(&self) {
+        self.closed_gate.store(true, Ordering::SeqCst);
+    }
+    fn release(&self) {
+        self.closed_gate.store(false, Ordering::SeqCst);
+        let held: Vec<_> = std::mem::take(&mut *self.held.lock().unwrap());
+        for done in held {
+            done(Ok(Committed::default()));
+        }
+    }
+}
+
+impl Store for GatedStore {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        let agent = |id: &str, role| AgentRecord {
+            agent: Agent {
+                id: AgentId(id.into()),
+                kind: AgentKind::Agent,
+                name: id.into(),
+                role,
+                max_chats: 6,
+                login_status: RoutingStatus::AcceptingChats,
+                groups: vec![(0, GroupPriority::Normal)],
+                suspended: false,
+            },
+            last_routing_status: None,
+        };
+        Ok(Snapshot {
+            orgs: vec![OrgRecord {
+                org: Organization {
+                    id: OrgId("acme".into()),
+                    name: "Acme".into(),
+                    license_id: 123,
+                    created_at: 1,
+                },
+                groups: vec![Group { id: 0, name: "General".into() }],
+                agents: vec![agent("alice@acme.test", Role::Owner)],
+            }],
+            tokens: vec![TokenRecord {
+                hash: hash_secret("alice-token"),
+                org: OrgId("acme".into()),
+                agent: "alice@acme.test".into(),
+                kind: TokenKind::Pat,
+            }],
+        })
+    }
+    fn submit(&self, _ops: Vec<Op>, done: Completion) -> Result<(), StoreError> {
+        if self.closed_gate.load(Ordering::SeqCst) {
+            self.held.lock().unwrap().push(done);
+        } else {
+            done(Ok(Committed::default()));
+        }
+        Ok(())
+    }
+    fn chat_events(&self, _: &str, _: &str) -> Result<Vec<EventRecord>, StoreError> {
+        Ok(vec![])
+    }
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
+    }
+    fn close(&self) {}
+}
+
+struct Client {
+    to_server: mpsc::Sender<Message>,
+    from_server: mpsc::Receiver<Message>,
+    store: Arc<GatedStore>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start(config: RtmConfig) -> Client {
+    let store = Arc::new(GatedStore::default());
+    let engine = Engine::start(store.clone(), EngineConfig::default()).unwrap();
+    let (to_server, server_rx) = mpsc::channel::<Message>(64);
+    let (server_tx, from_server) = mpsc::channel::<Message>(256);
+    let stream = Box::pin(futures_util::stream::unfold(server_rx, |mut rx| async move {
+        rx.recv().await.map(|m| (Ok::<_, Infallible>(m), rx))
+    }));
+    let sink = Box::pin(futures_util::sink::unfold(server_tx, |tx, m: Message| async move {
+        tx.send(m).await.map(|_| tx)
+    }));
+    let task = tokio::spawn(run(engine, chatgate_protocol::Version::V3_5, sink, stream, config));
+    Client { to_server, from_server, store, task }
+}
+
+impl Client {
+    async fn send(&self, v: Value) {
+        self.to_server.send(Message::Text(v.to_string().into())).await.unwrap();
+    }
+    async fn send_raw(&self, m: Message) {
+        self.to_server.send(m).await.unwrap();
+    }
+    /// Next text frame as JSON, answering pings on the way.
+    async fn next_json(&mut self) -> Value {
+        loop {
+            match self.from_server.recv().await.expect("server closed") {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Message::Ping(p) => self.send_raw(Message::Pong(p)).await,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    async fn login(&mut self) {
+        self.send(json!({"action":"login","request_id":"login","payload":{"token":"Bearer alice-token"}})).await;
+        let r = self.next_json().await;
+        assert_eq!(r["success"], true, "{r}");
+    }
+    async fn expect_disconnect(&mut self, reason: &str) -> Value {
+        let f = self.next_json().await;
+        assert_eq!(f["action"], "agent_disconnected", "{f}");
+        assert_eq!(f["type"], "push");
+        assert_eq!(f["payload"]["reason"], reason, "{f}");
+        match self.from_server.recv().await {
+            Some(Message::Close(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+        f
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_login_within_the_window_disconnects() {
+    let mut c = start(RtmConfig::default());
+    let started = tokio::time::Instant::now();
+    // A ping before login is a no-op: it neither logs in nor extends the window.
+    c.send(json!({"action":"ping","request_id":"p"})).await;
+    assert_eq!(c.next_json().await["success"], true);
+    let f = c.expect_disconnect("connection_timeout").await;
+    assert_eq!(f["payload"]["data"]["detail"], "login_timeout");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(30) && waited < Duration::from_secs(31), "{waited:?}");
+    c.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn login_in_time_keeps_the_connection() {
+    let mut c = start(RtmConfig::default());
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    c.login().await;
+    // Far past the login window, answering the server's pings: still open.
+    let idle = tokio::time::timeout(Duration::from_secs(300), c.next_json()).await;
+    assert!(idle.is_err(), "unexpected frame {idle:?}");
+    assert!(!c.task.is_finished());
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_pings_and_drops_a_silent_peer() {
+    let mut c = start(RtmConfig::default());
+    c.login().await;
+    // The server pings on its own; a client that never answers is dropped.
+    match c.from_server.recv().await {
+        Some(Message::Ping(_)) => {}
+        other => panic!("expected a ping, got {other:?}"),
+    }
+    let started = tokio::time::Instant::now();
+    loop {
+        match c.from_server.recv().await.unwrap() {
+            Message::Ping(_) => continue, // deliberately unanswered
+            Message::Text(t) => {
+                let f: Value = serde_json::from_str(t.as_str()).unwrap();
+                assert_eq!(f["payload"]["reason"], "connection_timeout");
+                assert_eq!(f["payload"]["data"]["detail"], "no_traffic");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(started.elapsed() <= Duration::from_secs(46));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pending_limit_and_request_timeout() {
+    let mut c = start(RtmConfig::default());
+    c.login().await;
+    c.store.hold();
+    for i in 0..11 {
+        c.send(json!({"action":"list_routing_statuses","request_id":format!("r{i}")})).await;
+    }
+    let refused = c.next_json().await;
+    assert_eq!(refused["request_id"], "r10");
+    assert_eq!(refused["payload"]["error"]["type"], "pending_requests_limit_reached");
+    c.store.release();
+    let mut ok = 0;
+    for _ in 0..10 {
+        let r = c.next_json().await;
+        assert_eq!(r["success"], true, "{r}");
+        ok += 1;
+    }
+    assert_eq!(ok, 10);
+    // A request whose commit never comes is answered with request_timeout after 15 s.
+    c.store.hold();
+    let started = tokio::time::Instant::now();
+    c.send(json!({"action":"list_routing_statuses","request_id":"slow"})).await;
+    let r = c.next_json().await;
+    assert_eq!(r["request_id"], "slow");
+    assert_eq!(r["payload"]["error"]["type"], "request_timeout");
+    assert!(started.elapsed() >= Duration::from_secs(15));
+    c.store.release();
+    // The connection still works.
+    c.send(json!({"action":"ping","request_id":"after"})).await;
+    let r = c.next_json().await;
+    assert_eq!((r["request_id"].as_str(), r["success"].as_bool()), (Some("after"), Some(true)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_frames_get_errors_and_the_connection_survives() {
+    let mut c = start(RtmConfig { max_request_frame: 1024, ..RtmConfig::default() });
+    c.login().await;
+    let cases: Vec<(Message, Option<&str>, &str, &str)> = vec![
+        (Message::Text("{not json".into()), None, "validation", "malformed JSON"),
+        (Message::Text(r#"{"request_id":"m1","payload":{}}"#.into()), Some("m1"), "validation", "missing field `action`"),
+        (Message::Text(r#"{"action":"no_such","request_id":"m2"}"#.into()), Some("m2"), "validation", "unknown action"),
+        (Message::Text(r#"{"action":"set_routing_status","request_id":"m3","payload":{"status":42}}"#.into()), Some("m3"), "validation", "invalid payload"),
+        (Message::Text(r#"{"action":"set_routing_status","request_id":"m4","payload":{}}"#.into()), Some("m4"), "validation", "missing field `status`"),
+        (Message::Text(r#"{"action":"ping","request_id":"m5","version":"3.4"}"#.into()), Some("m5"), "validation", "unsupported API version"),
+        (Message::Text(r#"{"action":"get_license_info","request_id":"m6"}"#.into()), Some("m6"), "validation", "Web API only"),
+        (Message::Text(r#"{"action":"login","request_id":"m7","payload":{"token":"Bearer alice-token"}}"#.into()), Some("m7"), "validation", "already logged in"),
+        (Message::Binary(vec![1, 2, 3].into()), None, "validation", "binary frames"),
+        (
+            Message::Text(format!(r#"{{"action":"ping","request_id":"big","payload":{{"x":"{}"}}}}"#, "a".repeat(2000)).into()),
+            Some("big"),
+            "entity_too_large",
+            "exceeds the limit",
+        ),
+    ];
+    for (msg, request_id, kind, text) in cases {
+        c.send_raw(msg).await;
+        let r = c.next_json().await;
+        assert_eq!(r["type"], "response", "{r}");
+        assert_eq!(r["success"], false, "{r}");
+        assert_eq!(r["request_id"].as_str(), request_id, "{r}");
+        assert_eq!(r["payload"]["error"]["type"], kind, "{r}");
+        let message = r["payload"]["error"]["message"].as_str().unwrap();
+        assert!(message.contains(text), "{message:?} should mention {text:?}");
+    }
+    c.send(json!({"action":"ping","request_id":"alive","version":"3.6"})).await;
+    let r = c.next_json().await;
+    assert_eq!(r["success"], true);
+    assert_eq!(r["request_id"], "alive");
+}
+
+#[tokio::test(start_paused = true)]
+async fn version_lower_than_the_connection_is_refused() {
+    let store = Arc::new(GatedStore::default());
+    let engine = Engine::start(store, EngineConfig::default()).unwrap();
+    let (to_server, server_rx) = mpsc::channel::<Message>(8);
+    let (server_tx, mut from_server) = mpsc::channel::<Message>(8);
+    let stream = Box::pin(futures_util::stream::unfold(server_rx, |mut rx| async move {
+        rx.recv().await.map(|m| (Ok::<_, Infallible>(m), rx))
+    }));
+    let mut sink = Box::pin(futures_util::sink::unfold(server_tx, |tx, m: Message| async move {
+        tx.send(m).await.map(|_| tx)
+    }));
+    sink.flush().await.unwrap();
+    tokio::spawn(run(engine, chatgate_protocol::Version::V3_6, sink, stream, RtmConfig::default()));
+    to_server
+        .send(Message::Text(r#"{"action":"ping","request_id":"1","version":"3.5"}"#.into()))
+        .await
+        .unwrap();
+    let Some(Message::Text(t)) = from_server.recv().await else { panic!() };
+    let r: Value = serde_json::from_str(t.as_str()).unwrap();
+    assert_eq!(r["payload"]["error"]["type"], "validation");
+    assert!(r["payload"]["error"]["message"].as_str().unwrap().contains("lower than"));
+}
