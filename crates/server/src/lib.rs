@@ -1,1 +1,246 @@
-//! placeholder
+//! The `chatgate` server as a library: configuration (validated before any
+//! port is bound), provisioning, TLS, listeners with an explicit backlog,
+//! serving, and graceful shutdown. `main.rs` is a thin CLI over [`start`];
+//! the end-to-end tests call [`start`] directly on `127.0.0.1:0`.
+
+mod tls;
+
+use axum::serve::ListenerExt;
+use chatgate_engine::{Engine, EngineConfig, ProvisionReport, ProvisionSpec};
+use chatgate_protocol::DisconnectReason;
+use chatgate_store::{SqliteStore, Store, StoreConfig};
+use chatgate_web::WebConfig;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use chatgate_engine::ProvisionSpec as Provisioning;
+pub use tls::load_tls;
+
+/// TLS listener settings.
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Everything the server needs. Built by the CLI or by tests.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Plain HTTP and WebSocket listener.
+    pub listen: SocketAddr,
+    /// Where the embedded store keeps its files.
+    pub data_dir: PathBuf,
+    /// Optional HTTPS / WSS listener.
+    pub tls: Option<TlsSettings>,
+    /// Applied at start, before any port is bound.
+    pub provision: Option<ProvisionSpec>,
+    /// Listen backlog (pending connections the kernel queues).
+    pub backlog: u32,
+    /// Time allowed for sessions to close and requests to finish at shutdown.
+    pub shutdown_grace: Duration,
+    pub web: WebConfig,
+    pub engine: EngineConfig,
+    pub store: StoreConfig,
+}
+
+impl ServerConfig {
+    /// Defaults for everything but the data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: data_dir.into(),
+            tls: None,
+            provision: None,
+            backlog: 4096,
+            shutdown_grace: Duration::from_secs(10),
+            web: WebConfig::default(),
+            engine: EngineConfig::default(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+/// Why the server could not start. Each renders as one clear line.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("cannot read provisioning file {path}: {source}")]
+    ProvisionRead { path: String, source: std::io::Error },
+    #[error("invalid provisioning file {path}: {message}")]
+    ProvisionParse { path: String, message: String },
+    #[error("provisioning failed: {0}")]
+    Provision(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("store: {0}")]
+    Store(#[from] chatgate_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Reads and parses a provisioning file.
+pub fn load_provision(path: &Path) -> Result<ProvisionSpec, ServerError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ServerError::ProvisionRead {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ServerError::ProvisionParse {
+        path: path.display().to_string(),
+        message: e.message().to_string()
+            + &e.span()
+                .map(|s| {
+                    let line = text[..s.start].matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default(),
+    })
+}
+
+/// A running server.
+pub struct Running {
+    /// Bound address of the plain listener.
+    pub http_addr: SocketAddr,
+    /// Bound address of the TLS listener.
+    pub tls_addr: Option<SocketAddr>,
+    pub engine: Engine,
+    /// What provisioning did at start.
+    pub provisioned: Option<ProvisionReport>,
+    store: Arc<SqliteStore>,
+    /// Cancelled to stop accepting.
+    stop_accepting: CancellationToken,
+    /// Listener tasks; each ends once its listener stopped and its HTTP
+    /// connections finished.
+    tasks: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("http_addr", &self.http_addr)
+            .field("tls_addr", &self.tls_addr)
+            .finish()
+    }
+}
+
+fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServerError> {
+    let err = |source| ServerError::Bind { addr, source };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(backlog).map_err(err)
+}
+
+/// Validates the configuration, opens the store, provisions, and only then
+/// binds and serves.
+pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
+    let tls = match &config.tls {
+        Some(t) => Some(load_tls(&t.cert, &t.key)?),
+        None => None,
+    };
+    let store = Arc::new(SqliteStore::open(&config.data_dir, config.store.clone())?);
+    let engine = Engine::start(store.clone(), config.engine.clone())
+        .map_err(|e| ServerError::Provision(e.to_string()))?;
+    let provisioned = match &config.provision {
+        Some(spec) => Some(
+            engine
+                .provision(spec)
+                .await
+                .map_err(|e| ServerError::Provision(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let router = chatgate_web::app(engine.clone(), config.web.clone());
+    let stop_accepting = CancellationToken::new();
+    let mut tasks = Vec::new();
+
+    let listener = bind(config.listen, config.backlog)?;
+    let http_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let tls_listener = match (&config.tls, tls) {
+        (Some(t), Some(acceptor)) => Some((bind(t.listen, config.backlog)?, acceptor)),
+        _ => None,
+    };
+
+    let stop = stop_accepting.clone();
+    let app = router.clone();
+    tasks.push(tokio::spawn(async move {
+        let listener = listener.tap_io(|s| {
+            let _ = s.set_nodelay(true);
+        });
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "http listener failed");
+        }
+    }));
+    let mut tls_addr = None;
+    if let Some((listener, acceptor)) = tls_listener {
+        let local = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: listener.local_addr().unwrap_or(config.listen),
+            source,
+        })?;
+        tls_addr = Some(local);
+        let tls_listener = tls::TlsListener::spawn(listener, acceptor, stop_accepting.clone());
+        let stop = stop_accepting.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(tls_listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "tls listener failed");
+            }
+        }));
+    }
+    tracing::info!(%http_addr, tls_addr = ?tls_addr, data_dir = %config.data_dir.display(), "chatgate serving");
+    Ok(Running {
+        http_addr,
+        tls_addr,
+        engine,
+        provisioned,
+        store,
+        stop_accepting,
+        tasks,
+        grace: config.shutdown_grace,
+    })
+}
+
+impl Running {
+    /// Graceful shutdown: stop accepting, tell every session why
+    /// (`agent_disconnected`, reason `internal_error`, `data.detail =
+    /// "shutdown"`, which tells clients to reconnect), wait for sessions and
+    /// requests within the grace period, then flush and close the store.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.stop_accepting.cancel();
+        self.engine
+            .shutdown(DisconnectReason::InternalError, "shutdown");
+        let deadline = tokio::time::Instant::now() + self.grace;
+        while self.engine.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for task in self.tasks {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if tokio::time::timeout(remaining, task).await.is_err() {
+                tracing::warn!("a listener did not finish within the grace period");
+            }
+        }
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        tracing::info!("stopped");
+    }
+}

@@ -1,1 +1,173 @@
-fn main() {}
+//! `chatgate`: the gateway binary. Configuration comes from flags, each also
+//! readable from a `CHATGATE_…` environment variable, and is validated before
+//! any port is bound; a bad one exits non-zero with one clear line.
+
+use chatgate_server::{ServerConfig, TlsSettings, load_provision, start};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "chatgate", version, about = "Self-hosted gateway speaking the Agent Chat API v3.5")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway.
+    Serve(Serve),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Parser, Debug)]
+struct Serve {
+    /// Plain HTTP and WebSocket listener.
+    #[arg(long, env = "CHATGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory of the embedded store (created if missing).
+    #[arg(long, env = "CHATGATE_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// HTTPS / WSS listener; needs --tls-cert and --tls-key.
+    #[arg(long, env = "CHATGATE_TLS_LISTEN", requires_all = ["tls_cert", "tls_key"])]
+    tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for --tls-listen.
+    #[arg(long, env = "CHATGATE_TLS_CERT", requires = "tls_listen")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-listen.
+    #[arg(long, env = "CHATGATE_TLS_KEY", requires = "tls_listen")]
+    tls_key: Option<PathBuf>,
+    /// TOML file of organizations, groups, agents and tokens to create or
+    /// update at start (idempotent).
+    #[arg(long, env = "CHATGATE_PROVISION")]
+    provision: Option<PathBuf>,
+    /// Listen backlog.
+    #[arg(long, env = "CHATGATE_BACKLOG", default_value_t = 4096)]
+    backlog: u32,
+    /// Seconds allowed for a graceful shutdown.
+    #[arg(long, env = "CHATGATE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    shutdown_grace_secs: u64,
+    /// Seconds a new RTM connection has to log in.
+    #[arg(long, env = "CHATGATE_LOGIN_TIMEOUT_SECS", default_value_t = 30)]
+    login_timeout_secs: u64,
+    /// Largest RTM request frame in bytes (`entity_too_large` above it).
+    #[arg(long, env = "CHATGATE_MAX_REQUEST_FRAME", default_value_t = 256 * 1024)]
+    max_request_frame: usize,
+    /// Largest Web API request body in bytes.
+    #[arg(long, env = "CHATGATE_MAX_BODY", default_value_t = 1024 * 1024)]
+    max_body: usize,
+    /// Frames that may wait for one slow session before it is disconnected.
+    #[arg(long, env = "CHATGATE_OUTBOUND_QUEUE", default_value_t = 1024)]
+    outbound_queue: usize,
+    /// Log format.
+    #[arg(long, env = "CHATGATE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHATGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn config_from(args: &Serve) -> Result<ServerConfig, String> {
+    let mut config = ServerConfig::new(&args.data_dir);
+    config.listen = args.listen;
+    config.backlog = args.backlog;
+    config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
+    if args.login_timeout_secs == 0 {
+        return Err("--login-timeout-secs must be at least 1".into());
+    }
+    config.web.rtm.login_timeout = Duration::from_secs(args.login_timeout_secs);
+    if args.max_request_frame < 1024 || args.max_request_frame > config.web.ws_max_message {
+        return Err(format!(
+            "--max-request-frame must be between 1024 and {} bytes",
+            config.web.ws_max_message
+        ));
+    }
+    config.web.rtm.max_request_frame = args.max_request_frame;
+    if args.max_body < 1024 {
+        return Err("--max-body must be at least 1024 bytes".into());
+    }
+    config.web.max_body = args.max_body;
+    if args.outbound_queue == 0 {
+        return Err("--outbound-queue must be at least 1".into());
+    }
+    config.engine.outbound_queue = args.outbound_queue;
+    if let (Some(listen), Some(cert), Some(key)) = (args.tls_listen, &args.tls_cert, &args.tls_key) {
+        if listen == args.listen {
+            return Err("--tls-listen must differ from --listen".into());
+        }
+        config.tls = Some(TlsSettings {
+            listen,
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    }
+    if let Some(path) = &args.provision {
+        config.provision = Some(load_provision(path).map_err(|e| e.to_string())?);
+    }
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Serve(args) = cli.command;
+    init_tracing(args.log_format);
+    let config = match config_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chatgate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
+    runtime.block_on(async move {
+        let running = match start(config).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("chatgate: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        if let Some(report) = &running.provisioned {
+            for (id, name) in &report.organizations {
+                tracing::info!(organization = %id, %name, "provisioned organization");
+            }
+            tracing::info!(groups = report.groups, agents = report.agents, tokens = report.tokens, "provisioning applied");
+        }
+        shutdown_signal().await;
+        running.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}

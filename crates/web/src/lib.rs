@@ -1,1 +1,209 @@
-//! placeholder
+//! The HTTP surface: the Agent Chat Web API, the RTM upgrade routes, health
+//! and readiness. [`app`] builds the `Router`; the server serves it and tests
+//! call it directly.
+//!
+//! Errors become wire form in exactly one place ([`ApiError`]): the protocol's
+//! `{"error":{...}}` body with the HTTP status of proto-docs/errors.md.
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use chatgate_engine::{Engine, Request, Requester, validation};
+use chatgate_protocol::{ErrorBody, ErrorType, Version};
+use chatgate_rtm::RtmConfig;
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// Limits of the HTTP and WebSocket transports.
+#[derive(Clone, Debug)]
+pub struct WebConfig {
+    /// Largest Web API request body (`entity_too_large` above it).
+    pub max_body: usize,
+    /// WebSocket read buffer per connection (bytes read from the socket at a
+    /// time; tungstenite's default of 128 KiB per connection must not ship).
+    pub ws_read_buffer: usize,
+    /// Bytes of outgoing frames collected before a write.
+    pub ws_write_buffer: usize,
+    /// Most bytes a connection may have waiting to be written.
+    pub ws_max_write_buffer: usize,
+    /// Hard limit of one WebSocket message; a larger one closes the socket.
+    /// Requests above `rtm.max_request_frame` but below this get an
+    /// `entity_too_large` response and the connection stays.
+    pub ws_max_message: usize,
+    /// RTM session limits.
+    pub rtm: RtmConfig,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            max_body: 1024 * 1024,
+            ws_read_buffer: 4 * 1024,
+            ws_write_buffer: 8 * 1024,
+            ws_max_write_buffer: 1024 * 1024,
+            ws_max_message: 4 * 1024 * 1024,
+            rtm: RtmConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    engine: Engine,
+    config: Arc<WebConfig>,
+}
+
+/// Builds the router.
+pub fn app(engine: Engine, config: WebConfig) -> Router {
+    let state = AppState {
+        engine,
+        config: Arc::new(config),
+    };
+    Router::new()
+        .route("/{version}/agent/action/{method}", post(agent_action))
+        .route("/{version}/agent/rtm/ws", any(agent_rtm))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .fallback(|| async {
+            ApiError(ErrorBody::new(ErrorType::NotFound, "no such endpoint"))
+        })
+        // Bodies are bounded by `max_body` in the handler, so the error is
+        // the protocol's, not axum's.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// An error on the Web API.
+#[derive(Debug)]
+pub struct ApiError(pub ErrorBody);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.kind.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        json_response(status, &self.0.into_envelope())
+    }
+}
+
+fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    let bytes = serde_json::to_vec(body).expect("responses serialize");
+    let mut resp = Response::new(Body::from(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn path_version(segment: &str) -> Result<Version, ApiError> {
+    Version::from_path_segment(segment).ok_or_else(|| {
+        ApiError(ErrorBody::new(
+            ErrorType::UnsupportedVersion,
+            format!("unsupported API version `{segment}` (supported: v3.5, v3.6)"),
+        ))
+    })
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| ApiError(validation(format!("header `{name}` is not valid text")))),
+    }
+}
+
+async fn agent_action(
+    State(state): State<AppState>,
+    Path((version, method)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mut version = path_version(&version)?;
+    if let Some(v) = header_str(&headers, "x-api-version")? {
+        let requested: Version = v.parse().map_err(|e: chatgate_protocol::version::UnsupportedVersion| {
+            ApiError(ErrorBody::new(ErrorType::UnsupportedVersion, e.to_string()))
+        })?;
+        if requested < version {
+            return Err(ApiError(validation(format!(
+                "`X-API-Version: {requested}` is lower than the URL's version {version}"
+            ))));
+        }
+        version = requested;
+    }
+    let bytes: Bytes = axum::body::to_bytes(body, state.config.max_body)
+        .await
+        .map_err(|_| {
+            ApiError(ErrorBody::new(
+                ErrorType::EntityTooLarge,
+                format!(
+                    "request body exceeds the limit of {} bytes",
+                    state.config.max_body
+                ),
+            ))
+        })?;
+    let payload: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError(validation(format!("malformed JSON body: {e}"))))?
+    };
+    let request = Request {
+        requester: Requester::Web {
+            authorization: header_str(&headers, "authorization")?.map(str::to_owned),
+        },
+        version,
+        action: method.clone(),
+        payload,
+        request_id: None,
+        author_id: header_str(&headers, "x-author-id")?.map(str::to_owned),
+    };
+    let span = tracing::info_span!("web", action = %method, version = %version);
+    let reply = state
+        .engine
+        .execute(request)
+        .instrument(span)
+        .await
+        .map_err(ApiError)?;
+    Ok(json_response(StatusCode::OK, &reply.payload))
+}
+
+async fn agent_rtm(
+    State(state): State<AppState>,
+    Path(version): Path<String>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let version = path_version(&version)?;
+    let ws = ws.map_err(|e| ApiError(validation(format!("WebSocket upgrade required: {e}"))))?;
+    let config = state.config.clone();
+    let engine = state.engine.clone();
+    // `organization_id` in the query is accepted and ignored: the
+    // organization comes from the token (the vendor's SDKs omit it).
+    Ok(ws
+        .read_buffer_size(config.ws_read_buffer)
+        .write_buffer_size(config.ws_write_buffer)
+        .max_write_buffer_size(config.ws_max_write_buffer)
+        .max_message_size(config.ws_max_message)
+        .max_frame_size(config.ws_max_message)
+        .on_upgrade(move |socket| {
+            let (sink, stream) = socket.split();
+            let span = tracing::info_span!("rtm", version = %version);
+            chatgate_rtm::run(engine, version, sink, stream, config.rtm.clone()).instrument(span)
+        }))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.engine.ready().await {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
+    }
+}

@@ -1,0 +1,1 @@
+//! proto-docs examples parse through the protocol types (written with the docs).

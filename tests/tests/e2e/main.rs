@@ -1,0 +1,10 @@
+//! One test binary for every end-to-end test (one link, shared helpers).
+
+mod harness;
+
+mod docs;
+mod restart;
+mod rtm_login;
+mod rtm_status;
+mod tls;
+mod web;
