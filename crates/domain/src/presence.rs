@@ -44,7 +44,13 @@ mod tests {
     use super::*;
     use RoutingStatus::*;
 
-    fn check(kind: AgentKind, chosen: RoutingStatus, conns: usize, away: usize, want: RoutingStatus) {
+    fn check(
+        kind: AgentKind,
+        chosen: RoutingStatus,
+        conns: usize,
+        away: usize,
+        want: RoutingStatus,
+    ) {
         let got = effective_status(Presence {
             kind,
             chosen,

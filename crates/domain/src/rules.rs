@@ -67,13 +67,22 @@ mod tests {
         let other = agent("m", Role::Normal, AgentKind::Agent);
         let bot = agent("b", Role::Normal, AgentKind::Bot);
         use RoutingStatus::*;
-        assert_eq!(may_set_routing_status(&normal, &normal, AcceptingChats), Ok(()));
+        assert_eq!(
+            may_set_routing_status(&normal, &normal, AcceptingChats),
+            Ok(())
+        );
         assert_eq!(
             may_set_routing_status(&normal, &other, AcceptingChats),
             Err(StatusRefusal::NotPermitted)
         );
-        assert_eq!(may_set_routing_status(&owner, &other, NotAcceptingChats), Ok(()));
-        assert_eq!(may_set_routing_status(&admin, &other, NotAcceptingChats), Ok(()));
+        assert_eq!(
+            may_set_routing_status(&owner, &other, NotAcceptingChats),
+            Ok(())
+        );
+        assert_eq!(
+            may_set_routing_status(&admin, &other, NotAcceptingChats),
+            Ok(())
+        );
         assert_eq!(
             may_set_routing_status(&admin, &other, Offline),
             Err(StatusRefusal::StatusNotAllowed)

@@ -1,9 +1,9 @@
 //! Credentials: `Bearer <token>` and `Basic base64(<agent id>:<token>)`.
 //! Secrets are compared by SHA-256 only; the clear value is never stored.
 
+use crate::Inner;
 use crate::error::err;
 use crate::state::TokenEntry;
-use crate::Inner;
 use base64::Engine as _;
 use chatgate_protocol::{ErrorBody, ErrorType};
 use sha2::{Digest, Sha256};
@@ -22,9 +22,12 @@ fn invalid() -> ErrorBody {
 /// Resolves an `Authorization` value (or RTM `login.token`) to its owner.
 pub(crate) fn authenticate(inner: &Inner, credentials: &str) -> Result<TokenEntry, ErrorBody> {
     let credentials = credentials.trim();
-    let (scheme, rest) = credentials
-        .split_once(' ')
-        .ok_or_else(|| err(ErrorType::Authentication, "expected `Bearer <token>` or `Basic <base64>`"))?;
+    let (scheme, rest) = credentials.split_once(' ').ok_or_else(|| {
+        err(
+            ErrorType::Authentication,
+            "expected `Bearer <token>` or `Basic <base64>`",
+        )
+    })?;
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
         inner
@@ -37,10 +40,18 @@ pub(crate) fn authenticate(inner: &Inner, credentials: &str) -> Result<TokenEntr
             .decode(rest)
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| err(ErrorType::Authentication, "Basic credentials are not valid base64 UTF-8"))?;
-        let (account, secret) = decoded
-            .split_once(':')
-            .ok_or_else(|| err(ErrorType::Authentication, "Basic credentials must be `<agent id>:<token>`"))?;
+            .ok_or_else(|| {
+                err(
+                    ErrorType::Authentication,
+                    "Basic credentials are not valid base64 UTF-8",
+                )
+            })?;
+        let (account, secret) = decoded.split_once(':').ok_or_else(|| {
+            err(
+                ErrorType::Authentication,
+                "Basic credentials must be `<agent id>:<token>`",
+            )
+        })?;
         let entry = inner
             .tokens
             .get(&hash_secret(secret))

@@ -60,13 +60,13 @@ impl Subscriptions {
 
     /// The versions in which this session wants push `name`.
     pub fn versions_for<'a>(&'a self, name: &'a str) -> impl Iterator<Item = Version> + 'a {
-        Version::ALL.into_iter().filter(move |v| {
-            match &self.by_version[v.index()] {
+        Version::ALL
+            .into_iter()
+            .filter(move |v| match &self.by_version[v.index()] {
                 None => false,
                 Some(None) => is_agent_push(*v, name) || name == "agent_disconnected",
                 Some(Some(set)) => set.contains(name),
-            }
-        })
+            })
     }
 }
 
@@ -100,7 +100,11 @@ pub struct ConnectionRx {
 }
 
 impl Connection {
-    pub(crate) fn new(id: u64, version: Version, capacity: usize) -> (Arc<Connection>, ConnectionRx) {
+    pub(crate) fn new(
+        id: u64,
+        version: Version,
+        capacity: usize,
+    ) -> (Arc<Connection>, ConnectionRx) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (
             Arc::new(Connection {
@@ -193,10 +197,23 @@ mod tests {
     #[test]
     fn subscriptions() {
         let d = Subscriptions::default_for(Version::V3_5);
-        assert_eq!(d.versions_for("routing_status_set").collect::<Vec<_>>(), vec![Version::V3_5]);
-        let s = subs(Version::V3_5, serde_json::json!({"3.5": ["incoming_chat"], "3.6": ["all"]})).unwrap();
-        assert_eq!(s.versions_for("incoming_chat").collect::<Vec<_>>(), vec![Version::V3_5, Version::V3_6]);
-        assert_eq!(s.versions_for("routing_status_set").collect::<Vec<_>>(), vec![Version::V3_6]);
+        assert_eq!(
+            d.versions_for("routing_status_set").collect::<Vec<_>>(),
+            vec![Version::V3_5]
+        );
+        let s = subs(
+            Version::V3_5,
+            serde_json::json!({"3.5": ["incoming_chat"], "3.6": ["all"]}),
+        )
+        .unwrap();
+        assert_eq!(
+            s.versions_for("incoming_chat").collect::<Vec<_>>(),
+            vec![Version::V3_5, Version::V3_6]
+        );
+        assert_eq!(
+            s.versions_for("routing_status_set").collect::<Vec<_>>(),
+            vec![Version::V3_6]
+        );
         assert!(subs(Version::V3_6, serde_json::json!({"3.5": ["all"]})).is_err());
         assert!(subs(Version::V3_5, serde_json::json!({"3.5": ["bogus"]})).is_err());
         assert!(subs(Version::V3_5, serde_json::json!({"9.9": ["all"]})).is_err());

@@ -115,7 +115,9 @@ impl Engine {
         }
         let caller = self.caller(&req)?;
         match req.action.as_str() {
-            "set_routing_status" => status::set_routing_status(self, &caller, parse(req.payload)?).await,
+            "set_routing_status" => {
+                status::set_routing_status(self, &caller, parse(req.payload)?).await
+            }
             "list_routing_statuses" => {
                 status::list_routing_statuses(self, &caller, parse(req.payload)?).await
             }
@@ -132,7 +134,10 @@ impl Engine {
         let (org_id, agent_id, conn) = match &req.requester {
             Requester::Rtm(conn) => {
                 let login = conn.login_state().ok_or_else(|| {
-                    err(ErrorType::Authentication, "log in first: send `login` with a token")
+                    err(
+                        ErrorType::Authentication,
+                        "log in first: send `login` with a token",
+                    )
                 })?;
                 (login.org.clone(), login.agent.clone(), Some(conn.clone()))
             }

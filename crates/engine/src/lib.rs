@@ -34,8 +34,8 @@ use chatgate_protocol::{DisconnectReason, Version};
 use chatgate_store::{Store, StoreError};
 use dashmap::DashMap;
 use state::{Org, TokenEntry};
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use thiserror::Error;
 
 /// Limits the engine enforces. Every bound is named and configurable.

@@ -103,7 +103,11 @@ fn now_secs() -> i64 {
 }
 
 fn random_license_id() -> u64 {
-    let n = u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().expect("8 bytes"));
+    let n = u64::from_le_bytes(
+        uuid::Uuid::new_v4().as_bytes()[..8]
+            .try_into()
+            .expect("8 bytes"),
+    );
     100_000_000 + n % 900_000_000
 }
 
@@ -128,10 +132,16 @@ impl Engine {
         for p in &plans {
             ops.push(Op::UpsertOrganization(p.org.clone()));
             for g in &p.groups {
-                ops.push(Op::UpsertGroup { org: p.org.id.clone(), group: g.clone() });
+                ops.push(Op::UpsertGroup {
+                    org: p.org.id.clone(),
+                    group: g.clone(),
+                });
             }
             for a in &p.agents {
-                ops.push(Op::UpsertAgent { org: p.org.id.clone(), agent: a.clone() });
+                ops.push(Op::UpsertAgent {
+                    org: p.org.id.clone(),
+                    agent: a.clone(),
+                });
             }
             for (hash, agent) in p.tokens.iter().zip(&p.token_owner) {
                 ops.push(Op::PutToken {
@@ -142,7 +152,9 @@ impl Engine {
                     created_at: now_secs(),
                 });
             }
-            report.organizations.push((p.org.id.0.clone(), p.org.name.clone()));
+            report
+                .organizations
+                .push((p.org.id.0.clone(), p.org.name.clone()));
             report.groups += p.groups.len();
             report.agents += p.agents.len();
             report.tokens += p.tokens.len();
@@ -177,8 +189,15 @@ impl Engine {
         };
         let id = match (&o.id, &existing) {
             (Some(id), _) => {
-                if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                    return Err(bad(format!("organization id `{id}` must be 1-64 characters of [A-Za-z0-9_-]")));
+                if id.is_empty()
+                    || id.len() > 64
+                    || !id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(bad(format!(
+                        "organization id `{id}` must be 1-64 characters of [A-Za-z0-9_-]"
+                    )));
                 }
                 id.clone()
             }
@@ -186,7 +205,10 @@ impl Engine {
             (None, None) => uuid::Uuid::new_v4().to_string(),
         };
         let org = match &existing {
-            Some(e) => Organization { name: o.name.clone(), ..e.org.clone() },
+            Some(e) => Organization {
+                name: o.name.clone(),
+                ..e.org.clone()
+            },
             None => Organization {
                 id: OrgId(id.clone()),
                 name: o.name.clone(),
@@ -200,13 +222,19 @@ impl Engine {
                 groups.insert(g.id, g.clone());
             }
         }
-        groups.entry(0).or_insert_with(|| Group { id: 0, name: "General".into() });
+        groups.entry(0).or_insert_with(|| Group {
+            id: 0,
+            name: "General".into(),
+        });
         let mut new_groups = vec![];
         for g in &o.groups {
             if g.name.trim().is_empty() {
                 return Err(bad(format!("group {} of `{}` needs a name", g.id, o.name)));
             }
-            let group = Group { id: g.id, name: g.name.clone() };
+            let group = Group {
+                id: g.id,
+                name: g.name.clone(),
+            };
             groups.insert(g.id, group.clone());
             new_groups.push(group);
         }
@@ -224,26 +252,41 @@ impl Engine {
             }
             for t in &a.tokens {
                 if t.len() < MIN_TOKEN_LEN {
-                    return Err(bad(format!("a token of `{}` is shorter than {MIN_TOKEN_LEN} characters", a.id)));
+                    return Err(bad(format!(
+                        "a token of `{}` is shorter than {MIN_TOKEN_LEN} characters",
+                        a.id
+                    )));
                 }
                 let hash = hash_secret(t);
                 let owner = format!("{id}/{}", a.id);
                 if let Some(prev) = seen_tokens.insert(hash, owner.clone())
                     && prev != owner
                 {
-                    return Err(bad(format!("a token of `{}` is also given to `{prev}`", a.id)));
+                    return Err(bad(format!(
+                        "a token of `{}` is also given to `{prev}`",
+                        a.id
+                    )));
                 }
                 if let Some(e) = self.inner.tokens.get(&hash)
                     && (e.org != id || e.agent != a.id)
                 {
-                    return Err(bad(format!("a token of `{}` already belongs to another agent", a.id)));
+                    return Err(bad(format!(
+                        "a token of `{}` already belongs to another agent",
+                        a.id
+                    )));
                 }
                 tokens.push(hash);
                 token_owner.push(a.id.clone());
             }
             agents.push(agent);
         }
-        Ok(PlannedOrg { org, groups: new_groups, agents, tokens, token_owner })
+        Ok(PlannedOrg {
+            org,
+            groups: new_groups,
+            agents,
+            tokens,
+            token_owner,
+        })
     }
 
     fn install(&self, p: PlannedOrg) {
@@ -268,13 +311,21 @@ impl Engine {
                 match state.agents.get_mut(&a.id.0) {
                     Some(existing) => existing.agent = a,
                     None => {
-                        state.agents.insert(a.id.0.clone(), AgentState::new(a, None));
+                        state
+                            .agents
+                            .insert(a.id.0.clone(), AgentState::new(a, None));
                     }
                 }
             }
         }
         for (hash, agent) in p.tokens.into_iter().zip(p.token_owner) {
-            self.inner.tokens.insert(hash, TokenEntry { org: p.org.id.0.clone(), agent });
+            self.inner.tokens.insert(
+                hash,
+                TokenEntry {
+                    org: p.org.id.0.clone(),
+                    agent,
+                },
+            );
         }
     }
 }
@@ -286,27 +337,47 @@ fn plan_agent(a: &ProvisionAgent, groups: &BTreeMap<GroupId, Group>) -> Result<A
     let kind = match a.kind.as_deref().unwrap_or("agent") {
         "agent" => AgentKind::Agent,
         "bot" => AgentKind::Bot,
-        other => return Err(bad(format!("agent `{}`: kind `{other}` is not agent or bot", a.id))),
+        other => {
+            return Err(bad(format!(
+                "agent `{}`: kind `{other}` is not agent or bot",
+                a.id
+            )));
+        }
     };
     if kind == AgentKind::Agent && !a.id.contains('@') {
-        return Err(bad(format!("agent `{}`: agents are identified by e-mail", a.id)));
+        return Err(bad(format!(
+            "agent `{}`: agents are identified by e-mail",
+            a.id
+        )));
     }
     let role = match &a.role {
         None => Role::Normal,
-        Some(r) => Role::parse(r)
-            .ok_or_else(|| bad(format!("agent `{}`: role `{r}` is not owner, administrator or normal", a.id)))?,
+        Some(r) => Role::parse(r).ok_or_else(|| {
+            bad(format!(
+                "agent `{}`: role `{r}` is not owner, administrator or normal",
+                a.id
+            ))
+        })?,
     };
     let login_status = match a.login_status.as_deref() {
         None => RoutingStatus::AcceptingChats,
         Some(s) => match RoutingStatus::parse(s) {
             Some(st @ (RoutingStatus::AcceptingChats | RoutingStatus::NotAcceptingChats)) => st,
-            _ => return Err(bad(format!("agent `{}`: login_status `{s}` is not accepting_chats or not_accepting_chats", a.id))),
+            _ => {
+                return Err(bad(format!(
+                    "agent `{}`: login_status `{s}` is not accepting_chats or not_accepting_chats",
+                    a.id
+                )));
+            }
         },
     };
     let max_limit = if kind == AgentKind::Bot { 500 } else { 20 };
     let max_chats = a.max_chats.unwrap_or(DEFAULT_MAX_CHATS);
     if max_chats == 0 || max_chats > max_limit {
-        return Err(bad(format!("agent `{}`: max_chats must be 1-{max_limit}", a.id)));
+        return Err(bad(format!(
+            "agent `{}`: max_chats must be 1-{max_limit}",
+            a.id
+        )));
     }
     let mut memberships = Vec::new();
     for g in a.groups.clone().unwrap_or_else(|| vec![GroupRef::Id(0)]) {

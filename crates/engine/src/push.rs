@@ -30,7 +30,12 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
-    pub fn new(name: &'static str, payload: impl Serialize, recipients: Vec<Arc<Connection>>, cause: Option<Cause>) -> Self {
+    pub fn new(
+        name: &'static str,
+        payload: impl Serialize,
+        recipients: Vec<Arc<Connection>>,
+        cause: Option<Cause>,
+    ) -> Self {
         Outgoing {
             name,
             payload: serde_json::to_value(payload).expect("push payloads serialize"),
@@ -55,7 +60,9 @@ impl Outgoing {
     pub fn deliver(self) {
         let shared: [OnceLock<Bytes>; 2] = [OnceLock::new(), OnceLock::new()];
         for conn in &self.recipients {
-            let Some(login) = conn.login_state() else { continue };
+            let Some(login) = conn.login_state() else {
+                continue;
+            };
             for version in login.subs.versions_for(self.name) {
                 let frame = match &self.cause {
                     Some(c) if c.conn == conn.id() => self.encode(version, Some(&c.request_id)),
@@ -75,7 +82,11 @@ pub(crate) struct Pending(oneshot::Receiver<Result<Committed, StoreError>>);
 /// Submits `ops` to the store; once they are durable the `pushes` are
 /// delivered (on the store's completion path, so in commit order). Call while
 /// holding the lock that ordered the change. Never waits.
-pub(crate) fn submit(store: &Arc<dyn Store>, ops: Vec<Op>, pushes: Vec<Outgoing>) -> Result<Pending, ErrorBody> {
+pub(crate) fn submit(
+    store: &Arc<dyn Store>,
+    ops: Vec<Op>,
+    pushes: Vec<Outgoing>,
+) -> Result<Pending, ErrorBody> {
     let (tx, rx) = oneshot::channel();
     store
         .submit(
@@ -106,5 +117,8 @@ impl Pending {
 
 /// Waits until everything submitted before now is durable (read-after-commit).
 pub(crate) async fn barrier(store: &Arc<dyn Store>) -> Result<(), ErrorBody> {
-    submit(store, Vec::new(), Vec::new())?.wait().await.map(|_| ())
+    submit(store, Vec::new(), Vec::new())?
+        .wait()
+        .await
+        .map(|_| ())
 }

@@ -93,7 +93,10 @@ impl Org {
 
 impl OrgState {
     /// Every live connection of every agent that passes `filter`.
-    pub fn sessions_where(&self, mut filter: impl FnMut(&AgentState) -> bool) -> Vec<Arc<Connection>> {
+    pub fn sessions_where(
+        &self,
+        mut filter: impl FnMut(&AgentState) -> bool,
+    ) -> Vec<Arc<Connection>> {
         self.agents
             .values()
             .filter(|a| filter(a))

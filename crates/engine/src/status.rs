@@ -1,19 +1,19 @@
 //! Status methods: `login`, `set_routing_status`, `list_routing_statuses`,
 //! `set_away_status`, `logout`, and what happens when a session ends.
 
+use crate::Engine;
 use crate::auth::authenticate;
 use crate::connection::{Connection, LoginState, Subscriptions};
 use crate::dispatch::{AfterReply, Caller, Reply, parse};
 use crate::error::{err, validation};
 use crate::push::{Cause, Outgoing, submit};
 use crate::state::{AgentState, OrgState, SessionRef};
-use crate::Engine;
 use chatgate_domain::rules::{StatusRefusal, may_see_routing_status, may_set_routing_status};
 use chatgate_domain::{AgentKind, Role, RoutingStatus};
 use chatgate_protocol::data::{Permission, RoutingStatus as WireStatus};
 use chatgate_protocol::methods::{
-    License, ListRoutingStatusesRequest, LoginRequest, LoginResponse, MyProfile, RoutingStatusEntry,
-    SetAwayStatusRequest, SetRoutingStatusRequest, empty,
+    License, ListRoutingStatusesRequest, LoginRequest, LoginResponse, MyProfile,
+    RoutingStatusEntry, SetAwayStatusRequest, SetRoutingStatusRequest, empty,
 };
 use chatgate_protocol::pushes::RoutingStatusSet;
 use chatgate_protocol::{DisconnectReason, ErrorBody, ErrorType, Version};
@@ -54,7 +54,8 @@ fn permission(role: Role) -> Permission {
 /// `routing_status_set` about `agent` to every session that may see it.
 fn status_push(state: &OrgState, agent: &str, cause: Option<Cause>) -> Outgoing {
     let target = &state.agents[agent];
-    let recipients = state.sessions_where(|viewer| may_see_routing_status(&viewer.agent, &target.agent));
+    let recipients =
+        state.sessions_where(|viewer| may_see_routing_status(&viewer.agent, &target.agent));
     Outgoing::new(
         "routing_status_set",
         RoutingStatusSet {
@@ -153,7 +154,9 @@ pub(crate) async fn login(
     };
     pending.wait().await?;
     tracing::info!(org = %entry.org, agent = %entry.agent, connection = conn.id(), "agent logged in");
-    Ok(Reply::ok(serde_json::to_value(response).expect("login response serializes")))
+    Ok(Reply::ok(
+        serde_json::to_value(response).expect("login response serializes"),
+    ))
 }
 
 fn login_response(
@@ -200,7 +203,10 @@ pub(crate) async fn set_routing_status(
     let pending = {
         let mut state = caller.org.lock();
         let requester = &state.agents[&caller.agent];
-        let target = state.agents.get(&target_id).ok_or_else(|| unknown_agent(&target_id))?;
+        let target = state
+            .agents
+            .get(&target_id)
+            .ok_or_else(|| unknown_agent(&target_id))?;
         match may_set_routing_status(&requester.agent, &target.agent, status) {
             Ok(()) => {}
             Err(StatusRefusal::NotPermitted) => {
@@ -270,11 +276,16 @@ pub(crate) async fn list_routing_statuses(
                 status: to_wire(a.effective()),
             })
             .collect();
-        (submit(&engine.inner.store, Vec::new(), Vec::new())?, entries)
+        (
+            submit(&engine.inner.store, Vec::new(), Vec::new())?,
+            entries,
+        )
     };
     pending.wait().await?;
     entries.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
-    Ok(Reply::ok(serde_json::to_value(entries).expect("entries serialize")))
+    Ok(Reply::ok(
+        serde_json::to_value(entries).expect("entries serialize"),
+    ))
 }
 
 pub(crate) async fn set_away_status(
@@ -291,7 +302,10 @@ pub(crate) async fn set_away_status(
         let agent = state.agents.get_mut(&caller.agent).expect("caller exists");
         let before = agent.effective();
         let Some(session) = agent.sessions.iter_mut().find(|s| s.conn.id() == conn.id()) else {
-            return Err(err(ErrorType::RequesterAlreadyOffline, "this session is no longer logged in"));
+            return Err(err(
+                ErrorType::RequesterAlreadyOffline,
+                "this session is no longer logged in",
+            ));
         };
         session.away = req.away;
         let after = agent.effective();
@@ -357,8 +371,12 @@ pub(crate) async fn logout(engine: &Engine, caller: &Caller) -> Result<Reply, Er
 
 /// Called when a connection ends for any reason.
 pub(crate) async fn session_ended(engine: &Engine, conn: &Arc<Connection>) {
-    let Some(login) = conn.login_state() else { return };
-    let Some(org) = engine.org(&login.org) else { return };
+    let Some(login) = conn.login_state() else {
+        return;
+    };
+    let Some(org) = engine.org(&login.org) else {
+        return;
+    };
     let pending = {
         let mut state = org.lock();
         let (_, push) = end_sessions(&mut state, &login.agent, |s| s.conn.id() == conn.id(), None);

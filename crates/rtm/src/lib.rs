@@ -83,8 +83,12 @@ fn response_ok(request_id: Option<String>, action: &str, payload: Value) -> Stri
 }
 
 fn response_err(request_id: Option<String>, action: Option<String>, error: ErrorBody) -> String {
-    serde_json::to_string(&ResponseFrame::err(request_id, action, error.into_envelope()))
-        .expect("serializes")
+    serde_json::to_string(&ResponseFrame::err(
+        request_id,
+        action,
+        error.into_envelope(),
+    ))
+    .expect("serializes")
 }
 
 fn disconnect_frame(version: Version, reason: DisconnectReason, data: Option<Value>) -> String {
@@ -109,8 +113,13 @@ enum End {
 }
 
 /// Runs one session until it ends, then tells the engine.
-pub async fn run<S, R, E1, E2>(engine: Engine, version: Version, sink: S, stream: R, config: RtmConfig)
-where
+pub async fn run<S, R, E1, E2>(
+    engine: Engine,
+    version: Version,
+    sink: S,
+    stream: R,
+    config: RtmConfig,
+) where
     S: Sink<Message, Error = E1> + Unpin + Send,
     R: Stream<Item = Result<Message, E2>> + Unpin + Send,
     E1: std::fmt::Display,
@@ -378,7 +387,11 @@ where
         match end {
             End::Gone => {}
             End::Disconnect(reason, data) => {
-                tracing::info!(connection = self.conn.id(), reason = reason.as_str(), "disconnecting session");
+                tracing::info!(
+                    connection = self.conn.id(),
+                    reason = reason.as_str(),
+                    "disconnecting session"
+                );
                 let frame = disconnect_frame(self.version, reason, data);
                 if self.write(Message::Text(frame.into())).await {
                     let _ = self

@@ -60,7 +60,10 @@ impl Store for GatedStore {
                     license_id: 123,
                     created_at: 1,
                 },
-                groups: vec![Group { id: 0, name: "General".into() }],
+                groups: vec![Group {
+                    id: 0,
+                    name: "General".into(),
+                }],
                 agents: vec![agent("alice@acme.test", Role::Owner)],
             }],
             tokens: vec![TokenRecord {
@@ -100,19 +103,35 @@ fn start(config: RtmConfig) -> Client {
     let engine = Engine::start(store.clone(), EngineConfig::default()).unwrap();
     let (to_server, server_rx) = mpsc::channel::<Message>(64);
     let (server_tx, from_server) = mpsc::channel::<Message>(256);
-    let stream = Box::pin(futures_util::stream::unfold(server_rx, |mut rx| async move {
-        rx.recv().await.map(|m| (Ok::<_, Infallible>(m), rx))
-    }));
-    let sink = Box::pin(futures_util::sink::unfold(server_tx, |tx, m: Message| async move {
-        tx.send(m).await.map(|_| tx)
-    }));
-    let task = tokio::spawn(run(engine, chatgate_protocol::Version::V3_5, sink, stream, config));
-    Client { to_server, from_server, store, task }
+    let stream = Box::pin(futures_util::stream::unfold(
+        server_rx,
+        |mut rx| async move { rx.recv().await.map(|m| (Ok::<_, Infallible>(m), rx)) },
+    ));
+    let sink = Box::pin(futures_util::sink::unfold(
+        server_tx,
+        |tx, m: Message| async move { tx.send(m).await.map(|_| tx) },
+    ));
+    let task = tokio::spawn(run(
+        engine,
+        chatgate_protocol::Version::V3_5,
+        sink,
+        stream,
+        config,
+    ));
+    Client {
+        to_server,
+        from_server,
+        store,
+        task,
+    }
 }
 
 impl Client {
     async fn send(&self, v: Value) {
-        self.to_server.send(Message::Text(v.to_string().into())).await.unwrap();
+        self.to_server
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .unwrap();
     }
     async fn send_raw(&self, m: Message) {
         self.to_server.send(m).await.unwrap();
@@ -128,7 +147,10 @@ impl Client {
         }
     }
     async fn login(&mut self) {
-        self.send(json!({"action":"login","request_id":"login","payload":{"token":"Bearer alice-token"}})).await;
+        self.send(
+            json!({"action":"login","request_id":"login","payload":{"token":"Bearer alice-token"}}),
+        )
+        .await;
         let r = self.next_json().await;
         assert_eq!(r["success"], true, "{r}");
     }
@@ -155,7 +177,10 @@ async fn no_login_within_the_window_disconnects() {
     let f = c.expect_disconnect("connection_timeout").await;
     assert_eq!(f["payload"]["data"]["detail"], "login_timeout");
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_secs(30) && waited < Duration::from_secs(31), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+        "{waited:?}"
+    );
     c.task.await.unwrap();
 }
 
@@ -201,11 +226,15 @@ async fn pending_limit_and_request_timeout() {
     c.login().await;
     c.store.hold();
     for i in 0..11 {
-        c.send(json!({"action":"list_routing_statuses","request_id":format!("r{i}")})).await;
+        c.send(json!({"action":"list_routing_statuses","request_id":format!("r{i}")}))
+            .await;
     }
     let refused = c.next_json().await;
     assert_eq!(refused["request_id"], "r10");
-    assert_eq!(refused["payload"]["error"]["type"], "pending_requests_limit_reached");
+    assert_eq!(
+        refused["payload"]["error"]["type"],
+        "pending_requests_limit_reached"
+    );
     c.store.release();
     let mut ok = 0;
     for _ in 0..10 {
@@ -217,7 +246,8 @@ async fn pending_limit_and_request_timeout() {
     // A request whose commit never comes is answered with request_timeout after 15 s.
     c.store.hold();
     let started = tokio::time::Instant::now();
-    c.send(json!({"action":"list_routing_statuses","request_id":"slow"})).await;
+    c.send(json!({"action":"list_routing_statuses","request_id":"slow"}))
+        .await;
     let r = c.next_json().await;
     assert_eq!(r["request_id"], "slow");
     assert_eq!(r["payload"]["error"]["type"], "request_timeout");
@@ -226,25 +256,90 @@ async fn pending_limit_and_request_timeout() {
     // The connection still works.
     c.send(json!({"action":"ping","request_id":"after"})).await;
     let r = c.next_json().await;
-    assert_eq!((r["request_id"].as_str(), r["success"].as_bool()), (Some("after"), Some(true)));
+    assert_eq!(
+        (r["request_id"].as_str(), r["success"].as_bool()),
+        (Some("after"), Some(true))
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn bad_frames_get_errors_and_the_connection_survives() {
-    let mut c = start(RtmConfig { max_request_frame: 1024, ..RtmConfig::default() });
+    let mut c = start(RtmConfig {
+        max_request_frame: 1024,
+        ..RtmConfig::default()
+    });
     c.login().await;
     let cases: Vec<(Message, Option<&str>, &str, &str)> = vec![
-        (Message::Text("{not json".into()), None, "validation", "malformed JSON"),
-        (Message::Text(r#"{"request_id":"m1","payload":{}}"#.into()), Some("m1"), "validation", "missing field `action`"),
-        (Message::Text(r#"{"action":"no_such","request_id":"m2"}"#.into()), Some("m2"), "validation", "unknown action"),
-        (Message::Text(r#"{"action":"set_routing_status","request_id":"m3","payload":{"status":42}}"#.into()), Some("m3"), "validation", "invalid payload"),
-        (Message::Text(r#"{"action":"set_routing_status","request_id":"m4","payload":{}}"#.into()), Some("m4"), "validation", "missing field `status`"),
-        (Message::Text(r#"{"action":"ping","request_id":"m5","version":"3.4"}"#.into()), Some("m5"), "validation", "unsupported API version"),
-        (Message::Text(r#"{"action":"get_license_info","request_id":"m6"}"#.into()), Some("m6"), "validation", "Web API only"),
-        (Message::Text(r#"{"action":"login","request_id":"m7","payload":{"token":"Bearer alice-token"}}"#.into()), Some("m7"), "validation", "already logged in"),
-        (Message::Binary(vec![1, 2, 3].into()), None, "validation", "binary frames"),
         (
-            Message::Text(format!(r#"{{"action":"ping","request_id":"big","payload":{{"x":"{}"}}}}"#, "a".repeat(2000)).into()),
+            Message::Text("{not json".into()),
+            None,
+            "validation",
+            "malformed JSON",
+        ),
+        (
+            Message::Text(r#"{"request_id":"m1","payload":{}}"#.into()),
+            Some("m1"),
+            "validation",
+            "missing field `action`",
+        ),
+        (
+            Message::Text(r#"{"action":"no_such","request_id":"m2"}"#.into()),
+            Some("m2"),
+            "validation",
+            "unknown action",
+        ),
+        (
+            Message::Text(
+                r#"{"action":"set_routing_status","request_id":"m3","payload":{"status":42}}"#
+                    .into(),
+            ),
+            Some("m3"),
+            "validation",
+            "invalid payload",
+        ),
+        (
+            Message::Text(
+                r#"{"action":"set_routing_status","request_id":"m4","payload":{}}"#.into(),
+            ),
+            Some("m4"),
+            "validation",
+            "missing field `status`",
+        ),
+        (
+            Message::Text(r#"{"action":"ping","request_id":"m5","version":"3.4"}"#.into()),
+            Some("m5"),
+            "validation",
+            "unsupported API version",
+        ),
+        (
+            Message::Text(r#"{"action":"get_license_info","request_id":"m6"}"#.into()),
+            Some("m6"),
+            "validation",
+            "Web API only",
+        ),
+        (
+            Message::Text(
+                r#"{"action":"login","request_id":"m7","payload":{"token":"Bearer alice-token"}}"#
+                    .into(),
+            ),
+            Some("m7"),
+            "validation",
+            "already logged in",
+        ),
+        (
+            Message::Binary(vec![1, 2, 3].into()),
+            None,
+            "validation",
+            "binary frames",
+        ),
+        (
+            Message::Text(
+                format!(
+                    r#"{{"action":"ping","request_id":"big","payload":{{"x":"{}"}}}}"#,
+                    "a".repeat(2000)
+                )
+                .into(),
+            ),
             Some("big"),
             "entity_too_large",
             "exceeds the limit",
@@ -258,9 +353,13 @@ async fn bad_frames_get_errors_and_the_connection_survives() {
         assert_eq!(r["request_id"].as_str(), request_id, "{r}");
         assert_eq!(r["payload"]["error"]["type"], kind, "{r}");
         let message = r["payload"]["error"]["message"].as_str().unwrap();
-        assert!(message.contains(text), "{message:?} should mention {text:?}");
+        assert!(
+            message.contains(text),
+            "{message:?} should mention {text:?}"
+        );
     }
-    c.send(json!({"action":"ping","request_id":"alive","version":"3.6"})).await;
+    c.send(json!({"action":"ping","request_id":"alive","version":"3.6"}))
+        .await;
     let r = c.next_json().await;
     assert_eq!(r["success"], true);
     assert_eq!(r["request_id"], "alive");
@@ -272,20 +371,37 @@ async fn version_lower_than_the_connection_is_refused() {
     let engine = Engine::start(store, EngineConfig::default()).unwrap();
     let (to_server, server_rx) = mpsc::channel::<Message>(8);
     let (server_tx, mut from_server) = mpsc::channel::<Message>(8);
-    let stream = Box::pin(futures_util::stream::unfold(server_rx, |mut rx| async move {
-        rx.recv().await.map(|m| (Ok::<_, Infallible>(m), rx))
-    }));
-    let mut sink = Box::pin(futures_util::sink::unfold(server_tx, |tx, m: Message| async move {
-        tx.send(m).await.map(|_| tx)
-    }));
+    let stream = Box::pin(futures_util::stream::unfold(
+        server_rx,
+        |mut rx| async move { rx.recv().await.map(|m| (Ok::<_, Infallible>(m), rx)) },
+    ));
+    let mut sink = Box::pin(futures_util::sink::unfold(
+        server_tx,
+        |tx, m: Message| async move { tx.send(m).await.map(|_| tx) },
+    ));
     sink.flush().await.unwrap();
-    tokio::spawn(run(engine, chatgate_protocol::Version::V3_6, sink, stream, RtmConfig::default()));
+    tokio::spawn(run(
+        engine,
+        chatgate_protocol::Version::V3_6,
+        sink,
+        stream,
+        RtmConfig::default(),
+    ));
     to_server
-        .send(Message::Text(r#"{"action":"ping","request_id":"1","version":"3.5"}"#.into()))
+        .send(Message::Text(
+            r#"{"action":"ping","request_id":"1","version":"3.5"}"#.into(),
+        ))
         .await
         .unwrap();
-    let Some(Message::Text(t)) = from_server.recv().await else { panic!() };
+    let Some(Message::Text(t)) = from_server.recv().await else {
+        panic!()
+    };
     let r: Value = serde_json::from_str(t.as_str()).unwrap();
     assert_eq!(r["payload"]["error"]["type"], "validation");
-    assert!(r["payload"]["error"]["message"].as_str().unwrap().contains("lower than"));
+    assert!(
+        r["payload"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("lower than")
+    );
 }

@@ -71,7 +71,10 @@ impl ServerConfig {
 #[derive(Debug, Error)]
 pub enum ServerError {
     #[error("cannot read provisioning file {path}: {source}")]
-    ProvisionRead { path: String, source: std::io::Error },
+    ProvisionRead {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("invalid provisioning file {path}: {message}")]
     ProvisionParse { path: String, message: String },
     #[error("provisioning failed: {0}")]
@@ -81,7 +84,10 @@ pub enum ServerError {
     #[error("store: {0}")]
     Store(#[from] chatgate_store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Reads and parses a provisioning file.

@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "chatgate", version, about = "Self-hosted gateway speaking the Agent Chat API v3.5")]
+#[command(
+    name = "chatgate",
+    version,
+    about = "Self-hosted gateway speaking the Agent Chat API v3.5"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -121,8 +125,9 @@ fn config_from(args: &Serve) -> Result<ServerConfig, String> {
         return Err("--outbound-queue must be at least 1".into());
     }
     config.engine.outbound_queue = args.outbound_queue;
-    if let (Some(listen), Some(cert), Some(key)) = (args.tls_listen, &args.tls_cert, &args.tls_key) {
-        if listen == args.listen {
+    if let (Some(listen), Some(cert), Some(key)) = (args.tls_listen, &args.tls_cert, &args.tls_key)
+    {
+        if listen == args.listen && listen.port() != 0 {
             return Err("--tls-listen must differ from --listen".into());
         }
         config.tls = Some(TlsSettings {
@@ -164,7 +169,12 @@ fn main() -> ExitCode {
             for (id, name) in &report.organizations {
                 tracing::info!(organization = %id, %name, "provisioned organization");
             }
-            tracing::info!(groups = report.groups, agents = report.agents, tokens = report.tokens, "provisioning applied");
+            tracing::info!(
+                groups = report.groups,
+                agents = report.agents,
+                tokens = report.tokens,
+                "provisioning applied"
+            );
         }
         shutdown_signal().await;
         running.shutdown().await;

@@ -28,7 +28,10 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<TlsAcceptor, ServerError> {
         .collect::<Result<_, _>>()
         .map_err(|e| ServerError::Tls(format!("invalid certificate {}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(ServerError::Tls(format!("no certificate in {}", cert.display())));
+        return Err(ServerError::Tls(format!(
+            "no certificate in {}",
+            cert.display()
+        )));
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| ServerError::Tls(format!("cannot read private key {}: {e}", key.display())))?;
@@ -52,8 +55,14 @@ pub(crate) struct TlsListener {
 
 impl TlsListener {
     /// Starts accepting on `listener` until `stop` is cancelled.
-    pub(crate) fn spawn(listener: TcpListener, acceptor: TlsAcceptor, stop: CancellationToken) -> Self {
-        let local = listener.local_addr().expect("bound listener has an address");
+    pub(crate) fn spawn(
+        listener: TcpListener,
+        acceptor: TlsAcceptor,
+        stop: CancellationToken,
+    ) -> Self {
+        let local = listener
+            .local_addr()
+            .expect("bound listener has an address");
         let (tx, accepted) = mpsc::channel(ACCEPTED_QUEUE);
         tokio::spawn(async move {
             loop {

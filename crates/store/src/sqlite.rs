@@ -329,26 +329,30 @@ fn commit_batch(
 fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
     match op {
         Op::UpsertOrganization(o) => {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO organizations (id, name, license_id, created_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+            )?
+            .execute(
                 params![o.id.0, o.name, o.license_id as i64, o.created_at],
             )?;
         }
         Op::UpsertGroup { org, group } => {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO groups (org_id, id, name) VALUES (?1, ?2, ?3)
                  ON CONFLICT (org_id, id) DO UPDATE SET name = excluded.name",
-                params![org.0, group.id, group.name],
-            )?;
+            )?
+            .execute(params![org.0, group.id, group.name])?;
         }
         Op::UpsertAgent { org, agent } => {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO agents (org_id, id, kind, name, role, max_chats, login_status, suspended)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (org_id, id) DO UPDATE SET kind = excluded.kind, name = excluded.name,
                    role = excluded.role, max_chats = excluded.max_chats,
                    login_status = excluded.login_status, suspended = excluded.suspended",
+            )?
+            .execute(
                 params![
                     org.0,
                     agent.id.0,
@@ -360,13 +364,13 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
                     agent.suspended as i64
                 ],
             )?;
-            tx.execute(
-                "DELETE FROM agent_groups WHERE org_id = ?1 AND agent_id = ?2",
-                params![org.0, agent.id.0],
-            )?;
+            tx.prepare_cached("DELETE FROM agent_groups WHERE org_id = ?1 AND agent_id = ?2")?
+                .execute(params![org.0, agent.id.0])?;
             for (group, priority) in &agent.groups {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO agent_groups (org_id, agent_id, group_id, priority) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(
                     params![org.0, agent.id.0, group, priority.as_str()],
                 )?;
             }
@@ -378,16 +382,16 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
             kind,
             created_at,
         } => {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO tokens (hash, org_id, agent_id, kind, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (hash) DO NOTHING",
+            )?
+            .execute(
                 params![&hash[..], org.0, agent, kind.as_str(), created_at],
             )?;
-            let owner: (String, String) = tx.query_row(
-                "SELECT org_id, agent_id FROM tokens WHERE hash = ?1",
-                params![&hash[..]],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let owner: (String, String) = tx
+                .prepare_cached("SELECT org_id, agent_id FROM tokens WHERE hash = ?1")?
+                .query_row(params![&hash[..]], |r| Ok((r.get(0)?, r.get(1)?)))?;
             if owner != (org.0.clone(), agent.clone()) {
                 return Err(StoreError::Conflict(
                     "this token is already assigned to another agent".into(),
@@ -395,10 +399,11 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
             }
         }
         Op::SetLastRoutingStatus { org, agent, status } => {
-            let n = tx.execute(
-                "UPDATE agents SET last_routing_status = ?3 WHERE org_id = ?1 AND id = ?2",
-                params![org.0, agent, status.as_str()],
-            )?;
+            let n = tx
+                .prepare_cached(
+                    "UPDATE agents SET last_routing_status = ?3 WHERE org_id = ?1 AND id = ?2",
+                )?
+                .execute(params![org.0, agent, status.as_str()])?;
             if n == 0 {
                 return Err(StoreError::Conflict(format!("no agent {agent}")));
             }
@@ -409,10 +414,10 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
             customer_id,
             created_at_us,
         } => {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO chats (org_id, id, customer_id, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![org.0, chat_id, customer_id, created_at_us],
-            )?;
+            )?
+            .execute(params![org.0, chat_id, customer_id, created_at_us])?;
         }
         Op::AppendEvent(e) => {
             let seq: Option<i64> = tx
@@ -425,9 +430,11 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
             let Some(seq) = seq else {
                 return Err(StoreError::Conflict(format!("no chat {}", e.chat_id)));
             };
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO events (org_id, chat_id, seq, thread_id, id, author_id, custom_id, kind, created_at, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(
                 params![
                     e.org.0,
                     e.chat_id,
@@ -455,8 +462,8 @@ impl Store for SqliteStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
         let conn = self.reader.lock().expect("reader lock poisoned");
         let mut snapshot = Snapshot::default();
-        let mut orgs = conn
-            .prepare("SELECT id, name, license_id, created_at FROM organizations ORDER BY id")?;
+        let mut orgs =
+            conn.prepare("SELECT id, name, license_id, created_at FROM organizations ORDER BY id")?;
         let org_rows = orgs.query_map([], |r| {
             Ok(Organization {
                 id: OrgId(r.get(0)?),
@@ -509,7 +516,10 @@ impl Store for SqliteStore {
                     Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?))
                 })? {
                     let (g, p) = m?;
-                    groups.push((g, GroupPriority::parse(&p).ok_or_else(|| corrupt("priority", &p))?));
+                    groups.push((
+                        g,
+                        GroupPriority::parse(&p).ok_or_else(|| corrupt("priority", &p))?,
+                    ));
                 }
                 let last_routing_status = match last {
                     Some(s) => Some(RoutingStatus::parse(&s).ok_or_else(|| corrupt("status", &s))?),

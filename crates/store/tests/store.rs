@@ -3,8 +3,8 @@
 
 use chatgate_domain::*;
 use chatgate_store::*;
-use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
 
 fn org(id: &str) -> Organization {
     Organization {
@@ -43,13 +43,22 @@ fn base_ops() -> Vec<Op> {
         Op::UpsertOrganization(org("acme")),
         Op::UpsertGroup {
             org: o.clone(),
-            group: Group { id: 0, name: "General".into() },
+            group: Group {
+                id: 0,
+                name: "General".into(),
+            },
         },
         Op::UpsertGroup {
             org: o.clone(),
-            group: Group { id: 7, name: "Sales".into() },
+            group: Group {
+                id: 7,
+                name: "Sales".into(),
+            },
         },
-        Op::UpsertAgent { org: o.clone(), agent: agent("alice@acme.test") },
+        Op::UpsertAgent {
+            org: o.clone(),
+            agent: agent("alice@acme.test"),
+        },
         Op::PutToken {
             hash: [1; 32],
             org: o.clone(),
@@ -146,7 +155,15 @@ fn sequence_numbers_are_per_chat_and_assigned_in_the_transaction() {
     let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
     write(&store, base_ops()).unwrap();
     write(&store, vec![chat("A"), chat("B")]).unwrap();
-    let c = write(&store, vec![event("A", "a1", None), event("A", "a2", None), event("B", "b1", None)]).unwrap();
+    let c = write(
+        &store,
+        vec![
+            event("A", "a1", None),
+            event("A", "a2", None),
+            event("B", "b1", None),
+        ],
+    )
+    .unwrap();
     assert_eq!(c.seqs, vec![1, 2, 1]);
     let c = write(&store, vec![event("A", "a3", None)]).unwrap();
     assert_eq!(c.seqs, vec![3]);
@@ -164,14 +181,29 @@ fn a_failing_submission_is_rolled_back_alone() {
     write(&*store, vec![event("A", "a1", Some("c1"))]).unwrap();
     // Same author + custom_id in the same chat violates the unique index: the
     // whole submission (both events) must roll back, and nothing else.
-    let err = write(&*store, vec![event("A", "a2", None), event("A", "a3", Some("c1"))]);
+    let err = write(
+        &*store,
+        vec![event("A", "a2", None), event("A", "a3", Some("c1"))],
+    );
     assert!(err.is_err());
     let ok = write(&*store, vec![event("A", "a4", None)]).unwrap();
-    assert_eq!(ok.seqs, vec![2], "the failed submission must not consume sequence numbers");
-    let ids: Vec<_> = store.chat_events("acme", "A").unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(
+        ok.seqs,
+        vec![2],
+        "the failed submission must not consume sequence numbers"
+    );
+    let ids: Vec<_> = store
+        .chat_events("acme", "A")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
     assert_eq!(ids, vec!["a1", "a4"]);
     // Appending to a chat that does not exist fails without side effects.
-    assert!(matches!(write(&*store, vec![event("nope", "x", None)]), Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        write(&*store, vec![event("nope", "x", None)]),
+        Err(StoreError::Conflict(_))
+    ));
 }
 
 #[test]
@@ -206,10 +238,18 @@ fn waiting_submissions_share_one_transaction() {
         .unwrap();
     drop(tx);
     let seqs: Vec<u64> = rx.iter().collect();
-    assert_eq!(seqs, (2..=(N as u64 + 1)).collect::<Vec<_>>(), "completions run in commit order");
+    assert_eq!(
+        seqs,
+        (2..=(N as u64 + 1)).collect::<Vec<_>>(),
+        "completions run in commit order"
+    );
     let after = store.stats();
     assert_eq!(after.submissions - before.submissions, N as u64 + 1);
-    assert_eq!(after.transactions - before.transactions, 2, "one for the first, one for the group");
+    assert_eq!(
+        after.transactions - before.transactions,
+        2,
+        "one for the first, one for the group"
+    );
 }
 
 #[test]
@@ -218,19 +258,39 @@ fn barrier_waits_for_earlier_writes_and_closed_store_refuses() {
     let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
     let (tx, rx) = std_mpsc::channel();
     let t1 = tx.clone();
-    store.submit(base_ops(), Box::new(move |r| t1.send(("write", r.is_ok())).unwrap())).unwrap();
-    store.submit(Vec::new(), Box::new(move |r| tx.send(("barrier", r.is_ok())).unwrap())).unwrap();
+    store
+        .submit(
+            base_ops(),
+            Box::new(move |r| t1.send(("write", r.is_ok())).unwrap()),
+        )
+        .unwrap();
+    store
+        .submit(
+            Vec::new(),
+            Box::new(move |r| tx.send(("barrier", r.is_ok())).unwrap()),
+        )
+        .unwrap();
     assert_eq!(rx.recv().unwrap(), ("write", true));
     assert_eq!(rx.recv().unwrap(), ("barrier", true));
     store.close();
-    assert!(matches!(store.submit(Vec::new(), Box::new(|_| {})), Err(StoreError::Closed)));
+    assert!(matches!(
+        store.submit(Vec::new(), Box::new(|_| {})),
+        Err(StoreError::Closed)
+    ));
 }
 
 #[test]
 fn full_queue_answers_busy() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(
-        SqliteStore::open(dir.path(), StoreConfig { queue_capacity: 2, max_batch: 1 }).unwrap(),
+        SqliteStore::open(
+            dir.path(),
+            StoreConfig {
+                queue_capacity: 2,
+                max_batch: 1,
+            },
+        )
+        .unwrap(),
     );
     let (tx, rx) = std_mpsc::channel::<()>();
     let inner = store.clone();
@@ -239,7 +299,9 @@ fn full_queue_answers_busy() {
         .submit(
             Vec::new(),
             Box::new(move |_| {
-                let results: Vec<_> = (0..3).map(|_| inner.submit(Vec::new(), Box::new(|_| {}))).collect();
+                let results: Vec<_> = (0..3)
+                    .map(|_| inner.submit(Vec::new(), Box::new(|_| {})))
+                    .collect();
                 assert!(results[0].is_ok() && results[1].is_ok());
                 assert!(matches!(results[2], Err(StoreError::Busy)));
                 tx.send(()).unwrap();

@@ -70,9 +70,7 @@ pub fn app(engine: Engine, config: WebConfig) -> Router {
         .route("/{version}/agent/rtm/ws", any(agent_rtm))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .fallback(|| async {
-            ApiError(ErrorBody::new(ErrorType::NotFound, "no such endpoint"))
-        })
+        .fallback(|| async { ApiError(ErrorBody::new(ErrorType::NotFound, "no such endpoint")) })
         // Bodies are bounded by `max_body` in the handler, so the error is
         // the protocol's, not axum's.
         .layer(DefaultBodyLimit::disable())
@@ -129,9 +127,11 @@ async fn agent_action(
 ) -> Result<Response, ApiError> {
     let mut version = path_version(&version)?;
     if let Some(v) = header_str(&headers, "x-api-version")? {
-        let requested: Version = v.parse().map_err(|e: chatgate_protocol::version::UnsupportedVersion| {
-            ApiError(ErrorBody::new(ErrorType::UnsupportedVersion, e.to_string()))
-        })?;
+        let requested: Version =
+            v.parse()
+                .map_err(|e: chatgate_protocol::version::UnsupportedVersion| {
+                    ApiError(ErrorBody::new(ErrorType::UnsupportedVersion, e.to_string()))
+                })?;
         if requested < version {
             return Err(ApiError(validation(format!(
                 "`X-API-Version: {requested}` is lower than the URL's version {version}"

@@ -91,7 +91,11 @@ impl TestServer {
     pub async fn start_with(dir: tempfile::TempDir, config: ServerConfig) -> TestServer {
         let running = start(config).await.expect("server starts");
         let addr = running.http_addr;
-        TestServer { running: Some(running), dir, addr }
+        TestServer {
+            running: Some(running),
+            dir,
+            addr,
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -104,7 +108,9 @@ impl TestServer {
 
     pub async fn login(&self, token: &str) -> Rtm {
         let mut c = self.rtm().await;
-        let r = c.request("login", json!({"token": format!("Bearer {token}")})).await;
+        let r = c
+            .request("login", json!({"token": format!("Bearer {token}")}))
+            .await;
         assert_eq!(r["success"], true, "login failed: {r}");
         c
     }
@@ -115,7 +121,13 @@ impl TestServer {
 
     /// POST a Web API method; returns (status, body).
     pub async fn web(&self, method: &str, auth: Option<&str>, body: Value) -> (u16, Value) {
-        web_call(&self.url(&format!("/v3.5/agent/action/{method}")), auth, body.to_string(), &[]).await
+        web_call(
+            &self.url(&format!("/v3.5/agent/action/{method}")),
+            auth,
+            body.to_string(),
+            &[],
+        )
+        .await
     }
 
     pub async fn stop(&mut self) {
@@ -125,9 +137,17 @@ impl TestServer {
     }
 }
 
-pub async fn web_call(url: &str, auth: Option<&str>, body: String, headers: &[(&str, &str)]) -> (u16, Value) {
+pub async fn web_call(
+    url: &str,
+    auth: Option<&str>,
+    body: String,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
     let client = reqwest::Client::new();
-    let mut req = client.post(url).body(body).header("content-type", "application/json");
+    let mut req = client
+        .post(url)
+        .body(body)
+        .header("content-type", "application/json");
     if let Some(a) = auth {
         req = req.header("authorization", a);
     }
@@ -137,7 +157,10 @@ pub async fn web_call(url: &str, auth: Option<&str>, body: String, headers: &[(&
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -152,14 +175,19 @@ pub struct Rtm {
 
 impl Rtm {
     pub async fn connect(addr: SocketAddr, version: &str) -> Rtm {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/{version}/agent/rtm/ws"))
-            .await
-            .expect("websocket connects");
+        let (ws, _) =
+            tokio_tungstenite::connect_async(format!("ws://{addr}/{version}/agent/rtm/ws"))
+                .await
+                .expect("websocket connects");
         Rtm::from_ws(ws)
     }
 
     pub fn from_ws(ws: Ws) -> Rtm {
-        Rtm { ws, pushes: VecDeque::new(), next_id: 0 }
+        Rtm {
+            ws,
+            pushes: VecDeque::new(),
+            next_id: 0,
+        }
     }
 
     pub async fn send_text(&mut self, text: String) {
@@ -168,7 +196,8 @@ impl Rtm {
 
     /// Sends a request and waits for its response, keeping pushes.
     pub async fn request(&mut self, action: &str, payload: Value) -> Value {
-        self.request_frame(json!({"action": action, "payload": payload})).await
+        self.request_frame(json!({"action": action, "payload": payload}))
+            .await
     }
 
     pub async fn request_frame(&mut self, mut frame: Value) -> Value {
@@ -181,7 +210,10 @@ impl Rtm {
 
     pub async fn response_to(&mut self, id: &str) -> Value {
         loop {
-            let f = self.next_frame().await.unwrap_or_else(|| panic!("closed while waiting for {id}"));
+            let f = self
+                .next_frame()
+                .await
+                .unwrap_or_else(|| panic!("closed while waiting for {id}"));
             if f["type"] == "response" && f["request_id"] == id {
                 return f;
             }
@@ -196,7 +228,9 @@ impl Rtm {
     /// Next text frame as JSON; `None` when the socket closes.
     pub async fn next_frame(&mut self) -> Option<Value> {
         loop {
-            let m = tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out waiting for a frame")?;
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame")?;
             match m {
                 Ok(Message::Text(t)) => return Some(serde_json::from_str(t.as_str()).unwrap()),
                 Ok(Message::Close(_)) | Err(_) => return None,
@@ -211,7 +245,10 @@ impl Rtm {
             return self.pushes.remove(i).unwrap();
         }
         loop {
-            let f = self.next_frame().await.unwrap_or_else(|| panic!("closed while waiting for push {action}"));
+            let f = self
+                .next_frame()
+                .await
+                .unwrap_or_else(|| panic!("closed while waiting for push {action}"));
             if f["type"] == "push" && f["action"] == action {
                 return f;
             }
@@ -243,7 +280,10 @@ impl Rtm {
     /// Waits for `agent_disconnected` and the close that follows.
     pub async fn disconnected(&mut self) -> Value {
         let f = self.push("agent_disconnected").await;
-        assert!(self.closed_soon().await, "socket should close after agent_disconnected");
+        assert!(
+            self.closed_soon().await,
+            "socket should close after agent_disconnected"
+        );
         f
     }
 

@@ -12,7 +12,8 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::test]
 async fn wss_and_https_with_a_self_signed_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let cert_path = dir.path().join("cert.pem");
     let key_path = dir.path().join("key.pem");
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
@@ -27,25 +28,39 @@ async fn wss_and_https_with_a_self_signed_certificate() {
     let tls_addr = s.running.as_ref().unwrap().tls_addr.unwrap();
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(cert.cert.der().to_vec())).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    roots
+        .add(CertificateDer::from(cert.cert.der().to_vec()))
+        .unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
     let connect = || async {
         let tcp = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
-        connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
+        connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap()
     };
 
     // WSS: log in and call a method.
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("wss://localhost:{}/v3.5/agent/rtm/ws", tls_addr.port()), connect().await)
-        .await
-        .unwrap();
-    ws.send(Message::Text(json!({"action":"login","request_id":"1","payload":{"token":"Bearer alice-pat-1"}}).to_string().into()))
-        .await
-        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(
+        format!("wss://localhost:{}/v3.5/agent/rtm/ws", tls_addr.port()),
+        connect().await,
+    )
+    .await
+    .unwrap();
+    ws.send(Message::Text(
+        json!({"action":"login","request_id":"1","payload":{"token":"Bearer alice-pat-1"}})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
     let reply: Value = loop {
         if let Message::Text(t) = ws.next().await.unwrap().unwrap() {
             break serde_json::from_str(t.as_str()).unwrap();

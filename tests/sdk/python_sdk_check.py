@@ -1,0 +1,185 @@
+"""Drives a real chatgate binary with the vendor's Python SDK (lc-sdk-python 0.4.2).
+
+Starts `chatgate serve` with a TLS listener (self-signed certificate; the SDK
+only speaks wss:// and https:// and does not verify certificates for RTM),
+then logs in as a provisioned agent over RTM, sets and lists routing statuses,
+checks a bad token over RTM and Web, and checks that a routing-status push
+reaches a second SDK client. Prints `N passed, M failed` and exits non-zero
+on any failure.
+
+Usage: python_sdk_check.py <path to chatgate binary>
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+from livechat.agent.rtm.base import AgentRTM
+from livechat.agent.web.base import AgentWeb
+
+PROVISION = """
+[[organization]]
+id = "acme"
+name = "Acme"
+[[organization.agent]]
+id = "alice@acme.test"
+name = "Alice"
+role = "owner"
+tokens = ["alice-pat-1"]
+[[organization.agent]]
+id = "bob@acme.test"
+name = "Bob"
+tokens = ["bob-pat-1"]
+"""
+
+results = []
+
+
+def check(name, fn):
+    try:
+        fn()
+        results.append((name, None))
+        print(f"ok   {name}")
+    except Exception as e:  # noqa: BLE001 - report every failure
+        results.append((name, e))
+        print(f"FAIL {name}: {e!r}")
+        traceback.print_exc()
+
+
+def start_server(binary, workdir):
+    cert, key = os.path.join(workdir, "cert.pem"), os.path.join(workdir, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+        check=True, capture_output=True)
+    prov = os.path.join(workdir, "provision.toml")
+    with open(prov, "w") as f:
+        f.write(PROVISION)
+    log = open(os.path.join(workdir, "server.log"), "w+")
+    proc = subprocess.Popen(
+        [binary, "serve", "--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0",
+         "--tls-cert", cert, "--tls-key", key, "--data-dir", os.path.join(workdir, "data"),
+         "--provision", prov, "--log-format", "json"],
+        stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        log.seek(0)
+        for line in log:
+            if "chatgate serving" in line:
+                fields = json.loads(line)["fields"]
+                tls = re.search(r"Some\((.+)\)", fields["tls_addr"]).group(1)
+                return proc, tls
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError("chatgate exited: " + log.read())
+        time.sleep(0.1)
+    raise RuntimeError("chatgate did not start within 30 s")
+
+
+def main():
+    binary = sys.argv[1]
+    with tempfile.TemporaryDirectory() as workdir:
+        proc, base_url = start_server(binary, workdir)
+        try:
+            run_checks(base_url)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+    failed = sum(1 for _, e in results if e is not None)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+def run_checks(base_url):
+    alice = AgentRTM.get_client(version="3.5", base_url=base_url)
+    alice.open_connection()
+    bob = AgentRTM.get_client(version="3.5", base_url=base_url)
+    bob.open_connection()
+
+    def rtm_login():
+        r = alice.login(token="Bearer alice-pat-1")
+        assert r.success, r.payload
+        assert r.payload["my_profile"]["id"] == "alice@acme.test", r.payload
+        assert r.payload["my_profile"]["routing_status"] == "accepting_chats", r.payload
+        assert r.payload["license"]["organization_id"] == "acme", r.payload
+        assert r.payload["chats_summary"] == [], r.payload
+
+    def rtm_bad_token():
+        c = AgentRTM.get_client(version="3.5", base_url=base_url)
+        c.open_connection()
+        try:
+            r = c.login(token="Bearer wrong")
+            assert r.success is False, r.payload
+            assert r.payload["error"]["type"] == "authentication", r.payload
+            assert r.payload["error"]["message"] == "Invalid access token", r.payload
+        finally:
+            c.close_connection()
+
+    def rtm_set_and_list_statuses():
+        r = bob.login(token="Bearer bob-pat-1")
+        assert r.success, r.payload
+        r = bob.set_routing_status(status="not_accepting_chats")
+        assert r.success, r.payload
+        r = alice.list_routing_statuses()
+        assert r.success, r.payload
+        statuses = {e["agent_id"]: e["status"] for e in r.payload}
+        assert statuses == {"alice@acme.test": "accepting_chats", "bob@acme.test": "not_accepting_chats"}, statuses
+        r = alice.list_routing_statuses(filters={"group_ids": [0]})
+        assert r.success and len(r.payload) == 2, r.payload
+
+    def rtm_push_reaches_other_sdk_client():
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            pushes = [m for m in alice.ws.messages
+                      if m.get("type") == "push" and m.get("action") == "routing_status_set"
+                      and m["payload"] == {"agent_id": "bob@acme.test", "status": "not_accepting_chats"}]
+            if pushes:
+                assert pushes[0]["version"] == "3.5"
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"no routing_status_set push; got {alice.ws.messages}")
+
+    def rtm_errors():
+        r = alice.set_routing_status(status="not_accepting_chats", agent_id="nobody@acme.test")
+        assert r.success is False and r.payload["error"]["type"] == "not_found", r.payload
+        r = bob.set_routing_status(status="accepting_chats", agent_id="alice@acme.test")
+        assert r.success is False and r.payload["error"]["type"] == "authorization", r.payload
+
+    def web_calls():
+        web = AgentWeb.get_client(access_token="Bearer alice-pat-1", version="3.5",
+                                  base_url=base_url, verify=False)
+        r = web.list_routing_statuses()
+        assert r.status_code == 200, r.text
+        assert {e["agent_id"] for e in r.json()} == {"alice@acme.test", "bob@acme.test"}, r.text
+        r = web.set_routing_status(status="not_accepting_chats")
+        assert r.status_code == 200 and r.json() == {}, r.text
+        bad = AgentWeb.get_client(access_token="Bearer wrong", version="3.5", base_url=base_url, verify=False)
+        r = bad.list_routing_statuses()
+        assert r.status_code == 401, r.text
+        assert r.json() == {"error": {"type": "authentication", "message": "Invalid access token"}}, r.text
+
+    def rtm_keepalive_with_sdk_pings():
+        # The SDK pings every 5 s; the connection must stay open past the
+        # server's own ping interval.
+        time.sleep(6)
+        r = alice.list_routing_statuses()
+        assert r.success, r.payload
+
+    check("RTM login as a provisioned agent", rtm_login)
+    check("RTM login with a bad token answers authentication", rtm_bad_token)
+    check("RTM set_routing_status and list_routing_statuses", rtm_set_and_list_statuses)
+    check("RTM routing_status_set push reaches another SDK client", rtm_push_reaches_other_sdk_client)
+    check("RTM not_found and authorization errors", rtm_errors)
+    check("Web list/set routing status and a bad token", web_calls)
+    check("RTM connection stays open with the SDK's pings", rtm_keepalive_with_sdk_pings)
+    alice.close_connection()
+    bob.close_connection()
+
+
+if __name__ == "__main__":
+    main()
