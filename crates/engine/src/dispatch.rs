@@ -111,7 +111,7 @@ impl Engine {
             let Requester::Rtm(conn) = &req.requester else {
                 unreachable!("login is RTM-only")
             };
-            return status::login(self, conn, req.version, req.payload).await;
+            return status::login(self, conn, req.payload).await;
         }
         let caller = self.caller(&req)?;
         match req.action.as_str() {

@@ -16,7 +16,7 @@ use chatgate_protocol::methods::{
     RoutingStatusEntry, SetAwayStatusRequest, SetRoutingStatusRequest, empty,
 };
 use chatgate_protocol::pushes::RoutingStatusSet;
-use chatgate_protocol::{DisconnectReason, ErrorBody, ErrorType, Version};
+use chatgate_protocol::{DisconnectReason, ErrorBody, ErrorType};
 use chatgate_store::Op;
 use serde_json::Value;
 use std::sync::Arc;
@@ -74,7 +74,6 @@ fn unknown_agent(id: &str) -> ErrorBody {
 pub(crate) async fn login(
     engine: &Engine,
     conn: &Arc<Connection>,
-    _version: Version,
     payload: Value,
 ) -> Result<Reply, ErrorBody> {
     if conn.is_logged_in() {
@@ -131,7 +130,7 @@ pub(crate) async fn login(
             away: req.away.unwrap_or(false),
         });
         let after = agent.effective();
-        let response = login_response(engine, &org.org, agent, after);
+        let response = login_response(&org.org, agent, after);
         // Everyone else who may see this agent learns the new status; the
         // logging-in connection reads it from `my_profile.routing_status`.
         let pushes = if before != after {
@@ -160,7 +159,6 @@ pub(crate) async fn login(
 }
 
 fn login_response(
-    _engine: &Engine,
     org: &chatgate_domain::Organization,
     agent: &AgentState,
     status: RoutingStatus,
