@@ -199,8 +199,15 @@ where
                     match msg {
                         None => return End::Gone,
                         Some(Err(e)) => {
+                            // A protocol violation (such as a message above the
+                            // transport's hard limit) or a broken socket. Tell
+                            // the client why if it is still there; the write
+                            // fails fast when it is not.
                             tracing::debug!(connection = self.conn.id(), error = %e, "socket read failed");
-                            return End::Gone;
+                            return End::Disconnect(
+                                DisconnectReason::AgentDisconnectedByServer,
+                                Some(serde_json::json!({"detail": "protocol_error", "error": e.to_string()})),
+                            );
                         }
                         Some(Ok(Message::Text(text))) => {
                             if let Some(immediate) = self.handle_text(text) && !self.write(Message::Text(immediate.into())).await {

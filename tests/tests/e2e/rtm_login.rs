@@ -251,3 +251,28 @@ async fn bad_frames_get_errors_and_nothing_breaks() {
             .any(|e| e["agent_id"] == "alice@acme.test")
     );
 }
+
+#[tokio::test]
+async fn a_message_above_the_hard_limit_ends_the_session_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.web.ws_max_message = 64 * 1024;
+    cfg.web.rtm.max_request_frame = 16 * 1024;
+    let s = TestServer::start_with(dir, cfg).await;
+    let mut c = s.login("alice-pat-1").await;
+    let mut other = s.login("bob-pat-1").await;
+    c.send_text(format!(
+        "{{\"action\":\"ping\",\"payload\":{{\"x\":\"{}\"}}}}",
+        "y".repeat(100 * 1024)
+    ))
+    .await;
+    let d = c.disconnected().await;
+    assert_eq!(
+        d["payload"]["reason"], "agent_disconnected_by_server",
+        "{d}"
+    );
+    assert_eq!(d["payload"]["data"]["detail"], "protocol_error");
+    // Everyone else is unaffected.
+    let r = other.request("list_routing_statuses", json!({})).await;
+    assert_eq!(r["success"], true);
+}
