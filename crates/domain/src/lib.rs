@@ -7,6 +7,7 @@
 
 pub mod model;
 pub mod presence;
+pub mod routing;
 pub mod rules;
 
 pub use model::*;

@@ -150,6 +150,7 @@ impl Engine {
                     agent: agent.clone(),
                     kind: TokenKind::Pat,
                     created_at: now_secs(),
+                    expires_at: None,
                 });
             }
             report

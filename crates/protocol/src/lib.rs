@@ -8,6 +8,7 @@
 //! because the vendor's SDKs send fields that later versions removed
 //! (for example `push_notifications` on `login`).
 
+pub mod chats;
 pub mod data;
 pub mod disconnect;
 pub mod envelope;

@@ -71,7 +71,9 @@ impl Store for GatedStore {
                 org: OrgId("acme".into()),
                 agent: "alice@acme.test".into(),
                 kind: TokenKind::Pat,
+                expires_at: None,
             }],
+            ..Snapshot::default()
         })
     }
     fn submit(&self, _ops: Vec<Op>, done: Completion) -> Result<(), StoreError> {
@@ -83,6 +85,9 @@ impl Store for GatedStore {
         Ok(())
     }
     fn chat_events(&self, _: &str, _: &str) -> Result<Vec<EventRecord>, StoreError> {
+        Ok(vec![])
+    }
+    fn thread_events(&self, _: &str, _: &str) -> Result<Vec<EventRecord>, StoreError> {
         Ok(vec![])
     }
     fn stats(&self) -> StoreStats {

@@ -82,6 +82,9 @@ pub trait Store: Send + Sync + 'static {
     /// history reads later).
     fn chat_events(&self, org: &str, chat_id: &str) -> Result<Vec<EventRecord>, StoreError>;
 
+    /// Events of one thread in sequence order.
+    fn thread_events(&self, org: &str, thread_id: &str) -> Result<Vec<EventRecord>, StoreError>;
+
     /// Counters.
     fn stats(&self) -> StoreStats;
 

@@ -7,17 +7,21 @@ use chatgate_domain::{Agent, Group, OrgId, Organization, RoutingStatus};
 pub enum TokenKind {
     /// Personal access token of an agent (Basic or Bearer).
     Pat,
+    /// Access token of a customer (`POST /customer/token`).
+    Customer,
 }
 
 impl TokenKind {
     pub fn as_str(self) -> &'static str {
         match self {
             TokenKind::Pat => "pat",
+            TokenKind::Customer => "customer",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "pat" => Some(TokenKind::Pat),
+            "customer" => Some(TokenKind::Customer),
             _ => None,
         }
     }
@@ -39,6 +43,8 @@ pub enum Op {
         agent: String,
         kind: TokenKind,
         created_at: i64,
+        /// Unix seconds; `None` = does not expire.
+        expires_at: Option<i64>,
     },
     /// Remember the status an agent last chose (restored on `reconnect`).
     SetLastRoutingStatus {
@@ -52,6 +58,35 @@ pub enum Op {
         chat_id: String,
         customer_id: Option<String>,
         created_at_us: i64,
+    },
+    /// Create or update a customer.
+    UpsertCustomer(CustomerRecord),
+    /// Replace a chat's access groups and properties (JSON).
+    UpdateChat {
+        org: OrgId,
+        chat_id: String,
+        access: String,
+        properties: String,
+    },
+    /// Create a thread of a chat.
+    CreateThread {
+        org: OrgId,
+        chat_id: String,
+        thread: ThreadRecord,
+    },
+    /// Update a thread's state (activity, queue, close time).
+    UpdateThread {
+        org: OrgId,
+        thread_id: String,
+        active: bool,
+        closed_at_us: Option<i64>,
+        queued_at_us: Option<i64>,
+    },
+    /// Create or update a user of a chat.
+    SetChatUser {
+        org: OrgId,
+        chat_id: String,
+        user: ChatUserRecord,
     },
     /// Append an event to a chat; its per-chat sequence number is assigned
     /// inside the committing transaction and returned in
@@ -96,8 +131,67 @@ pub struct OrgRecord {
 pub struct TokenRecord {
     pub hash: [u8; 32],
     pub org: OrgId,
+    /// The agent, or the customer for customer tokens.
     pub agent: String,
     pub kind: TokenKind,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+}
+
+/// A stored customer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomerRecord {
+    pub org: OrgId,
+    pub id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub avatar: Option<String>,
+    /// JSON array of single-key objects.
+    pub session_fields: String,
+    pub created_at_us: i64,
+}
+
+/// A stored thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadRecord {
+    pub id: String,
+    pub active: bool,
+    pub created_at_us: i64,
+    pub closed_at_us: Option<i64>,
+    pub queued_at_us: Option<i64>,
+    /// JSON object.
+    pub properties: String,
+}
+
+/// A stored chat user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatUserRecord {
+    pub user_id: String,
+    /// `agent` or `customer`.
+    pub user_type: String,
+    pub present: bool,
+    /// `all` or `agents`.
+    pub visibility: String,
+    pub seen_up_to_us: Option<i64>,
+}
+
+/// A stored chat with what the engine keeps hot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatRecord {
+    pub org: OrgId,
+    pub id: String,
+    pub customer_id: Option<String>,
+    pub last_seq: u64,
+    /// JSON array of group ids.
+    pub access: String,
+    /// JSON object.
+    pub properties: String,
+    pub created_at_us: i64,
+    pub users: Vec<ChatUserRecord>,
+    /// Oldest first.
+    pub threads: Vec<ThreadRecord>,
+    /// Events of the last thread, in sequence order.
+    pub last_thread_events: Vec<EventRecord>,
 }
 
 /// Everything loaded at start.
@@ -105,4 +199,6 @@ pub struct TokenRecord {
 pub struct Snapshot {
     pub orgs: Vec<OrgRecord>,
     pub tokens: Vec<TokenRecord>,
+    pub customers: Vec<CustomerRecord>,
+    pub chats: Vec<ChatRecord>,
 }

@@ -7,8 +7,8 @@
 //! acknowledged write stays durable (`synchronous=FULL`).
 
 use crate::{
-    AgentRecord, Committed, Completion, EventRecord, Op, OrgRecord, Snapshot, Store, StoreError,
-    StoreStats, TokenKind, TokenRecord,
+    AgentRecord, ChatRecord, ChatUserRecord, Committed, Completion, CustomerRecord, EventRecord,
+    Op, OrgRecord, Snapshot, Store, StoreError, StoreStats, ThreadRecord, TokenKind, TokenRecord,
 };
 use chatgate_domain::{
     Agent, AgentId, AgentKind, Group, GroupPriority, OrgId, Organization, Role, RoutingStatus,
@@ -42,7 +42,8 @@ impl Default for StoreConfig {
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many
 /// ran. Never edit a released entry: append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE organizations (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
@@ -145,7 +146,12 @@ CREATE TABLE events (
 );
 CREATE UNIQUE INDEX events_by_custom_id ON events (org_id, chat_id, author_id, custom_id)
     WHERE custom_id IS NOT NULL;
-"#];
+"#,
+    r#"
+ALTER TABLE chat_users ADD COLUMN visibility TEXT NOT NULL DEFAULT 'all';
+CREATE INDEX events_by_thread ON events (org_id, thread_id, seq);
+"#,
+];
 
 struct Job {
     ops: Vec<Op>,
@@ -381,14 +387,13 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
             agent,
             kind,
             created_at,
+            expires_at,
         } => {
             tx.prepare_cached(
-                "INSERT INTO tokens (hash, org_id, agent_id, kind, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO tokens (hash, org_id, agent_id, kind, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (hash) DO NOTHING",
             )?
-            .execute(
-                params![&hash[..], org.0, agent, kind.as_str(), created_at],
-            )?;
+            .execute(params![&hash[..], org.0, agent, kind.as_str(), created_at, expires_at])?;
             let owner: (String, String) = tx
                 .prepare_cached("SELECT org_id, agent_id FROM tokens WHERE hash = ?1")?
                 .query_row(params![&hash[..]], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -418,6 +423,99 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
                 "INSERT INTO chats (org_id, id, customer_id, created_at) VALUES (?1, ?2, ?3, ?4)",
             )?
             .execute(params![org.0, chat_id, customer_id, created_at_us])?;
+        }
+        Op::UpsertCustomer(c) => {
+            tx.prepare_cached(
+                "INSERT INTO customers (org_id, id, name, email, avatar, session_fields, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (org_id, id) DO UPDATE SET name = excluded.name, email = excluded.email,
+                   avatar = excluded.avatar, session_fields = excluded.session_fields",
+            )?
+            .execute(params![
+                c.org.0,
+                c.id,
+                c.name,
+                c.email,
+                c.avatar,
+                c.session_fields,
+                c.created_at_us
+            ])?;
+        }
+        Op::UpdateChat {
+            org,
+            chat_id,
+            access,
+            properties,
+        } => {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE chats SET access = ?3, properties = ?4 WHERE org_id = ?1 AND id = ?2",
+                )?
+                .execute(params![org.0, chat_id, access, properties])?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("no chat {chat_id}")));
+            }
+        }
+        Op::CreateThread {
+            org,
+            chat_id,
+            thread,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO threads (org_id, chat_id, id, active, created_at, closed_at, queued_at, properties)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                org.0,
+                chat_id,
+                thread.id,
+                thread.active as i64,
+                thread.created_at_us,
+                thread.closed_at_us,
+                thread.queued_at_us,
+                thread.properties
+            ])?;
+        }
+        Op::UpdateThread {
+            org,
+            thread_id,
+            active,
+            closed_at_us,
+            queued_at_us,
+        } => {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE threads SET active = ?3, closed_at = ?4, queued_at = ?5
+                     WHERE org_id = ?1 AND id = ?2",
+                )?
+                .execute(params![
+                    org.0,
+                    thread_id,
+                    *active as i64,
+                    closed_at_us,
+                    queued_at_us
+                ])?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("no thread {thread_id}")));
+            }
+        }
+        Op::SetChatUser { org, chat_id, user } => {
+            tx.prepare_cached(
+                "INSERT INTO chat_users (org_id, chat_id, user_id, user_type, present, seen_up_to, visibility)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (org_id, chat_id, user_id) DO UPDATE SET user_type = excluded.user_type,
+                   present = excluded.present, seen_up_to = excluded.seen_up_to,
+                   visibility = excluded.visibility",
+            )?
+            .execute(params![
+                org.0,
+                chat_id,
+                user.user_id,
+                user.user_type,
+                user.present as i64,
+                user.seen_up_to_us,
+                user.visibility
+            ])?;
         }
         Op::AppendEvent(e) => {
             let seq: Option<i64> = tx
@@ -542,7 +640,7 @@ impl Store for SqliteStore {
             }
         }
         let mut tokens = conn.prepare(
-            "SELECT hash, org_id, agent_id, kind FROM tokens WHERE revoked_at IS NULL ORDER BY hash",
+            "SELECT hash, org_id, agent_id, kind, expires_at FROM tokens WHERE revoked_at IS NULL ORDER BY hash",
         )?;
         for t in tokens.query_map([], |r| {
             Ok((
@@ -550,9 +648,10 @@ impl Store for SqliteStore {
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
+                r.get::<_, Option<i64>>(4)?,
             ))
         })? {
-            let (hash, org, agent, kind) = t?;
+            let (hash, org, agent, kind, expires_at) = t?;
             snapshot.tokens.push(TokenRecord {
                 hash: hash
                     .try_into()
@@ -560,8 +659,11 @@ impl Store for SqliteStore {
                 org: OrgId(org),
                 agent,
                 kind: TokenKind::parse(&kind).ok_or_else(|| corrupt("token kind", &kind))?,
+                expires_at,
             });
         }
+        load_customers(&conn, &mut snapshot)?;
+        load_chats(&conn, &mut snapshot)?;
         Ok(snapshot)
     }
 
@@ -578,25 +680,12 @@ impl Store for SqliteStore {
 
     fn chat_events(&self, org: &str, chat_id: &str) -> Result<Vec<EventRecord>, StoreError> {
         let conn = self.reader.lock().expect("reader lock poisoned");
-        let mut stmt = conn.prepare(
-            "SELECT seq, thread_id, id, author_id, custom_id, kind, created_at, body
-             FROM events WHERE org_id = ?1 AND chat_id = ?2 ORDER BY seq",
-        )?;
-        let rows = stmt.query_map(params![org, chat_id], |r| {
-            Ok(EventRecord {
-                org: OrgId(org.to_string()),
-                chat_id: chat_id.to_string(),
-                seq: r.get::<_, i64>(0)? as u64,
-                thread_id: r.get(1)?,
-                id: r.get(2)?,
-                author_id: r.get(3)?,
-                custom_id: r.get(4)?,
-                kind: r.get(5)?,
-                created_at_us: r.get(6)?,
-                body: r.get(7)?,
-            })
-        })?;
-        rows.map(|r| r.map_err(StoreError::from)).collect()
+        events_where(&conn, "org_id = ?1 AND chat_id = ?2", org, chat_id)
+    }
+
+    fn thread_events(&self, org: &str, thread_id: &str) -> Result<Vec<EventRecord>, StoreError> {
+        let conn = self.reader.lock().expect("reader lock poisoned");
+        events_where(&conn, "org_id = ?1 AND thread_id = ?2", org, thread_id)
     }
 
     fn stats(&self) -> StoreStats {
@@ -615,6 +704,121 @@ impl Store for SqliteStore {
             tracing::error!("store writer panicked");
         }
     }
+}
+
+fn events_where(
+    conn: &Connection,
+    filter: &str,
+    org: &str,
+    key: &str,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT chat_id, seq, thread_id, id, author_id, custom_id, kind, created_at, body
+         FROM events WHERE {filter} ORDER BY seq"
+    ))?;
+    let rows = stmt.query_map(params![org, key], |r| {
+        Ok(EventRecord {
+            org: OrgId(org.to_string()),
+            chat_id: r.get(0)?,
+            seq: r.get::<_, i64>(1)? as u64,
+            thread_id: r.get(2)?,
+            id: r.get(3)?,
+            author_id: r.get(4)?,
+            custom_id: r.get(5)?,
+            kind: r.get(6)?,
+            created_at_us: r.get(7)?,
+            body: r.get(8)?,
+        })
+    })?;
+    rows.map(|r| r.map_err(StoreError::from)).collect()
+}
+
+fn load_customers(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT org_id, id, name, email, avatar, session_fields, created_at FROM customers ORDER BY org_id, id",
+    )?;
+    for c in stmt.query_map([], |r| {
+        Ok(CustomerRecord {
+            org: OrgId(r.get(0)?),
+            id: r.get(1)?,
+            name: r.get(2)?,
+            email: r.get(3)?,
+            avatar: r.get(4)?,
+            session_fields: r
+                .get::<_, Option<String>>(5)?
+                .unwrap_or_else(|| "[]".into()),
+            created_at_us: r.get(6)?,
+        })
+    })? {
+        snapshot.customers.push(c?);
+    }
+    Ok(())
+}
+
+fn load_chats(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreError> {
+    let mut chats = conn.prepare(
+        "SELECT org_id, id, customer_id, last_seq, access, properties, created_at
+         FROM chats ORDER BY org_id, created_at, id",
+    )?;
+    let mut users = conn.prepare(
+        "SELECT user_id, user_type, present, visibility, seen_up_to FROM chat_users
+         WHERE org_id = ?1 AND chat_id = ?2 ORDER BY rowid",
+    )?;
+    let mut threads = conn.prepare(
+        "SELECT id, active, created_at, closed_at, queued_at, properties FROM threads
+         WHERE org_id = ?1 AND chat_id = ?2 ORDER BY created_at, rowid",
+    )?;
+    let rows: Vec<ChatRecord> = chats
+        .query_map([], |r| {
+            Ok(ChatRecord {
+                org: OrgId(r.get(0)?),
+                id: r.get(1)?,
+                customer_id: r.get(2)?,
+                last_seq: r.get::<_, i64>(3)? as u64,
+                access: r.get(4)?,
+                properties: r.get(5)?,
+                created_at_us: r.get(6)?,
+                users: Vec::new(),
+                threads: Vec::new(),
+                last_thread_events: Vec::new(),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    for mut chat in rows {
+        for u in users.query_map(params![chat.org.0, chat.id], |r| {
+            Ok(ChatUserRecord {
+                user_id: r.get(0)?,
+                user_type: r.get(1)?,
+                present: r.get::<_, i64>(2)? != 0,
+                visibility: r.get(3)?,
+                seen_up_to_us: r.get(4)?,
+            })
+        })? {
+            chat.users.push(u?);
+        }
+        for t in threads.query_map(params![chat.org.0, chat.id], |r| {
+            Ok(ThreadRecord {
+                id: r.get(0)?,
+                active: r.get::<_, i64>(1)? != 0,
+                created_at_us: r.get(2)?,
+                closed_at_us: r.get(3)?,
+                queued_at_us: r.get(4)?,
+                properties: r.get(5)?,
+            })
+        })? {
+            chat.threads.push(t?);
+        }
+        if let Some(last) = chat.threads.last() {
+            chat.last_thread_events = events_where(
+                conn,
+                "org_id = ?1 AND thread_id = ?2",
+                &chat.org.0,
+                &last.id,
+            )?;
+        }
+        snapshot.chats.push(chat);
+    }
+    Ok(())
 }
 
 impl Drop for SqliteStore {

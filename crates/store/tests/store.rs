@@ -65,6 +65,7 @@ fn base_ops() -> Vec<Op> {
             agent: "alice@acme.test".into(),
             kind: TokenKind::Pat,
             created_at: 1,
+            expires_at: None,
         },
     ]
 }
@@ -309,4 +310,140 @@ fn full_queue_answers_busy() {
         )
         .unwrap();
     rx.recv().unwrap();
+}
+
+#[test]
+fn chats_threads_users_and_customers_load_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = OrgId("acme".into());
+    {
+        let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
+        write(&store, base_ops()).unwrap();
+        let thread = |id: &str, active: bool, at: i64| ThreadRecord {
+            id: id.into(),
+            active,
+            created_at_us: at,
+            closed_at_us: None,
+            queued_at_us: None,
+            properties: "{}".into(),
+        };
+        write(
+            &store,
+            vec![
+                Op::UpsertCustomer(CustomerRecord {
+                    org: o.clone(),
+                    id: "cust-1".into(),
+                    name: Some("Jo".into()),
+                    email: None,
+                    avatar: None,
+                    session_fields: "[]".into(),
+                    created_at_us: 5,
+                }),
+                Op::PutToken {
+                    hash: [9; 32],
+                    org: o.clone(),
+                    agent: "cust-1".into(),
+                    kind: TokenKind::Customer,
+                    created_at: 1,
+                    expires_at: Some(99),
+                },
+                chat("A"),
+                Op::CreateThread {
+                    org: o.clone(),
+                    chat_id: "A".into(),
+                    thread: thread("T1", false, 10),
+                },
+                Op::CreateThread {
+                    org: o.clone(),
+                    chat_id: "A".into(),
+                    thread: thread("T2", true, 20),
+                },
+                Op::SetChatUser {
+                    org: o.clone(),
+                    chat_id: "A".into(),
+                    user: ChatUserRecord {
+                        user_id: "alice@acme.test".into(),
+                        user_type: "agent".into(),
+                        present: true,
+                        visibility: "all".into(),
+                        seen_up_to_us: Some(7),
+                    },
+                },
+                Op::UpdateChat {
+                    org: o.clone(),
+                    chat_id: "A".into(),
+                    access: "[0,1]".into(),
+                    properties: "{}".into(),
+                },
+            ],
+        )
+        .unwrap();
+        write(&store, vec![event("A", "T1_1", None)]).unwrap();
+        let mut e = event("A", "T2_1", None);
+        if let Op::AppendEvent(r) = &mut e {
+            r.thread_id = "T2".into();
+        }
+        write(&store, vec![e]).unwrap();
+        write(
+            &store,
+            vec![Op::UpdateThread {
+                org: o.clone(),
+                thread_id: "T2".into(),
+                active: false,
+                closed_at_us: Some(30),
+                queued_at_us: None,
+            }],
+        )
+        .unwrap();
+        assert!(matches!(
+            write(
+                &store,
+                vec![Op::UpdateThread {
+                    org: o.clone(),
+                    thread_id: "nope".into(),
+                    active: false,
+                    closed_at_us: None,
+                    queued_at_us: None
+                }]
+            ),
+            Err(StoreError::Conflict(_))
+        ));
+    }
+    let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
+    let snap = store.load().unwrap();
+    assert_eq!(snap.customers.len(), 1);
+    assert_eq!(snap.customers[0].name.as_deref(), Some("Jo"));
+    let t = snap
+        .tokens
+        .iter()
+        .find(|t| t.kind == TokenKind::Customer)
+        .unwrap();
+    assert_eq!((t.agent.as_str(), t.expires_at), ("cust-1", Some(99)));
+    assert_eq!(snap.chats.len(), 1);
+    let c = &snap.chats[0];
+    assert_eq!(
+        (c.id.as_str(), c.last_seq, c.access.as_str()),
+        ("A", 2, "[0,1]")
+    );
+    let threads: Vec<_> = c
+        .threads
+        .iter()
+        .map(|t| (t.id.as_str(), t.active, t.closed_at_us))
+        .collect();
+    assert_eq!(threads, vec![("T1", false, None), ("T2", false, Some(30))]);
+    assert_eq!(c.users.len(), 1);
+    assert_eq!(c.users[0].seen_up_to_us, Some(7));
+    let last: Vec<_> = c.last_thread_events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        last,
+        vec!["T2_1"],
+        "only the last thread's events are loaded hot"
+    );
+    let t1: Vec<_> = store
+        .thread_events("acme", "T1")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(t1, vec!["T1_1"]);
 }

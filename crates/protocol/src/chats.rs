@@ -1,0 +1,263 @@
+//! Payloads of the chat methods and pushes (agent and customer side), the
+//! customer token endpoint, and the customer object.
+
+use crate::data::{Access, Chat, ChatSummary, Event, Properties, Queue};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// `POST /customer/token` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomerTokenRequest {
+    pub organization_id: String,
+    /// Continue as this existing customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+}
+
+/// `POST /customer/token` response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomerTokenResponse {
+    pub access_token: String,
+    pub token_type: String,
+    /// Seconds.
+    pub expires_in: u64,
+    pub entity_id: String,
+    pub organization_id: String,
+}
+
+/// Customer statistics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CustomerStatistics {
+    pub chats_count: u64,
+    pub threads_count: u64,
+    pub visits_count: u64,
+    pub page_views_count: u64,
+    pub greetings_shown_count: u64,
+    pub greetings_accepted_count: u64,
+}
+
+/// A customer as `get_customer` and the customer `login` return it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: String,
+    #[serde(rename = "type", default = "customer_type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub session_fields: Vec<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub statistics: CustomerStatistics,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chat_ids: Vec<String>,
+}
+
+fn customer_type() -> String {
+    "customer".into()
+}
+
+/// Customer-side fields a customer may set about itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CustomerFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_fields: Option<Vec<BTreeMap<String, String>>>,
+}
+
+/// Customer `login` request. Unknown fields are ignored.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CustomerLoginRequest {
+    pub token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<CustomerFields>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_page: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushes: Option<BTreeMap<String, Vec<String>>>,
+}
+
+/// One entry of the customer login's `chats`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomerChatRef {
+    pub chat_id: String,
+    pub has_unread_events: bool,
+}
+
+/// Customer `login` response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomerLoginResponse {
+    pub customer: Customer,
+    pub has_active_thread: bool,
+    pub chats: Vec<CustomerChatRef>,
+    #[serde(rename = "__priv_dynamic_config")]
+    pub dynamic_config: DynamicConfig,
+}
+
+/// The dynamic configuration the customer SDK reads at login.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DynamicConfig {
+    pub online_groups_ids: Vec<u32>,
+    #[serde(default)]
+    pub customer_groups: Map<String, Value>,
+}
+
+/// A user named in `start_chat`'s `chat.users`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserRef {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// `chat.thread` of `start_chat` / `resume_chat`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InitialThread {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<Event>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<Properties>,
+}
+
+/// `chat` of `start_chat` / `resume_chat`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InitialChat {
+    /// `resume_chat` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<Properties>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Access>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<InitialThread>,
+}
+
+/// `start_chat` and `resume_chat` request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StartChatRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<InitialChat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuous: Option<bool>,
+}
+
+/// `start_chat` response (`resume_chat` omits `chat_id`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StartChatResponse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<String>,
+    pub thread_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub event_ids: Vec<String>,
+}
+
+/// `send_event` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SendEventRequest {
+    pub chat_id: String,
+    pub event: Event,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach_to_last_thread: Option<bool>,
+}
+
+/// `send_event` response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SendEventResponse {
+    pub event_id: String,
+}
+
+/// `deactivate_chat` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeactivateChatRequest {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_requester_presence: Option<bool>,
+}
+
+/// `get_chat` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GetChatRequest {
+    pub chat_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+}
+
+/// `list_chats` request (first page only for now).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ListChatsRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort_order: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Value>,
+}
+
+/// Agent `list_chats` response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListChatsResponse {
+    pub chats_summary: Vec<ChatSummary>,
+    pub found_chats: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_page_id: Option<String>,
+}
+
+/// `incoming_chat`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IncomingChat {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_id: Option<String>,
+    pub chat: Chat,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transferred_from: Option<Value>,
+}
+
+/// `incoming_event`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IncomingEvent {
+    pub chat_id: String,
+    pub thread_id: String,
+    pub event: Event,
+}
+
+/// `chat_deactivated`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatDeactivated {
+    pub chat_id: String,
+    pub thread_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+/// One entry of `queue_positions_updated` (agents).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueuePositionEntry {
+    pub chat_id: String,
+    pub thread_id: String,
+    pub queue: Queue,
+}
+
+/// `queue_position_updated` (customer).
+pub type QueuePositionUpdated = QueuePositionEntry;
