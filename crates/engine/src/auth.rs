@@ -2,6 +2,7 @@
 //! Secrets are compared by SHA-256 only; the clear value is never stored.
 
 use crate::Inner;
+use crate::connection::Side;
 use crate::error::err;
 use crate::state::TokenEntry;
 use base64::Engine as _;
@@ -19,8 +20,34 @@ fn invalid() -> ErrorBody {
     err(ErrorType::Authentication, "Invalid access token")
 }
 
-/// Resolves an `Authorization` value (or RTM `login.token`) to its owner.
-pub(crate) fn authenticate(inner: &Inner, credentials: &str) -> Result<TokenEntry, ErrorBody> {
+/// Resolves an `Authorization` value (or RTM `login.token`) to its owner on
+/// `side`: a customer token is no agent credential and vice versa; an
+/// expired token is refused.
+pub(crate) fn authenticate(
+    inner: &Inner,
+    credentials: &str,
+    side: Side,
+) -> Result<TokenEntry, ErrorBody> {
+    let entry = lookup(inner, credentials)?;
+    if entry.side != side {
+        return Err(invalid());
+    }
+    if let Some(exp) = entry.expires_at
+        && exp <= now_secs()
+    {
+        return Err(err(ErrorType::Authentication, "Access token expired"));
+    }
+    Ok(entry)
+}
+
+pub(crate) fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn lookup(inner: &Inner, credentials: &str) -> Result<TokenEntry, ErrorBody> {
     let credentials = credentials.trim();
     let (scheme, rest) = credentials.split_once(' ').ok_or_else(|| {
         err(

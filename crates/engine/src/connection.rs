@@ -1,9 +1,9 @@
-//! An RTM connection as the engine sees it: an id, a bounded outbound queue,
-//! a close signal with its reason, and, after login, who it belongs to and
-//! which pushes it subscribed to.
+//! An RTM connection as the engine sees it: an id, its side (agent or
+//! customer), a bounded outbound queue, a close signal with its reason, and,
+//! after login, who it belongs to and which pushes it subscribed to.
 
 use bytes::Bytes;
-use chatgate_protocol::pushes::is_agent_push;
+use chatgate_protocol::pushes::{is_agent_push, is_customer_push};
 use chatgate_protocol::{DisconnectReason, Version};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -11,9 +11,36 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::{Notify, mpsc};
 
+/// Which API a connection or credential belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// Agent Chat API (agents and bots).
+    Agent,
+    /// Customer Chat API.
+    Customer,
+}
+
+impl Side {
+    /// The push that precedes a server-initiated close.
+    pub fn disconnect_push(self) -> &'static str {
+        match self {
+            Side::Agent => "agent_disconnected",
+            Side::Customer => "customer_disconnected",
+        }
+    }
+
+    fn is_push(self, version: Version, name: &str) -> bool {
+        match self {
+            Side::Agent => is_agent_push(version, name),
+            Side::Customer => is_customer_push(name),
+        }
+    }
+}
+
 /// Per-version push subscriptions of a session (`login.pushes`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscriptions {
+    side: Side,
     /// Indexed by [`Version::index`]: `None` = nothing in that version,
     /// `Some(None)` = all pushes, `Some(Some(set))` = only those named.
     by_version: [Option<Option<HashSet<String>>>; 2],
@@ -21,16 +48,17 @@ pub struct Subscriptions {
 
 impl Subscriptions {
     /// The default: every push, in the connection's version.
-    pub fn default_for(version: Version) -> Self {
+    pub fn default_for(side: Side, version: Version) -> Self {
         let mut by_version = [None, None];
         by_version[version.index()] = Some(None);
-        Subscriptions { by_version }
+        Subscriptions { side, by_version }
     }
 
     /// Parses `login.pushes`, e.g. `{"3.5": ["incoming_chat"], "3.6": ["all"]}`.
     /// Versions lower than the connection's, unknown versions and unknown push
     /// names are refused with a message.
     pub fn parse(
+        side: Side,
         connection_version: Version,
         pushes: &BTreeMap<String, Vec<String>>,
     ) -> Result<Self, String> {
@@ -48,14 +76,14 @@ impl Subscriptions {
             }
             let mut set = HashSet::new();
             for n in names {
-                if !is_agent_push(version, n) {
+                if !side.is_push(version, n) {
                     return Err(format!("`pushes.{version}`: unknown push `{n}`"));
                 }
                 set.insert(n.clone());
             }
             by_version[version.index()] = Some(Some(set));
         }
-        Ok(Subscriptions { by_version })
+        Ok(Subscriptions { side, by_version })
     }
 
     /// The versions in which this session wants push `name`.
@@ -64,7 +92,7 @@ impl Subscriptions {
             .into_iter()
             .filter(move |v| match &self.by_version[v.index()] {
                 None => false,
-                Some(None) => is_agent_push(*v, name) || name == "agent_disconnected",
+                Some(None) => self.side.is_push(*v, name),
                 Some(Some(set)) => set.contains(name),
             })
     }
@@ -74,6 +102,7 @@ impl Subscriptions {
 #[derive(Clone, Debug)]
 pub(crate) struct LoginState {
     pub org: String,
+    /// The agent, or the customer on the customer side.
     pub agent: String,
     pub subs: Subscriptions,
 }
@@ -82,6 +111,7 @@ pub(crate) struct LoginState {
 #[derive(Debug)]
 pub struct Connection {
     id: u64,
+    side: Side,
     version: Version,
     /// Frames for the client. Bounded; publishers only `try_send`.
     outbound: mpsc::Sender<Bytes>,
@@ -102,6 +132,7 @@ pub struct ConnectionRx {
 impl Connection {
     pub(crate) fn new(
         id: u64,
+        side: Side,
         version: Version,
         capacity: usize,
     ) -> (Arc<Connection>, ConnectionRx) {
@@ -109,6 +140,7 @@ impl Connection {
         (
             Arc::new(Connection {
                 id,
+                side,
                 version,
                 outbound: tx,
                 close_reason: OnceLock::new(),
@@ -123,6 +155,11 @@ impl Connection {
     /// Connection id, unique within the process.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Agent or customer connection.
+    pub fn side(&self) -> Side {
+        self.side
     }
 
     /// The version of the connection URL.
@@ -190,18 +227,28 @@ impl Connection {
 mod tests {
     use super::*;
 
-    fn subs(v: Version, json: serde_json::Value) -> Result<Subscriptions, String> {
-        Subscriptions::parse(v, &serde_json::from_value(json).unwrap())
+    fn subs(side: Side, v: Version, json: serde_json::Value) -> Result<Subscriptions, String> {
+        Subscriptions::parse(side, v, &serde_json::from_value(json).unwrap())
     }
 
     #[test]
     fn subscriptions() {
-        let d = Subscriptions::default_for(Version::V3_5);
+        let d = Subscriptions::default_for(Side::Agent, Version::V3_5);
         assert_eq!(
             d.versions_for("routing_status_set").collect::<Vec<_>>(),
             vec![Version::V3_5]
         );
+        assert_eq!(
+            d.versions_for("agent_disconnected").collect::<Vec<_>>(),
+            vec![Version::V3_5]
+        );
+        assert_eq!(
+            d.versions_for("queue_position_updated").count(),
+            0,
+            "a customer push"
+        );
         let s = subs(
+            Side::Agent,
             Version::V3_5,
             serde_json::json!({"3.5": ["incoming_chat"], "3.6": ["all"]}),
         )
@@ -214,14 +261,50 @@ mod tests {
             s.versions_for("routing_status_set").collect::<Vec<_>>(),
             vec![Version::V3_6]
         );
-        assert!(subs(Version::V3_6, serde_json::json!({"3.5": ["all"]})).is_err());
-        assert!(subs(Version::V3_5, serde_json::json!({"3.5": ["bogus"]})).is_err());
-        assert!(subs(Version::V3_5, serde_json::json!({"9.9": ["all"]})).is_err());
+        assert!(
+            subs(
+                Side::Agent,
+                Version::V3_6,
+                serde_json::json!({"3.5": ["all"]})
+            )
+            .is_err()
+        );
+        assert!(
+            subs(
+                Side::Agent,
+                Version::V3_5,
+                serde_json::json!({"3.5": ["bogus"]})
+            )
+            .is_err()
+        );
+        assert!(
+            subs(
+                Side::Agent,
+                Version::V3_5,
+                serde_json::json!({"9.9": ["all"]})
+            )
+            .is_err()
+        );
+        let c = Subscriptions::default_for(Side::Customer, Version::V3_5);
+        assert_eq!(c.versions_for("queue_position_updated").count(), 1);
+        assert_eq!(
+            c.versions_for("routing_status_set").count(),
+            0,
+            "an agent push"
+        );
+        assert!(
+            subs(
+                Side::Customer,
+                Version::V3_5,
+                serde_json::json!({"3.5": ["routing_status_set"]})
+            )
+            .is_err()
+        );
     }
 
     #[tokio::test]
     async fn full_queue_closes_as_slow_consumer() {
-        let (c, mut rx) = Connection::new(1, Version::V3_5, 2);
+        let (c, mut rx) = Connection::new(1, Side::Agent, Version::V3_5, 2);
         c.deliver(Bytes::from_static(b"1"));
         c.deliver(Bytes::from_static(b"2"));
         assert!(c.close_reason().is_none());

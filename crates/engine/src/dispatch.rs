@@ -1,14 +1,15 @@
 //! The dispatcher: one entry point for every method, whichever transport
-//! carried it.
+//! carried it, for agents and customers.
 
 use crate::auth::authenticate;
-use crate::connection::Connection;
+use crate::chat_methods::{self, Actor, ChatCaller};
+use crate::connection::{Connection, Side};
 use crate::error::{err, validation};
 use crate::push::Cause;
 use crate::state::Org;
 use crate::{Engine, status};
 use chatgate_domain::AgentKind;
-use chatgate_protocol::methods::{Transports, agent_method};
+use chatgate_protocol::methods::{Transports, agent_method, customer_method};
 use chatgate_protocol::{ErrorBody, ErrorType, Version};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -17,10 +18,26 @@ use std::sync::Arc;
 /// Who is asking.
 #[derive(Debug, Clone)]
 pub enum Requester {
-    /// An RTM connection (logged in or not).
+    /// An RTM connection (agent or customer, logged in or not).
     Rtm(Arc<Connection>),
-    /// A Web API call with its `Authorization` header, if any.
+    /// An Agent Web API call with its `Authorization` header, if any.
     Web { authorization: Option<String> },
+    /// A Customer Web API call: `Authorization` and the `organization_id`
+    /// query parameter.
+    CustomerWeb {
+        authorization: Option<String>,
+        organization_id: Option<String>,
+    },
+}
+
+impl Requester {
+    fn side(&self) -> Side {
+        match self {
+            Requester::Rtm(c) => c.side(),
+            Requester::Web { .. } => Side::Agent,
+            Requester::CustomerWeb { .. } => Side::Customer,
+        }
+    }
 }
 
 /// One request, transport-neutral.
@@ -62,7 +79,7 @@ impl Reply {
     }
 }
 
-/// An authenticated requester.
+/// An authenticated agent requester.
 pub(crate) struct Caller {
     pub org: Arc<Org>,
     /// The acting agent or bot.
@@ -82,21 +99,42 @@ pub(crate) fn parse<T: DeserializeOwned>(payload: Value) -> Result<T, ErrorBody>
     serde_json::from_value(payload).map_err(|e| validation(format!("invalid payload: {e}")))
 }
 
+fn not_yet(action: &str) -> ErrorBody {
+    err(
+        ErrorType::Validation,
+        format!("`{action}` is not available in this chatgate build yet"),
+    )
+}
+
+fn cause_of(req: &Request) -> Option<Cause> {
+    match (&req.requester, &req.request_id) {
+        (Requester::Rtm(c), Some(id)) => Some(Cause {
+            conn: c.id(),
+            request_id: id.clone(),
+        }),
+        _ => None,
+    }
+}
+
 impl Engine {
     /// Executes one method. Pushes it causes are delivered by the engine after
     /// the change is durable; the response is returned here, also only after
     /// the commit.
     pub async fn execute(&self, req: Request) -> Result<Reply, ErrorBody> {
-        let transports = agent_method(&req.action)
-            .ok_or_else(|| validation(format!("unknown action `{}`", req.action)))?;
-        match (&req.requester, transports) {
-            (Requester::Web { .. }, Transports::RtmOnly) => {
+        let side = req.requester.side();
+        let transports = match side {
+            Side::Agent => agent_method(&req.action),
+            Side::Customer => customer_method(&req.action),
+        }
+        .ok_or_else(|| validation(format!("unknown action `{}`", req.action)))?;
+        match (matches!(req.requester, Requester::Rtm(_)), transports) {
+            (false, Transports::RtmOnly) => {
                 return Err(validation(format!(
                     "`{}` is available over RTM only",
                     req.action
                 )));
             }
-            (Requester::Rtm(_), Transports::WebOnly) => {
+            (true, Transports::WebOnly) => {
                 return Err(validation(format!(
                     "`{}` is available over the Web API only",
                     req.action
@@ -111,9 +149,24 @@ impl Engine {
             let Requester::Rtm(conn) = &req.requester else {
                 unreachable!("login is RTM-only")
             };
-            return status::login(self, conn, req.payload).await;
+            return match side {
+                Side::Agent => status::login(self, conn, req.payload).await,
+                Side::Customer => chat_methods::customer_login(self, conn, req.payload).await,
+            };
         }
+        match side {
+            Side::Agent => self.agent_method(req).await,
+            Side::Customer => self.customer_method(req).await,
+        }
+    }
+
+    async fn agent_method(&self, req: Request) -> Result<Reply, ErrorBody> {
         let caller = self.caller(&req)?;
+        let chat_caller = || ChatCaller {
+            org: caller.org.clone(),
+            actor: Actor::Agent(caller.agent.clone()),
+            cause: caller.cause.clone(),
+        };
         match req.action.as_str() {
             "set_routing_status" => {
                 status::set_routing_status(self, &caller, parse(req.payload)?).await
@@ -123,11 +176,86 @@ impl Engine {
             }
             "set_away_status" => status::set_away_status(self, &caller, parse(req.payload)?).await,
             "logout" => status::logout(self, &caller).await,
-            other => Err(err(
-                ErrorType::Validation,
-                format!("`{other}` is not available in this chatgate build yet"),
-            )),
+            "start_chat" => {
+                chat_methods::start_chat(self, &chat_caller(), parse(req.payload)?, false).await
+            }
+            "resume_chat" => {
+                chat_methods::start_chat(self, &chat_caller(), parse(req.payload)?, true).await
+            }
+            "send_event" => {
+                chat_methods::send_event(self, &chat_caller(), parse(req.payload)?).await
+            }
+            "deactivate_chat" => {
+                chat_methods::deactivate_chat(self, &chat_caller(), parse(req.payload)?).await
+            }
+            "get_chat" => chat_methods::get_chat(self, &chat_caller(), parse(req.payload)?).await,
+            "list_chats" => {
+                chat_methods::list_chats(self, &chat_caller(), parse(req.payload)?).await
+            }
+            other => Err(not_yet(other)),
         }
+    }
+
+    async fn customer_method(&self, req: Request) -> Result<Reply, ErrorBody> {
+        let caller = self.customer_caller(&req)?;
+        match req.action.as_str() {
+            "start_chat" => {
+                chat_methods::start_chat(self, &caller, parse(req.payload)?, false).await
+            }
+            "resume_chat" => {
+                chat_methods::start_chat(self, &caller, parse(req.payload)?, true).await
+            }
+            "send_event" => chat_methods::send_event(self, &caller, parse(req.payload)?).await,
+            "deactivate_chat" => {
+                chat_methods::deactivate_chat(self, &caller, parse(req.payload)?).await
+            }
+            "get_chat" => chat_methods::get_chat(self, &caller, parse(req.payload)?).await,
+            "list_chats" => chat_methods::list_chats(self, &caller, parse(req.payload)?).await,
+            "get_customer" => chat_methods::get_customer(&caller),
+            "update_customer" => {
+                chat_methods::update_customer(self, &caller, parse(req.payload)?).await
+            }
+            "list_group_statuses" => chat_methods::list_group_statuses(&caller, req.payload),
+            other => Err(not_yet(other)),
+        }
+    }
+
+    fn customer_caller(&self, req: &Request) -> Result<ChatCaller, ErrorBody> {
+        let (org_id, customer) = match &req.requester {
+            Requester::Rtm(conn) => {
+                let login = conn.login_state().ok_or_else(|| {
+                    err(
+                        ErrorType::Authentication,
+                        "log in first: send `login` with a token",
+                    )
+                })?;
+                (login.org.clone(), login.agent.clone())
+            }
+            Requester::CustomerWeb {
+                authorization,
+                organization_id,
+            } => {
+                let header = authorization.as_deref().ok_or_else(|| {
+                    err(ErrorType::Authentication, "missing `Authorization` header")
+                })?;
+                let entry = authenticate(&self.inner, header, Side::Customer)?;
+                if let Some(org) = organization_id
+                    && *org != entry.org
+                {
+                    return Err(err(ErrorType::Authentication, "Invalid access token"));
+                }
+                (entry.org, entry.agent)
+            }
+            Requester::Web { .. } => unreachable!("agent side"),
+        };
+        let org = self
+            .org(&org_id)
+            .ok_or_else(|| err(ErrorType::Authentication, "Invalid access token"))?;
+        Ok(ChatCaller {
+            org,
+            actor: Actor::Customer(customer),
+            cause: cause_of(req),
+        })
     }
 
     fn caller(&self, req: &Request) -> Result<Caller, ErrorBody> {
@@ -145,9 +273,10 @@ impl Engine {
                 let header = authorization.as_deref().ok_or_else(|| {
                     err(ErrorType::Authentication, "missing `Authorization` header")
                 })?;
-                let entry = authenticate(&self.inner, header)?;
+                let entry = authenticate(&self.inner, header, Side::Agent)?;
                 (entry.org, entry.agent, None)
             }
+            Requester::CustomerWeb { .. } => unreachable!("customer side"),
         };
         let org = self
             .org(&org_id)
@@ -174,18 +303,11 @@ impl Engine {
                 }
             }
         }
-        let cause = match (&conn, &req.request_id) {
-            (Some(c), Some(id)) => Some(Cause {
-                conn: c.id(),
-                request_id: id.clone(),
-            }),
-            _ => None,
-        };
         Ok(Caller {
             org,
             agent: acting,
             conn,
-            cause,
+            cause: cause_of(req),
         })
     }
 }

@@ -16,6 +16,8 @@
 //! the order of state changes to the order of commits.
 
 mod auth;
+mod chat_methods;
+mod chats;
 mod connection;
 mod dispatch;
 mod error;
@@ -25,7 +27,7 @@ mod state;
 mod status;
 
 pub use auth::hash_secret;
-pub use connection::{Connection, ConnectionRx, Subscriptions};
+pub use connection::{Connection, ConnectionRx, Side, Subscriptions};
 pub use dispatch::{AfterReply, Reply, Request, Requester};
 pub use error::{internal, validation};
 pub use provision::{ProvisionAgent, ProvisionGroup, ProvisionOrg, ProvisionReport, ProvisionSpec};
@@ -62,6 +64,8 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("provisioning: {0}")]
     Provision(String),
+    #[error("corrupt state in the store: {0}")]
+    Corrupt(String),
 }
 
 /// Cheap-to-clone handle on the engine.
@@ -121,8 +125,66 @@ impl Engine {
                 TokenEntry {
                     org: t.org.0,
                     agent: t.agent,
+                    side: match t.kind {
+                        chatgate_store::TokenKind::Pat => Side::Agent,
+                        chatgate_store::TokenKind::Customer => Side::Customer,
+                    },
+                    expires_at: t.expires_at,
                 },
             );
+        }
+        for c in snapshot.customers {
+            let Some(org) = inner.orgs.get(&c.org.0) else {
+                continue;
+            };
+            let session_fields = serde_json::from_str(&c.session_fields).unwrap_or_default();
+            org.lock().customers.insert(
+                c.id.clone(),
+                chats::CustomerState {
+                    id: c.id,
+                    name: c.name,
+                    email: c.email,
+                    avatar: c.avatar,
+                    session_fields,
+                    created_at_us: c.created_at_us,
+                    sessions: Vec::new(),
+                    chat_ids: Vec::new(),
+                },
+            );
+        }
+        for rec in snapshot.chats {
+            let Some(org) = inner.orgs.get(&rec.org.0).map(|o| o.value().clone()) else {
+                continue;
+            };
+            let chat = chats::ChatState::from_record(rec).map_err(EngineError::Corrupt)?;
+            let mut state = org.lock();
+            if let Some(c) = chat
+                .customer_id
+                .as_ref()
+                .and_then(|id| state.customers.get_mut(id))
+            {
+                c.chat_ids.push(chat.id.clone());
+            }
+            if chat.active_thread().is_some() {
+                for agent in chat.present_agents() {
+                    if let Some(a) = state.agents.get_mut(agent) {
+                        a.active_chats.insert(chat.id.clone());
+                    }
+                }
+                if chat
+                    .active_thread()
+                    .is_some_and(|t| t.queued_at_us.is_some())
+                {
+                    state.queue.push(chat.id.clone());
+                }
+            }
+            state.chats.insert(chat.id.clone(), chat);
+        }
+        for org in inner.orgs.iter() {
+            let mut state = org.lock();
+            let mut queue = std::mem::take(&mut state.queue);
+            queue.sort_by_key(|c| state.chats[c].active_thread().and_then(|t| t.queued_at_us));
+            state.queue = queue;
         }
         Ok(Engine {
             inner: Arc::new(inner),
@@ -131,9 +193,9 @@ impl Engine {
 
     /// Opens a new RTM connection record. The transport reads frames for the
     /// client from the returned receiver and watches [`Connection::closed`].
-    pub fn connect(&self, version: Version) -> (Arc<Connection>, ConnectionRx) {
+    pub fn connect(&self, side: Side, version: Version) -> (Arc<Connection>, ConnectionRx) {
         let id = self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
-        let (conn, rx) = Connection::new(id, version, self.inner.config.outbound_queue);
+        let (conn, rx) = Connection::new(id, side, version, self.inner.config.outbound_queue);
         self.inner.connections.insert(id, conn.clone());
         if let Some((reason, detail)) = self.inner.shutting_down.get() {
             conn.close(*reason, Some(serde_json::json!({ "detail": detail })));
@@ -145,7 +207,10 @@ impl Engine {
     /// and the resulting status change is pushed.
     pub async fn disconnect(&self, conn: &Arc<Connection>) {
         self.inner.connections.remove(&conn.id());
-        status::session_ended(self, conn).await;
+        match conn.side() {
+            Side::Agent => status::session_ended(self, conn).await,
+            Side::Customer => chat_methods::customer_session_ended(self, conn),
+        }
     }
 
     /// Tells every open connection that the server is going away. The
@@ -156,6 +221,15 @@ impl Engine {
             c.value()
                 .close(reason, Some(serde_json::json!({ "detail": detail })));
         }
+    }
+
+    /// Issues a customer access token (`POST /customer/token`), creating the
+    /// customer unless an existing `customer_id` is given.
+    pub async fn issue_customer_token(
+        &self,
+        req: chatgate_protocol::chats::CustomerTokenRequest,
+    ) -> Result<chatgate_protocol::chats::CustomerTokenResponse, chatgate_protocol::ErrorBody> {
+        chat_methods::issue_customer_token(self, req).await
     }
 
     /// Number of open RTM connections.

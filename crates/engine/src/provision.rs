@@ -325,6 +325,8 @@ impl Engine {
                 TokenEntry {
                     org: p.org.id.0.clone(),
                     agent,
+                    side: crate::connection::Side::Agent,
+                    expires_at: None,
                 },
             );
         }

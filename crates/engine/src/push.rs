@@ -7,7 +7,7 @@ use crate::error::{internal, store_error};
 use bytes::Bytes;
 use chatgate_protocol::envelope::FrameType;
 use chatgate_protocol::{ErrorBody, PushFrame, Version};
-use chatgate_store::{Committed, Op, Store, StoreError};
+use chatgate_store::{Committed, Op, Reservation, Store, StoreError};
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::{Arc, OnceLock};
@@ -79,29 +79,38 @@ impl Outgoing {
 /// A submitted change: await it to learn whether it committed.
 pub(crate) struct Pending(oneshot::Receiver<Result<Committed, StoreError>>);
 
-/// Submits `ops` to the store; once they are durable the `pushes` are
+/// Reserves a place in the store's queue. Take it *before* changing hot
+/// state: a full store is then refused before anything changed.
+pub(crate) fn reserve(store: &Arc<dyn Store>) -> Result<Reservation, ErrorBody> {
+    store.reserve().map_err(store_error)
+}
+
+/// Submits `ops` with a reservation; once they are durable the `pushes` are
 /// delivered (on the store's completion path, so in commit order). Call while
-/// holding the lock that ordered the change. Never waits.
+/// holding the lock that ordered the change. Never waits, never fails.
+pub(crate) fn commit(reservation: Reservation, ops: Vec<Op>, pushes: Vec<Outgoing>) -> Pending {
+    let (tx, rx) = oneshot::channel();
+    reservation.submit(
+        ops,
+        Box::new(move |result| {
+            if result.is_ok() {
+                for p in pushes {
+                    p.deliver();
+                }
+            }
+            let _ = tx.send(result);
+        }),
+    );
+    Pending(rx)
+}
+
+/// [`reserve`] then [`commit`], for changes made after the reservation.
 pub(crate) fn submit(
     store: &Arc<dyn Store>,
     ops: Vec<Op>,
     pushes: Vec<Outgoing>,
 ) -> Result<Pending, ErrorBody> {
-    let (tx, rx) = oneshot::channel();
-    store
-        .submit(
-            ops,
-            Box::new(move |result| {
-                if result.is_ok() {
-                    for p in pushes {
-                        p.deliver();
-                    }
-                }
-                let _ = tx.send(result);
-            }),
-        )
-        .map_err(store_error)?;
-    Ok(Pending(rx))
+    Ok(commit(reserve(store)?, ops, pushes))
 }
 
 impl Pending {

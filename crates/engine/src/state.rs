@@ -1,17 +1,22 @@
 //! Hot state: organizations, their groups and agents, presence.
 
-use crate::connection::Connection;
+use crate::chats::{ChatState, CustomerState};
+use crate::connection::{Connection, Side};
 use chatgate_domain::presence::{Presence, effective_status};
 use chatgate_domain::{Agent, Group, GroupId, Organization, RoutingStatus};
 use chatgate_store::OrgRecord;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Owner of a credential.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct TokenEntry {
     pub org: String,
+    /// The agent, or the customer for customer tokens.
     pub agent: String,
+    pub side: Side,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
 }
 
 /// One organization.
@@ -26,6 +31,10 @@ pub(crate) struct Org {
 pub(crate) struct OrgState {
     pub groups: BTreeMap<GroupId, Group>,
     pub agents: HashMap<String, AgentState>,
+    pub customers: HashMap<String, CustomerState>,
+    pub chats: HashMap<String, ChatState>,
+    /// Chats whose active thread waits for an agent, in arrival order.
+    pub queue: Vec<String>,
 }
 
 /// A live RTM session of an agent.
@@ -42,6 +51,10 @@ pub(crate) struct AgentState {
     /// `login` with `reconnect: true`.
     pub last_chosen: Option<RoutingStatus>,
     pub sessions: Vec<SessionRef>,
+    /// Chats with an active thread this agent is assigned to (its load).
+    pub active_chats: BTreeSet<String>,
+    /// When the agent last got a chat (µs; idle-longest tie-break).
+    pub last_assigned_us: i64,
 }
 
 impl AgentState {
@@ -51,6 +64,8 @@ impl AgentState {
             agent,
             last_chosen,
             sessions: Vec::new(),
+            active_chats: BTreeSet::new(),
+            last_assigned_us: i64::MIN,
         }
     }
 
@@ -81,6 +96,9 @@ impl Org {
                         )
                     })
                     .collect(),
+                customers: HashMap::new(),
+                chats: HashMap::new(),
+                queue: Vec::new(),
             }),
         }
     }

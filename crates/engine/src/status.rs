@@ -3,11 +3,13 @@
 
 use crate::Engine;
 use crate::auth::authenticate;
-use crate::connection::{Connection, LoginState, Subscriptions};
+use crate::chat_methods::chats_summary_for;
+use crate::chats::{drain_queue, now_us};
+use crate::connection::{Connection, LoginState, Side, Subscriptions};
 use crate::dispatch::{AfterReply, Caller, Reply, parse};
 use crate::error::{err, validation};
-use crate::push::{Cause, Outgoing, submit};
-use crate::state::{AgentState, OrgState, SessionRef};
+use crate::push::{Cause, Outgoing, commit, reserve, submit};
+use crate::state::{OrgState, SessionRef};
 use chatgate_domain::rules::{StatusRefusal, may_see_routing_status, may_set_routing_status};
 use chatgate_domain::{AgentKind, Role, RoutingStatus};
 use chatgate_protocol::data::{Permission, RoutingStatus as WireStatus};
@@ -88,13 +90,14 @@ pub(crate) async fn login(
         )));
     }
     let subs = match &req.pushes {
-        Some(p) => Subscriptions::parse(conn.version(), p).map_err(validation)?,
-        None => Subscriptions::default_for(conn.version()),
+        Some(p) => Subscriptions::parse(Side::Agent, conn.version(), p).map_err(validation)?,
+        None => Subscriptions::default_for(Side::Agent, conn.version()),
     };
-    let entry = authenticate(&engine.inner, &req.token)?;
+    let entry = authenticate(&engine.inner, &req.token, Side::Agent)?;
     let org = engine
         .org(&entry.org)
         .ok_or_else(|| err(ErrorType::Authentication, "Invalid access token"))?;
+    let reservation = reserve(&engine.inner.store)?;
     let (pending, response) = {
         let mut state = org.lock();
         let agent = state
@@ -118,7 +121,6 @@ pub(crate) async fn login(
             return Err(validation("this connection is already logged in"));
         }
         let before = agent.effective();
-        let saved_chosen = agent.chosen;
         if agent.sessions.is_empty() {
             agent.chosen = match (req.reconnect, agent.last_chosen) {
                 (Some(true), Some(last)) => last,
@@ -130,26 +132,20 @@ pub(crate) async fn login(
             away: req.away.unwrap_or(false),
         });
         let after = agent.effective();
-        let response = login_response(&org.org, agent, after);
         // Everyone else who may see this agent learns the new status; the
         // logging-in connection reads it from `my_profile.routing_status`.
-        let pushes = if before != after {
+        let mut pushes = if before != after {
             let mut push = status_push(&state, &entry.agent, None);
             push.recipients.retain(|c| c.id() != conn.id());
             vec![push]
         } else {
             Vec::new()
         };
-        match submit(&engine.inner.store, Vec::new(), pushes) {
-            Ok(p) => (p, response),
-            Err(e) => {
-                let agent = state.agents.get_mut(&entry.agent).expect("agent present");
-                agent.sessions.retain(|s| s.conn.id() != conn.id());
-                agent.chosen = saved_chosen;
-                conn.close(DisconnectReason::InternalError, None);
-                return Err(e);
-            }
-        }
+        // A newly available agent takes queued chats.
+        let (ops, queue_pushes) = drain_queue(&mut state, &org.org.id, now_us());
+        pushes.extend(queue_pushes);
+        let response = login_response(&org.org, &state, &entry.agent, after);
+        (commit(reservation, ops, pushes), response)
     };
     pending.wait().await?;
     tracing::info!(org = %entry.org, agent = %entry.agent, connection = conn.id(), "agent logged in");
@@ -160,9 +156,11 @@ pub(crate) async fn login(
 
 fn login_response(
     org: &chatgate_domain::Organization,
-    agent: &AgentState,
+    state: &OrgState,
+    agent_id: &str,
     status: RoutingStatus,
 ) -> LoginResponse {
+    let agent = &state.agents[agent_id];
     LoginResponse {
         license: License {
             id: org.license_id.to_string(),
@@ -187,7 +185,7 @@ fn login_response(
             routing_status: to_wire(status),
             permission: permission(agent.agent.role),
         },
-        chats_summary: Vec::new(),
+        chats_summary: chats_summary_for(state, agent_id),
     }
 }
 
@@ -198,6 +196,7 @@ pub(crate) async fn set_routing_status(
 ) -> Result<Reply, ErrorBody> {
     let status = from_wire(req.status);
     let target_id = req.agent_id.unwrap_or_else(|| caller.agent.clone());
+    let reservation = reserve(&engine.inner.store)?;
     let pending = {
         let mut state = caller.org.lock();
         let requester = &state.agents[&caller.agent];
@@ -226,23 +225,18 @@ pub(crate) async fn set_routing_status(
             ));
         }
         let target = state.agents.get_mut(&target_id).expect("checked above");
-        let saved = (target.chosen, target.last_chosen);
         target.chosen = status;
         target.last_chosen = Some(status);
-        let push = status_push(&state, &target_id, caller.cause.clone());
-        let ops = vec![Op::SetLastRoutingStatus {
+        let mut pushes = vec![status_push(&state, &target_id, caller.cause.clone())];
+        let mut ops = vec![Op::SetLastRoutingStatus {
             org: caller.org.org.id.clone(),
             agent: target_id.clone(),
             status,
         }];
-        match submit(&engine.inner.store, ops, vec![push]) {
-            Ok(p) => p,
-            Err(e) => {
-                let target = state.agents.get_mut(&target_id).expect("checked above");
-                (target.chosen, target.last_chosen) = saved;
-                return Err(e);
-            }
-        }
+        let (queue_ops, queue_pushes) = drain_queue(&mut state, &caller.org.org.id, now_us());
+        ops.extend(queue_ops);
+        pushes.extend(queue_pushes);
+        commit(reservation, ops, pushes)
     };
     pending.wait().await?;
     Ok(Reply::ok(empty()))
@@ -295,6 +289,7 @@ pub(crate) async fn set_away_status(
         .conn
         .as_ref()
         .ok_or_else(|| validation("`set_away_status` is available over RTM only"))?;
+    let reservation = reserve(&engine.inner.store)?;
     let pending = {
         let mut state = caller.org.lock();
         let agent = state.agents.get_mut(&caller.agent).expect("caller exists");
@@ -307,12 +302,14 @@ pub(crate) async fn set_away_status(
         };
         session.away = req.away;
         let after = agent.effective();
-        let pushes = if before != after {
+        let mut pushes = if before != after {
             vec![status_push(&state, &caller.agent, caller.cause.clone())]
         } else {
             Vec::new()
         };
-        submit(&engine.inner.store, Vec::new(), pushes)?
+        let (ops, queue_pushes) = drain_queue(&mut state, &caller.org.org.id, now_us());
+        pushes.extend(queue_pushes);
+        commit(reservation, ops, pushes)
     };
     pending.wait().await?;
     Ok(Reply::ok(empty()))

@@ -59,6 +59,48 @@ pub const AGENT_METHODS: &[(&str, Transports)] = &[
     ("ping", Transports::RtmOnly),
 ];
 
+/// The Customer Chat API v3.5 method catalogue (§14.3) with transports.
+pub const CUSTOMER_METHODS: &[(&str, Transports)] = &[
+    ("login", Transports::RtmOnly),
+    ("ping", Transports::RtmOnly),
+    ("list_chats", Transports::Both),
+    ("list_threads", Transports::Both),
+    ("get_chat", Transports::Both),
+    ("start_chat", Transports::Both),
+    ("resume_chat", Transports::Both),
+    ("deactivate_chat", Transports::Both),
+    ("send_event", Transports::Both),
+    ("send_rich_message_postback", Transports::Both),
+    ("send_sneak_peek", Transports::Both),
+    ("send_typing_indicator", Transports::Both),
+    ("update_chat_properties", Transports::Both),
+    ("delete_chat_properties", Transports::Both),
+    ("update_thread_properties", Transports::Both),
+    ("delete_thread_properties", Transports::Both),
+    ("update_event_properties", Transports::Both),
+    ("delete_event_properties", Transports::Both),
+    ("update_customer", Transports::Both),
+    ("update_customer_page", Transports::RtmOnly),
+    ("set_customer_session_fields", Transports::Both),
+    ("get_customer", Transports::Both),
+    ("list_group_statuses", Transports::Both),
+    ("get_form", Transports::Both),
+    ("get_predicted_agent", Transports::Both),
+    ("get_url_info", Transports::Both),
+    ("mark_events_as_seen", Transports::Both),
+    ("accept_greeting", Transports::Both),
+    ("cancel_greeting", Transports::Both),
+    ("upload_file", Transports::WebOnly),
+];
+
+/// Looks a method up in [`CUSTOMER_METHODS`].
+pub fn customer_method(name: &str) -> Option<Transports> {
+    CUSTOMER_METHODS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
+}
+
 /// Looks a method up in [`AGENT_METHODS`].
 pub fn agent_method(name: &str) -> Option<Transports> {
     AGENT_METHODS

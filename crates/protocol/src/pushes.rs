@@ -76,6 +76,40 @@ pub const AGENT_PUSHES_V3_6_ADDED: &[&str] = &[
     "incoming_error",
 ];
 
+/// Customer pushes of v3.5 (Customer Chat API).
+pub const CUSTOMER_PUSHES_V3_5: &[&str] = &[
+    "incoming_chat",
+    "chat_deactivated",
+    "chat_transferred",
+    "user_added_to_chat",
+    "user_removed_from_chat",
+    "incoming_event",
+    "event_updated",
+    "incoming_rich_message_postback",
+    "chat_properties_updated",
+    "chat_properties_deleted",
+    "thread_properties_updated",
+    "thread_properties_deleted",
+    "event_properties_updated",
+    "event_properties_deleted",
+    "customer_updated",
+    "customer_side_storage_updated",
+    "customer_disconnected",
+    "groups_status_updated",
+    "incoming_typing_indicator",
+    "incoming_multicast",
+    "events_marked_as_seen",
+    "incoming_greeting",
+    "greeting_accepted",
+    "greeting_canceled",
+    "queue_position_updated",
+];
+
+/// Whether `name` is a customer push.
+pub fn is_customer_push(name: &str) -> bool {
+    CUSTOMER_PUSHES_V3_5.contains(&name)
+}
+
 /// Whether `name` is an agent push of `version`.
 pub fn is_agent_push(version: Version, name: &str) -> bool {
     AGENT_PUSHES_V3_5.contains(&name)

@@ -14,7 +14,7 @@
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
-use chatgate_engine::{AfterReply, Connection, Engine, Request, Requester};
+use chatgate_engine::{AfterReply, Connection, Engine, Request, Requester, Side};
 use chatgate_protocol::envelope::{FrameHead, FrameType};
 use chatgate_protocol::pushes::AgentDisconnected;
 use chatgate_protocol::{
@@ -91,11 +91,16 @@ fn response_err(request_id: Option<String>, action: Option<String>, error: Error
     .expect("serializes")
 }
 
-fn disconnect_frame(version: Version, reason: DisconnectReason, data: Option<Value>) -> String {
+fn disconnect_frame(
+    side: Side,
+    version: Version,
+    reason: DisconnectReason,
+    data: Option<Value>,
+) -> String {
     serde_json::to_string(&PushFrame {
         version,
         request_id: None,
-        action: "agent_disconnected".to_owned(),
+        action: side.disconnect_push().to_owned(),
         frame_type: FrameType::Push,
         payload: AgentDisconnected { reason, data },
     })
@@ -112,9 +117,10 @@ enum End {
     LoggedOut,
 }
 
-/// Runs one session until it ends, then tells the engine.
+/// Runs one session (agent or customer) until it ends, then tells the engine.
 pub async fn run<S, R, E1, E2>(
     engine: Engine,
+    side: Side,
     version: Version,
     sink: S,
     stream: R,
@@ -125,7 +131,7 @@ pub async fn run<S, R, E1, E2>(
     E1: std::fmt::Display,
     E2: std::fmt::Display,
 {
-    let (conn, rx) = engine.connect(version);
+    let (conn, rx) = engine.connect(side, version);
     let mut session = Session {
         engine: engine.clone(),
         conn: conn.clone(),
@@ -399,7 +405,7 @@ where
                     reason = reason.as_str(),
                     "disconnecting session"
                 );
-                let frame = disconnect_frame(self.version, reason, data);
+                let frame = disconnect_frame(self.conn.side(), self.version, reason, data);
                 if self.write(Message::Text(frame.into())).await {
                     let _ = self
                         .write(Message::Close(Some(CloseFrame {

@@ -20,17 +20,32 @@ use tokio::sync::mpsc;
 /// until the gate opens.
 #[derive(Default)]
 struct GatedStore {
-    closed_gate: AtomicBool,
+    gate: Arc<Gate>,
+}
+
+#[derive(Default)]
+struct Gate {
+    closed: AtomicBool,
     held: Mutex<Vec<Completion>>,
+}
+
+impl Gate {
+    fn submit(&self, done: Completion) {
+        if self.closed.load(Ordering::SeqCst) {
+            self.held.lock().unwrap().push(done);
+        } else {
+            done(Ok(Committed::default()));
+        }
+    }
 }
 
 impl GatedStore {
     fn hold(&self) {
-        self.closed_gate.store(true, Ordering::SeqCst);
+        self.gate.closed.store(true, Ordering::SeqCst);
     }
     fn release(&self) {
-        self.closed_gate.store(false, Ordering::SeqCst);
-        let held: Vec<_> = std::mem::take(&mut *self.held.lock().unwrap());
+        self.gate.closed.store(false, Ordering::SeqCst);
+        let held: Vec<_> = std::mem::take(&mut *self.gate.held.lock().unwrap());
         for done in held {
             done(Ok(Committed::default()));
         }
@@ -77,12 +92,12 @@ impl Store for GatedStore {
         })
     }
     fn submit(&self, _ops: Vec<Op>, done: Completion) -> Result<(), StoreError> {
-        if self.closed_gate.load(Ordering::SeqCst) {
-            self.held.lock().unwrap().push(done);
-        } else {
-            done(Ok(Committed::default()));
-        }
+        self.gate.submit(done);
         Ok(())
+    }
+    fn reserve(&self) -> Result<Reservation, StoreError> {
+        let gate = self.gate.clone();
+        Ok(Reservation::new(move |_ops, done| gate.submit(done)))
     }
     fn chat_events(&self, _: &str, _: &str) -> Result<Vec<EventRecord>, StoreError> {
         Ok(vec![])
@@ -118,6 +133,7 @@ fn start(config: RtmConfig) -> Client {
     ));
     let task = tokio::spawn(run(
         engine,
+        chatgate_engine::Side::Agent,
         chatgate_protocol::Version::V3_5,
         sink,
         stream,
@@ -387,6 +403,7 @@ async fn version_lower_than_the_connection_is_refused() {
     sink.flush().await.unwrap();
     tokio::spawn(run(
         engine,
+        chatgate_engine::Side::Agent,
         chatgate_protocol::Version::V3_6,
         sink,
         stream,

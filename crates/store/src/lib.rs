@@ -67,6 +67,29 @@ pub struct StoreStats {
     pub submissions: u64,
 }
 
+/// A reserved place in the store's write queue: submitting with it cannot be
+/// refused. Take it before changing hot state, so that a full queue is
+/// answered before anything changed.
+pub struct Reservation(Box<dyn FnOnce(Vec<Op>, Completion) + Send>);
+
+impl Reservation {
+    /// Wraps a backend's way of sending into its reserved slot.
+    pub fn new(send: impl FnOnce(Vec<Op>, Completion) + Send + 'static) -> Self {
+        Reservation(Box::new(send))
+    }
+
+    /// Queues `ops`; `done` runs after they are durable, in commit order.
+    pub fn submit(self, ops: Vec<Op>, done: Completion) {
+        (self.0)(ops, done)
+    }
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reservation")
+    }
+}
+
 /// Durable state.
 pub trait Store: Send + Sync + 'static {
     /// Everything the engine keeps hot, read once at start.
@@ -77,6 +100,10 @@ pub trait Store: Send + Sync + 'static {
     /// empty `ops` is a barrier: `done` runs once everything submitted before
     /// it is durable.
     fn submit(&self, ops: Vec<Op>, done: Completion) -> Result<(), StoreError>;
+
+    /// Reserves a place in the write queue ([`StoreError::Busy`] when full,
+    /// [`StoreError::Closed`] after close).
+    fn reserve(&self) -> Result<Reservation, StoreError>;
 
     /// Events of one chat in sequence order (used by tests now and by
     /// history reads later).

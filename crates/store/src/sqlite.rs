@@ -678,6 +678,20 @@ impl Store for SqliteStore {
         })
     }
 
+    fn reserve(&self) -> Result<crate::Reservation, StoreError> {
+        let guard = self.tx.lock().expect("store sender lock poisoned");
+        let Some(tx) = guard.as_ref() else {
+            return Err(StoreError::Closed);
+        };
+        let permit = tx.clone().try_reserve_owned().map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })?;
+        Ok(crate::Reservation::new(move |ops, done| {
+            permit.send(Job { ops, done });
+        }))
+    }
+
     fn chat_events(&self, org: &str, chat_id: &str) -> Result<Vec<EventRecord>, StoreError> {
         let conn = self.reader.lock().expect("reader lock poisoned");
         events_where(&conn, "org_id = ?1 AND chat_id = ?2", org, chat_id)

@@ -1,6 +1,6 @@
-//! The HTTP surface: the Agent Chat Web API, the RTM upgrade routes, health
-//! and readiness. [`app`] builds the `Router`; the server serves it and tests
-//! call it directly.
+//! The HTTP surface: the Agent and Customer Chat Web APIs, the RTM upgrade
+//! routes for both, the customer token endpoint, health and readiness.
+//! [`app`] builds the `Router`; the server serves it and tests call it.
 //!
 //! Errors become wire form in exactly one place ([`ApiError`]): the protocol's
 //! `{"error":{...}}` body with the HTTP status of proto-docs/errors.md.
@@ -8,11 +8,11 @@
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use chatgate_engine::{Engine, Request, Requester, validation};
+use chatgate_engine::{Engine, Request, Requester, Side, validation};
 use chatgate_protocol::{ErrorBody, ErrorType, Version};
 use chatgate_rtm::RtmConfig;
 use futures_util::StreamExt;
@@ -32,7 +32,7 @@ pub struct WebConfig {
     pub ws_write_buffer: usize,
     /// Most bytes a connection may have waiting to be written.
     pub ws_max_write_buffer: usize,
-    /// Hard limit of one WebSocket message; a larger one closes the socket.
+    /// Hard limit of one WebSocket message; a larger one ends the session.
     /// Requests above `rtm.max_request_frame` but below this get an
     /// `entity_too_large` response and the connection stays.
     pub ws_max_message: usize,
@@ -68,10 +68,13 @@ pub fn app(engine: Engine, config: WebConfig) -> Router {
     Router::new()
         .route("/{version}/agent/action/{method}", post(agent_action))
         .route("/{version}/agent/rtm/ws", any(agent_rtm))
+        .route("/{version}/customer/action/{method}", post(customer_action))
+        .route("/{version}/customer/rtm/ws", any(customer_rtm))
+        .route("/customer/token", post(customer_token))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError(ErrorBody::new(ErrorType::NotFound, "no such endpoint")) })
-        // Bodies are bounded by `max_body` in the handler, so the error is
+        // Bodies are bounded by `max_body` in the handlers, so the error is
         // the protocol's, not axum's.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -119,14 +122,73 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
     }
 }
 
+/// `organization_id` of the customer endpoints.
+#[derive(Debug, Default, serde::Deserialize)]
+struct OrgQuery {
+    organization_id: Option<String>,
+}
+
+async fn read_json(state: &AppState, body: Body) -> Result<Value, ApiError> {
+    let bytes: Bytes = axum::body::to_bytes(body, state.config.max_body)
+        .await
+        .map_err(|_| {
+            ApiError(ErrorBody::new(
+                ErrorType::EntityTooLarge,
+                format!(
+                    "request body exceeds the limit of {} bytes",
+                    state.config.max_body
+                ),
+            ))
+        })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError(validation(format!("malformed JSON body: {e}"))))
+}
+
 async fn agent_action(
     State(state): State<AppState>,
     Path((version, method)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let mut version = path_version(&version)?;
-    if let Some(v) = header_str(&headers, "x-api-version")? {
+    let requester = Requester::Web {
+        authorization: header_str(&headers, "authorization")?.map(str::to_owned),
+    };
+    let author_id = header_str(&headers, "x-author-id")?.map(str::to_owned);
+    action(
+        state, &version, method, &headers, body, requester, author_id,
+    )
+    .await
+}
+
+async fn customer_action(
+    State(state): State<AppState>,
+    Path((version, method)): Path<(String, String)>,
+    Query(query): Query<OrgQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let requester = Requester::CustomerWeb {
+        authorization: header_str(&headers, "authorization")?.map(str::to_owned),
+        organization_id: query.organization_id,
+    };
+    action(state, &version, method, &headers, body, requester, None).await
+}
+
+/// One Web API call, agent or customer side.
+async fn action(
+    state: AppState,
+    version: &str,
+    method: String,
+    headers: &HeaderMap,
+    body: Body,
+    requester: Requester,
+    author_id: Option<String>,
+) -> Result<Response, ApiError> {
+    let mut version = path_version(version)?;
+    if let Some(v) = header_str(headers, "x-api-version")? {
         let requested: Version =
             v.parse()
                 .map_err(|e: chatgate_protocol::version::UnsupportedVersion| {
@@ -139,32 +201,14 @@ async fn agent_action(
         }
         version = requested;
     }
-    let bytes: Bytes = axum::body::to_bytes(body, state.config.max_body)
-        .await
-        .map_err(|_| {
-            ApiError(ErrorBody::new(
-                ErrorType::EntityTooLarge,
-                format!(
-                    "request body exceeds the limit of {} bytes",
-                    state.config.max_body
-                ),
-            ))
-        })?;
-    let payload: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
-        Value::Object(Default::default())
-    } else {
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError(validation(format!("malformed JSON body: {e}"))))?
-    };
+    let payload = read_json(&state, body).await?;
     let request = Request {
-        requester: Requester::Web {
-            authorization: header_str(&headers, "authorization")?.map(str::to_owned),
-        },
+        requester,
         version,
         action: method.clone(),
         payload,
         request_id: None,
-        author_id: header_str(&headers, "x-author-id")?.map(str::to_owned),
+        author_id,
     };
     let span = tracing::info_span!("web", action = %method, version = %version);
     let reply = state
@@ -176,17 +220,44 @@ async fn agent_action(
     Ok(json_response(StatusCode::OK, &reply.payload))
 }
 
+async fn customer_token(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let payload = read_json(&state, body).await?;
+    let req = serde_json::from_value(payload)
+        .map_err(|e| ApiError(validation(format!("invalid body: {e}"))))?;
+    let resp = state
+        .engine
+        .issue_customer_token(req)
+        .await
+        .map_err(ApiError)?;
+    Ok(json_response(StatusCode::OK, &resp))
+}
+
+type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
+
 async fn agent_rtm(
     State(state): State<AppState>,
     Path(version): Path<String>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    ws: Upgrade,
 ) -> Result<Response, ApiError> {
-    let version = path_version(&version)?;
+    upgrade(state, &version, ws, Side::Agent)
+}
+
+/// `organization_id` in the query is accepted; the organization comes from
+/// the token.
+async fn customer_rtm(
+    State(state): State<AppState>,
+    Path(version): Path<String>,
+    Query(_org): Query<OrgQuery>,
+    ws: Upgrade,
+) -> Result<Response, ApiError> {
+    upgrade(state, &version, ws, Side::Customer)
+}
+
+fn upgrade(state: AppState, version: &str, ws: Upgrade, side: Side) -> Result<Response, ApiError> {
+    let version = path_version(version)?;
     let ws = ws.map_err(|e| ApiError(validation(format!("WebSocket upgrade required: {e}"))))?;
     let config = state.config.clone();
     let engine = state.engine.clone();
-    // `organization_id` in the query is accepted and ignored: the
-    // organization comes from the token (the vendor's SDKs omit it).
     Ok(ws
         .read_buffer_size(config.ws_read_buffer)
         .write_buffer_size(config.ws_write_buffer)
@@ -195,8 +266,9 @@ async fn agent_rtm(
         .max_frame_size(config.ws_max_message)
         .on_upgrade(move |socket| {
             let (sink, stream) = socket.split();
-            let span = tracing::info_span!("rtm", version = %version);
-            chatgate_rtm::run(engine, version, sink, stream, config.rtm.clone()).instrument(span)
+            let span = tracing::info_span!("rtm", version = %version, side = ?side);
+            chatgate_rtm::run(engine, side, version, sink, stream, config.rtm.clone())
+                .instrument(span)
         }))
 }
 

@@ -130,6 +130,55 @@ impl TestServer {
         .await
     }
 
+    /// A customer token for `org` (a new customer unless `customer_id`).
+    pub async fn customer_token(&self, org: &str, customer_id: Option<&str>) -> (String, String) {
+        let mut body = json!({"organization_id": org});
+        if let Some(c) = customer_id {
+            body["customer_id"] = json!(c);
+        }
+        let (code, resp) =
+            web_call(&self.url("/customer/token"), None, body.to_string(), &[]).await;
+        assert_eq!(code, 200, "{resp}");
+        (
+            resp["access_token"].as_str().unwrap().to_owned(),
+            resp["entity_id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// A logged-in customer RTM session; returns it with the customer id.
+    pub async fn customer(&self, org: &str) -> (Rtm, String) {
+        let (token, id) = self.customer_token(org, None).await;
+        let mut c = Rtm::connect_path(
+            self.addr,
+            &format!("/v3.5/customer/rtm/ws?organization_id={org}"),
+        )
+        .await;
+        let r = c
+            .request("login", json!({"token": format!("Bearer {token}")}))
+            .await;
+        assert_eq!(r["success"], true, "customer login failed: {r}");
+        (c, id)
+    }
+
+    /// POST a Customer Web API method.
+    pub async fn customer_web(
+        &self,
+        org: &str,
+        method: &str,
+        token: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        web_call(
+            &self.url(&format!(
+                "/v3.5/customer/action/{method}?organization_id={org}"
+            )),
+            Some(&format!("Bearer {token}")),
+            body.to_string(),
+            &[],
+        )
+        .await
+    }
+
     pub async fn stop(&mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
@@ -179,6 +228,13 @@ impl Rtm {
             tokio_tungstenite::connect_async(format!("ws://{addr}/{version}/agent/rtm/ws"))
                 .await
                 .expect("websocket connects");
+        Rtm::from_ws(ws)
+    }
+
+    pub async fn connect_path(addr: SocketAddr, path: &str) -> Rtm {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
+            .await
+            .expect("websocket connects");
         Rtm::from_ws(ws)
     }
 

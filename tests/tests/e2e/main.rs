@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod chats;
 mod docs;
 mod restart;
 mod rtm_login;

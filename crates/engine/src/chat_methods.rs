@@ -1,0 +1,981 @@
+//! The chat methods: customer tokens, customer login, and `start_chat`,
+//! `resume_chat`, `send_event`, `deactivate_chat`, `get_chat`, `list_chats`
+//! for agents and customers, plus the customer's own `get_customer`,
+//! `update_customer` and `list_group_statuses`.
+//!
+//! Every write follows one shape: reserve a place in the store queue, lock
+//! the organization, check, change hot state, build ops and pushes, commit
+//! with the reservation (still under the lock), unlock, await the commit.
+
+use crate::Engine;
+use crate::auth::{authenticate, hash_secret, now_secs};
+use crate::chats::{
+    Audience, ChatState, ChatUser, CustomerState, Routed, ThreadState, UserKind, append_event,
+    can_read, close_thread, drain_queue, incoming_chat_pushes, now_us, queue_pushes, random_id,
+    recipients, route_chat, summary, validate_event, visible_to_customer, wire_chat, wire_thread,
+};
+use crate::connection::{Connection, LoginState, Side, Subscriptions};
+use crate::dispatch::{Reply, parse};
+use crate::error::{err, validation};
+use crate::push::{Cause, Outgoing, commit, reserve};
+use crate::state::{Org, OrgState, TokenEntry};
+use chatgate_domain::{OrgId, RoutingStatus};
+use chatgate_protocol::chats::*;
+use chatgate_protocol::data::{Event, Visibility};
+use chatgate_protocol::{ErrorBody, ErrorType};
+use chatgate_store::{Op, TokenKind};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Lifetime of a customer access token, seconds.
+pub const CUSTOMER_TOKEN_TTL: u64 = 28_800;
+/// Most chats listed at once.
+const MAX_LIST_LIMIT: u32 = 100;
+
+/// The acting principal of a chat request.
+pub(crate) enum Actor {
+    Agent(String),
+    Customer(String),
+}
+
+impl Actor {
+    fn id(&self) -> &str {
+        match self {
+            Actor::Agent(id) | Actor::Customer(id) => id,
+        }
+    }
+    fn is_customer(&self) -> bool {
+        matches!(self, Actor::Customer(_))
+    }
+}
+
+/// An authenticated chat request.
+pub(crate) struct ChatCaller {
+    pub org: Arc<Org>,
+    pub actor: Actor,
+    pub cause: Option<Cause>,
+}
+
+fn not_found(what: &str, id: &str) -> ErrorBody {
+    err(ErrorType::NotFound, format!("{what} `{id}` not found"))
+}
+
+/// Looks up a chat the caller may read; chats of other organizations and
+/// chats the caller has no access to look the same as missing ones, except
+/// that an agent of the same organization without access gets
+/// `missing_access`.
+fn readable<'a>(
+    state: &'a OrgState,
+    caller: &ChatCaller,
+    chat_id: &str,
+) -> Result<&'a ChatState, ErrorBody> {
+    let chat = state
+        .chats
+        .get(chat_id)
+        .ok_or_else(|| not_found("chat", chat_id))?;
+    match &caller.actor {
+        Actor::Customer(id) => {
+            if chat.customer_id.as_deref() != Some(id.as_str()) {
+                return Err(not_found("chat", chat_id));
+            }
+        }
+        Actor::Agent(id) => {
+            let agent = &state.agents[id];
+            if !can_read(agent, chat) {
+                return Err(err(
+                    ErrorType::MissingAccess,
+                    format!("no access to chat `{chat_id}`"),
+                ));
+            }
+        }
+    }
+    Ok(chat)
+}
+
+/// Customer tokens: `POST /customer/token`.
+pub(crate) async fn issue_customer_token(
+    engine: &Engine,
+    req: CustomerTokenRequest,
+) -> Result<CustomerTokenResponse, ErrorBody> {
+    let org = engine.org(&req.organization_id).ok_or_else(|| {
+        err(
+            ErrorType::NotFound,
+            format!("organization `{}` not found", req.organization_id),
+        )
+    })?;
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let hash = hash_secret(&token);
+    let expires_at = now_secs() + CUSTOMER_TOKEN_TTL as i64;
+    let reservation = reserve(&engine.inner.store)?;
+    let (pending, customer_id) = {
+        let mut state = org.lock();
+        let mut ops = Vec::new();
+        let customer_id = match &req.customer_id {
+            Some(id) => {
+                if !state.customers.contains_key(id) {
+                    return Err(not_found("customer", id));
+                }
+                id.clone()
+            }
+            None => {
+                let c = CustomerState {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    name: None,
+                    email: None,
+                    avatar: None,
+                    session_fields: Vec::new(),
+                    created_at_us: now_us(),
+                    sessions: Vec::new(),
+                    chat_ids: Vec::new(),
+                };
+                ops.push(Op::UpsertCustomer(c.record(&org.org.id)));
+                let id = c.id.clone();
+                state.customers.insert(id.clone(), c);
+                id
+            }
+        };
+        ops.push(Op::PutToken {
+            hash,
+            org: org.org.id.clone(),
+            agent: customer_id.clone(),
+            kind: TokenKind::Customer,
+            created_at: now_secs(),
+            expires_at: Some(expires_at),
+        });
+        (commit(reservation, ops, Vec::new()), customer_id)
+    };
+    pending.wait().await?;
+    engine.inner.tokens.insert(
+        hash,
+        TokenEntry {
+            org: org.org.id.0.clone(),
+            agent: customer_id.clone(),
+            side: Side::Customer,
+            expires_at: Some(expires_at),
+        },
+    );
+    Ok(CustomerTokenResponse {
+        access_token: token,
+        token_type: "Bearer".into(),
+        expires_in: CUSTOMER_TOKEN_TTL,
+        entity_id: customer_id,
+        organization_id: org.org.id.0.clone(),
+    })
+}
+
+fn online_groups(state: &OrgState) -> Vec<u32> {
+    state
+        .groups
+        .keys()
+        .copied()
+        .filter(|g| {
+            state.agents.values().any(|a| {
+                (*g == 0 || a.agent.in_group(*g)) && a.effective() == RoutingStatus::AcceptingChats
+            })
+        })
+        .collect()
+}
+
+fn apply_fields(c: &mut CustomerState, f: &CustomerFields) -> Result<(), ErrorBody> {
+    if let Some(fields) = &f.session_fields
+        && fields.len() > 100
+    {
+        return Err(validation("`session_fields` may hold at most 100 entries"));
+    }
+    if let Some(n) = &f.name {
+        c.name = Some(n.clone());
+    }
+    if let Some(e) = &f.email {
+        c.email = Some(e.clone());
+    }
+    if let Some(a) = &f.avatar {
+        c.avatar = Some(a.clone());
+    }
+    if let Some(s) = &f.session_fields {
+        c.session_fields = s.clone();
+    }
+    Ok(())
+}
+
+/// Customer `login` (RTM).
+pub(crate) async fn customer_login(
+    engine: &Engine,
+    conn: &Arc<Connection>,
+    payload: Value,
+) -> Result<Reply, ErrorBody> {
+    if conn.is_logged_in() {
+        return Err(validation("this connection is already logged in"));
+    }
+    let req: CustomerLoginRequest = parse(payload)?;
+    let subs = match &req.pushes {
+        Some(p) => Subscriptions::parse(Side::Customer, conn.version(), p).map_err(validation)?,
+        None => Subscriptions::default_for(Side::Customer, conn.version()),
+    };
+    let entry = authenticate(&engine.inner, &req.token, Side::Customer)?;
+    let org = engine
+        .org(&entry.org)
+        .ok_or_else(|| err(ErrorType::Authentication, "Invalid access token"))?;
+    let reservation = reserve(&engine.inner.store)?;
+    let (pending, response) = {
+        let mut state = org.lock();
+        let online_groups_ids = online_groups(&state);
+        let state = &mut *state;
+        let customer = state
+            .customers
+            .get_mut(&entry.agent)
+            .ok_or_else(|| err(ErrorType::Authentication, "Invalid access token"))?;
+        let mut ops = Vec::new();
+        if let Some(fields) = &req.customer {
+            apply_fields(customer, fields)?;
+            ops.push(Op::UpsertCustomer(customer.record(&org.org.id)));
+        }
+        if conn
+            .login
+            .set(LoginState {
+                org: entry.org.clone(),
+                agent: entry.agent.clone(),
+                subs,
+            })
+            .is_err()
+        {
+            return Err(validation("this connection is already logged in"));
+        }
+        customer.sessions.push(conn.clone());
+        let customer = &state.customers[&entry.agent];
+        let chats: Vec<CustomerChatRef> = customer
+            .chat_ids
+            .iter()
+            .map(|id| CustomerChatRef {
+                chat_id: id.clone(),
+                has_unread_events: false,
+            })
+            .collect();
+        let has_active_thread = customer.chat_ids.iter().any(|id| {
+            state
+                .chats
+                .get(id)
+                .is_some_and(|c| c.active_thread().is_some())
+        });
+        let response = CustomerLoginResponse {
+            customer: customer.to_wire(state),
+            has_active_thread,
+            chats,
+            dynamic_config: DynamicConfig {
+                online_groups_ids,
+                customer_groups: Default::default(),
+            },
+        };
+        (commit(reservation, ops, Vec::new()), response)
+    };
+    pending.wait().await?;
+    Ok(Reply::ok(
+        serde_json::to_value(response).expect("serializes"),
+    ))
+}
+
+/// Forgets a closed customer connection.
+pub(crate) fn customer_session_ended(engine: &Engine, conn: &Arc<Connection>) {
+    let Some(login) = conn.login_state() else {
+        return;
+    };
+    let Some(org) = engine.org(&login.org) else {
+        return;
+    };
+    let mut state = org.lock();
+    if let Some(c) = state.customers.get_mut(&login.agent) {
+        c.sessions.retain(|s| s.id() != conn.id());
+    }
+}
+
+/// Validates `users` of `start_chat` and returns the chat users to add
+/// besides the requester.
+fn initial_users(
+    state: &OrgState,
+    caller: &ChatCaller,
+    users: &[UserRef],
+) -> Result<Vec<ChatUser>, ErrorBody> {
+    let mut out: Vec<ChatUser> = Vec::new();
+    let mut customers = 0;
+    let mut agents = 0;
+    for u in users {
+        if u.id == caller.actor.id() || out.iter().any(|o| o.id == u.id) {
+            continue;
+        }
+        match u.kind.as_str() {
+            "customer" => {
+                if caller.actor.is_customer() {
+                    return Err(validation(
+                        "customers may only name themselves in `chat.users`",
+                    ));
+                }
+                customers += 1;
+                if !state.customers.contains_key(&u.id) {
+                    return Err(not_found("customer", &u.id));
+                }
+                out.push(ChatUser {
+                    id: u.id.clone(),
+                    kind: UserKind::Customer,
+                    present: true,
+                    visibility: Visibility::All,
+                    seen_up_to_us: None,
+                });
+            }
+            "agent" => {
+                if caller.actor.is_customer() {
+                    return Err(validation(
+                        "customers may only name themselves in `chat.users`",
+                    ));
+                }
+                agents += 1;
+                if !state.agents.contains_key(&u.id) {
+                    return Err(not_found("agent", &u.id));
+                }
+                out.push(ChatUser {
+                    id: u.id.clone(),
+                    kind: UserKind::Agent,
+                    present: true,
+                    visibility: Visibility::All,
+                    seen_up_to_us: None,
+                });
+            }
+            other => {
+                return Err(validation(format!(
+                    "`chat.users[].type` must be agent or customer, not `{other}`"
+                )));
+            }
+        }
+    }
+    if customers > 1 {
+        return Err(validation("a chat has at most one customer"));
+    }
+    if agents > 4 {
+        return Err(validation("`chat.users` may name at most 4 other agents"));
+    }
+    Ok(out)
+}
+
+/// `start_chat` and `resume_chat`, for agents and customers.
+pub(crate) async fn start_chat(
+    engine: &Engine,
+    caller: &ChatCaller,
+    req: StartChatRequest,
+    resume: bool,
+) -> Result<Reply, ErrorBody> {
+    let chat_req = req.chat.unwrap_or_default();
+    let active = req.active.unwrap_or(true);
+    let continuous = req.continuous.unwrap_or(false);
+    let initial = chat_req.thread.clone().unwrap_or_default();
+    for e in &initial.events {
+        validate_event(e, caller.actor.is_customer()).map_err(validation)?;
+        if let Some(a) = &e.common().author_id
+            && a != caller.actor.id()
+            && !chat_req.users.iter().any(|u| &u.id == a)
+        {
+            return Err(validation(format!(
+                "initial event author `{a}` is not a user of the chat"
+            )));
+        }
+    }
+    let now = now_us();
+    let org_id: OrgId = caller.org.org.id.clone();
+    let reservation = reserve(&engine.inner.store)?;
+    let (pending, response) = {
+        let mut guard = caller.org.lock();
+        let state = &mut *guard;
+        let access: Option<Vec<u32>> = chat_req.access.as_ref().map(|a| a.group_ids.clone());
+        if let Some(groups) = &access {
+            if groups.is_empty() || groups.len() > 200 {
+                return Err(validation(
+                    "`chat.access.group_ids` must name 1 to 200 groups",
+                ));
+            }
+            if let Some(g) = groups.iter().find(|g| !state.groups.contains_key(g)) {
+                return Err(err(
+                    ErrorType::GroupNotFound,
+                    format!("group {g} not found"),
+                ));
+            }
+        }
+        let mut ops = Vec::new();
+        let chat_id = if resume {
+            let id = chat_req
+                .id
+                .clone()
+                .ok_or_else(|| validation("`chat.id` is required"))?;
+            let chat = readable(state, caller, &id)?;
+            if chat.active_thread().is_some() {
+                return Err(validation(format!(
+                    "chat `{id}` already has an active thread"
+                )));
+            }
+            id
+        } else {
+            let extra = initial_users(state, caller, &chat_req.users)?;
+            let id = random_id(10);
+            let mut users = Vec::new();
+            let customer_id = match &caller.actor {
+                Actor::Customer(c) => {
+                    users.push(ChatUser {
+                        id: c.clone(),
+                        kind: UserKind::Customer,
+                        present: true,
+                        visibility: Visibility::All,
+                        seen_up_to_us: None,
+                    });
+                    Some(c.clone())
+                }
+                Actor::Agent(a) => {
+                    users.push(ChatUser {
+                        id: a.clone(),
+                        kind: UserKind::Agent,
+                        present: true,
+                        visibility: Visibility::All,
+                        seen_up_to_us: Some(now),
+                    });
+                    extra
+                        .iter()
+                        .find(|u| u.kind == UserKind::Customer)
+                        .map(|u| u.id.clone())
+                }
+            };
+            users.extend(extra);
+            ops.push(Op::CreateChat {
+                org: org_id.clone(),
+                chat_id: id.clone(),
+                customer_id: customer_id.clone(),
+                created_at_us: now,
+            });
+            let last_agent = match &caller.actor {
+                Actor::Agent(a) => Some(a.clone()),
+                Actor::Customer(_) => None,
+            };
+            state.chats.insert(
+                id.clone(),
+                ChatState {
+                    id: id.clone(),
+                    customer_id: customer_id.clone(),
+                    access: vec![0],
+                    properties: Default::default(),
+                    created_at_us: now,
+                    users,
+                    threads: Vec::new(),
+                    events: Vec::new(),
+                    last_seq: 0,
+                    followers: Default::default(),
+                    last_agent,
+                },
+            );
+            if let Some(c) = customer_id
+                .as_ref()
+                .and_then(|c| state.customers.get_mut(c))
+            {
+                c.chat_ids.push(id.clone());
+            }
+            id
+        };
+        let chat = state.chats.get_mut(&chat_id).expect("chat exists");
+        if let Some(groups) = access {
+            chat.access = groups;
+        }
+        if let Some(p) = chat_req.properties {
+            chat.properties = p;
+        }
+        ops.push(Op::UpdateChat {
+            org: org_id.clone(),
+            chat_id: chat_id.clone(),
+            access: serde_json::to_string(&chat.access).expect("serializes"),
+            properties: serde_json::to_string(&chat.properties).expect("serializes"),
+        });
+        let thread = ThreadState {
+            id: random_id(10),
+            active,
+            created_at_us: now,
+            closed_at_us: (!active).then_some(now),
+            queued_at_us: None,
+            properties: initial.properties.unwrap_or_default(),
+        };
+        let thread_id = thread.id.clone();
+        ops.push(Op::CreateThread {
+            org: org_id.clone(),
+            chat_id: chat_id.clone(),
+            thread: thread.record(),
+        });
+        chat.threads.push(thread);
+        chat.events.clear();
+        // The requester (and, on resume, the customer) is present again.
+        let me = caller.actor.id().to_owned();
+        if let Some(u) = chat.user_mut(&me) {
+            u.present = true;
+            u.seen_up_to_us = Some(now);
+        }
+        for u in &chat.users {
+            ops.push(Op::SetChatUser {
+                org: org_id.clone(),
+                chat_id: chat_id.clone(),
+                user: u.record(),
+            });
+        }
+        let mut event_ids = Vec::new();
+        for e in initial.events {
+            let author = e.common().author_id.clone().unwrap_or_else(|| me.clone());
+            let (e, op) = append_event(&org_id, chat, e, Some(&author), now);
+            event_ids.push(e.common().id.clone().expect("assigned"));
+            ops.push(op);
+        }
+        if let Actor::Agent(a) = &caller.actor
+            && active
+        {
+            let present: Vec<String> = chat.present_agents().map(str::to_owned).collect();
+            for agent in present {
+                if let Some(st) = state.agents.get_mut(&agent) {
+                    st.active_chats.insert(chat_id.clone());
+                    if &agent == a {
+                        st.last_assigned_us = now;
+                    }
+                }
+            }
+        }
+        let mut queued = false;
+        if caller.actor.is_customer() && active {
+            let (routed, routing_ops) = route_chat(state, &org_id, &chat_id, continuous, now);
+            match routed {
+                Routed::Offline => {
+                    let group = state.chats[&chat_id].group();
+                    undo_start(state, &chat_id, resume, &thread_id);
+                    return Err(err(
+                        ErrorType::GroupOffline,
+                        format!("no agent of group {group} is accepting chats"),
+                    ));
+                }
+                Routed::Queued => queued = true,
+                Routed::Assigned => {}
+            }
+            ops.extend(routing_ops);
+        }
+        let chat = &state.chats[&chat_id];
+        let mut pushes = incoming_chat_pushes(
+            state,
+            chat,
+            Some(caller.actor.id()),
+            caller.cause.clone(),
+            now,
+        );
+        if queued {
+            pushes.extend(queue_pushes(state, now));
+        }
+        let response = StartChatResponse {
+            chat_id: (!resume).then_some(chat_id.clone()),
+            thread_id,
+            event_ids,
+        };
+        (commit(reservation, ops, pushes), response)
+    };
+    pending.wait().await?;
+    Ok(Reply::ok(
+        serde_json::to_value(response).expect("serializes"),
+    ))
+}
+
+/// Reverts an in-memory start or resume whose routing found nobody (before
+/// anything was submitted).
+fn undo_start(state: &mut OrgState, chat_id: &str, resume: bool, thread_id: &str) {
+    if resume {
+        if let Some(chat) = state.chats.get_mut(chat_id) {
+            chat.threads.retain(|t| t.id != thread_id);
+        }
+    } else if let Some(chat) = state.chats.remove(chat_id)
+        && let Some(c) = chat
+            .customer_id
+            .as_ref()
+            .and_then(|c| state.customers.get_mut(c))
+    {
+        c.chat_ids.retain(|c| c != chat_id);
+    }
+}
+
+/// `send_event`.
+pub(crate) async fn send_event(
+    engine: &Engine,
+    caller: &ChatCaller,
+    req: SendEventRequest,
+) -> Result<Reply, ErrorBody> {
+    validate_event(&req.event, caller.actor.is_customer()).map_err(validation)?;
+    let now = now_us();
+    let org_id = caller.org.org.id.clone();
+    let reservation = reserve(&engine.inner.store)?;
+    let (pending, event_id) = {
+        let mut guard = caller.org.lock();
+        let state = &mut *guard;
+        readable(state, caller, &req.chat_id)?;
+        let chat = &state.chats[&req.chat_id];
+        let me = caller.actor.id();
+        let Some(user) = chat.user(me) else {
+            return Err(err(
+                ErrorType::MissingAccess,
+                "the requester is not a user of this chat",
+            ));
+        };
+        if user.visibility == Visibility::Agents && req.event.common().visibility == Visibility::All
+        {
+            return Err(validation(
+                "users added with visibility `agents` can only send events with visibility `agents`",
+            ));
+        }
+        if chat.active_thread().is_none()
+            && (req.attach_to_last_thread != Some(true) || chat.threads.is_empty())
+        {
+            return Err(err(
+                ErrorType::ChatInactive,
+                format!("chat `{}` has no active thread", req.chat_id),
+            ));
+        }
+        let chat = state.chats.get_mut(&req.chat_id).expect("checked");
+        let (event, op) = append_event(&org_id, chat, req.event, Some(me), now);
+        let mut ops = vec![op];
+        if let Some(u) = chat.user_mut(me) {
+            u.seen_up_to_us = Some(now);
+            let rec = u.record();
+            ops.push(Op::SetChatUser {
+                org: org_id.clone(),
+                chat_id: req.chat_id.clone(),
+                user: rec,
+            });
+        }
+        let chat = &state.chats[&req.chat_id];
+        let thread_id = chat.threads.last().expect("a thread").id.clone();
+        let recipients = recipients(
+            state,
+            chat,
+            Audience::Members {
+                customer: visible_to_customer(&event),
+            },
+        );
+        let event_id = event.common().id.clone().expect("assigned");
+        let push = Outgoing::new(
+            "incoming_event",
+            IncomingEvent {
+                chat_id: req.chat_id.clone(),
+                thread_id,
+                event,
+            },
+            recipients,
+            caller.cause.clone(),
+        );
+        (commit(reservation, ops, vec![push]), event_id)
+    };
+    pending.wait().await?;
+    Ok(Reply::ok(
+        serde_json::to_value(SendEventResponse { event_id }).expect("serializes"),
+    ))
+}
+
+/// `deactivate_chat`.
+pub(crate) async fn deactivate_chat(
+    engine: &Engine,
+    caller: &ChatCaller,
+    req: DeactivateChatRequest,
+) -> Result<Reply, ErrorBody> {
+    let now = now_us();
+    let org_id = caller.org.org.id.clone();
+    let reservation = reserve(&engine.inner.store)?;
+    let pending = {
+        let mut guard = caller.org.lock();
+        let state = &mut *guard;
+        let chat = readable(state, caller, &req.id)?;
+        let me = caller.actor.id().to_owned();
+        let Some(thread) = chat.active_thread() else {
+            return Err(err(
+                ErrorType::ChatInactive,
+                format!("chat `{}` has no active thread", req.id),
+            ));
+        };
+        if !caller.actor.is_customer()
+            && req.ignore_requester_presence != Some(true)
+            && !chat.user(&me).is_some_and(|u| u.present)
+        {
+            return Err(err(
+                ErrorType::MissingAccess,
+                "the requester is not present in this chat (set `ignore_requester_presence`)",
+            ));
+        }
+        let thread_id = thread.id.clone();
+        // Everyone who saw the chat active hears it closed.
+        let audience = recipients(state, chat, Audience::Everyone);
+        let mut ops = close_thread(state, &org_id, &req.id, now);
+        let mut pushes = vec![Outgoing::new(
+            "chat_deactivated",
+            ChatDeactivated {
+                chat_id: req.id.clone(),
+                thread_id,
+                user_id: Some(me),
+            },
+            audience,
+            caller.cause.clone(),
+        )];
+        let (more_ops, more_pushes) = drain_queue(state, &org_id, now);
+        ops.extend(more_ops);
+        pushes.extend(more_pushes);
+        commit(reservation, ops, pushes)
+    };
+    pending.wait().await?;
+    Ok(Reply::ok(json!({})))
+}
+
+/// `get_chat`.
+pub(crate) async fn get_chat(
+    engine: &Engine,
+    caller: &ChatCaller,
+    req: GetChatRequest,
+) -> Result<Reply, ErrorBody> {
+    let now = now_us();
+    let for_customer = caller.actor.is_customer();
+    // The last thread's events are hot; an older thread's are read from the
+    // store outside the lock.
+    let older = {
+        let state = caller.org.lock();
+        let chat = readable(&state, caller, &req.chat_id)?;
+        match &req.thread_id {
+            None => None,
+            Some(t) => {
+                let index = chat
+                    .threads
+                    .iter()
+                    .position(|x| &x.id == t)
+                    .ok_or_else(|| not_found("thread", t))?;
+                (index + 1 < chat.threads.len()).then_some(index)
+            }
+        }
+    };
+    let older_events = match older {
+        Some(index) => {
+            let thread_id = req.thread_id.clone().expect("given");
+            let store = engine.inner.store.clone();
+            let org = caller.org.org.id.0.clone();
+            let records =
+                tokio::task::spawn_blocking(move || store.thread_events(&org, &thread_id))
+                    .await
+                    .map_err(crate::error::internal)?
+                    .map_err(crate::error::internal)?;
+            let mut events = Vec::new();
+            for r in records {
+                events
+                    .push(serde_json::from_str::<Event>(&r.body).map_err(crate::error::internal)?);
+            }
+            Some((index, events))
+        }
+        None => None,
+    };
+    let (pending, chat) = {
+        let state = caller.org.lock();
+        let chat = readable(&state, caller, &req.chat_id)?;
+        let viewer = (!for_customer).then(|| caller.actor.id());
+        let mut wire = wire_chat(&state, chat, for_customer, viewer, now);
+        if let Some((index, events)) = older_events {
+            wire.thread = Some(wire_thread(&state, chat, index, events, for_customer, now));
+        }
+        (
+            crate::push::submit(&engine.inner.store, Vec::new(), Vec::new())?,
+            wire,
+        )
+    };
+    pending.wait().await?;
+    Ok(Reply::ok(serde_json::to_value(chat).expect("serializes")))
+}
+
+/// `list_chats` (first page; `page_id` arrives with the pagination work).
+pub(crate) async fn list_chats(
+    engine: &Engine,
+    caller: &ChatCaller,
+    req: ListChatsRequest,
+) -> Result<Reply, ErrorBody> {
+    if req.page_id.is_some() {
+        return Err(validation(
+            "`page_id` is not supported by this chatgate build yet",
+        ));
+    }
+    let for_customer = caller.actor.is_customer();
+    let max = if for_customer { 25 } else { MAX_LIST_LIMIT };
+    let limit = req.limit.unwrap_or(10);
+    if limit == 0 || limit > max {
+        return Err(validation(format!("`limit` must be 1-{max}")));
+    }
+    let ascending = match req.sort_order.as_deref() {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(other) => {
+            return Err(validation(format!(
+                "`sort_order` must be asc or desc, not `{other}`"
+            )));
+        }
+    };
+    let filters = req.filters.unwrap_or(Value::Null);
+    let include_active = filters
+        .get("include_active")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let only_active = filters.get("active").and_then(Value::as_bool);
+    let group_ids: Option<Vec<u32>> = match filters.get("group_ids") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            serde_json::from_value(v.clone())
+                .map_err(|e| validation(format!("`filters.group_ids`: {e}")))?,
+        ),
+    };
+    let now = now_us();
+    let (pending, body) = {
+        let state = caller.org.lock();
+        let mut chats: Vec<&ChatState> = state
+            .chats
+            .values()
+            .filter(|c| match &caller.actor {
+                Actor::Customer(id) => c.customer_id.as_deref() == Some(id.as_str()),
+                Actor::Agent(id) => can_read(&state.agents[id], c),
+            })
+            .filter(|c| include_active || c.active_thread().is_none())
+            .filter(|c| only_active.is_none_or(|want| c.active_thread().is_some() == want))
+            .filter(|c| {
+                group_ids
+                    .as_ref()
+                    .is_none_or(|g| c.access.iter().any(|a| g.contains(a)))
+            })
+            .collect();
+        let key = |c: &&ChatState| {
+            (
+                c.threads
+                    .last()
+                    .map(|t| t.created_at_us)
+                    .unwrap_or(c.created_at_us),
+                c.id.clone(),
+            )
+        };
+        chats.sort_by_key(key);
+        if !ascending {
+            chats.reverse();
+        }
+        let found = chats.len() as u64;
+        let viewer = (!for_customer).then(|| caller.actor.id());
+        let summaries: Vec<_> = chats
+            .into_iter()
+            .take(limit as usize)
+            .map(|c| summary(&state, c, for_customer, viewer, now))
+            .collect();
+        let body = if for_customer {
+            json!({"chats_summary": summaries, "total_chats": found})
+        } else {
+            serde_json::to_value(ListChatsResponse {
+                chats_summary: summaries,
+                found_chats: found,
+                next_page_id: None,
+                previous_page_id: None,
+            })
+            .expect("serializes")
+        };
+        (
+            crate::push::submit(&engine.inner.store, Vec::new(), Vec::new())?,
+            body,
+        )
+    };
+    pending.wait().await?;
+    Ok(Reply::ok(body))
+}
+
+/// Chats an agent sees at login: those it is present in or follows, and
+/// queued chats it can access.
+pub(crate) fn chats_summary_for(
+    state: &OrgState,
+    agent: &str,
+) -> Vec<chatgate_protocol::data::ChatSummary> {
+    let now = now_us();
+    let a = &state.agents[agent];
+    let mut chats: Vec<&ChatState> = state
+        .chats
+        .values()
+        .filter(|c| c.active_thread().is_some())
+        .filter(|c| {
+            c.present_agents().any(|p| p == agent)
+                || c.followers.contains(agent)
+                || (state.queue.contains(&c.id) && crate::chats::has_group_access(a, &c.access))
+        })
+        .collect();
+    chats.sort_by_key(|c| (c.created_at_us, c.id.clone()));
+    chats
+        .into_iter()
+        .map(|c| summary(state, c, false, Some(agent), now))
+        .collect()
+}
+
+/// `get_customer` (customer side: self).
+pub(crate) fn get_customer(caller: &ChatCaller) -> Result<Reply, ErrorBody> {
+    let state = caller.org.lock();
+    let c = state
+        .customers
+        .get(caller.actor.id())
+        .ok_or_else(|| not_found("customer", caller.actor.id()))?;
+    Ok(Reply::ok(
+        serde_json::to_value(c.to_wire(&state)).expect("serializes"),
+    ))
+}
+
+/// `update_customer` (customer side: self).
+pub(crate) async fn update_customer(
+    engine: &Engine,
+    caller: &ChatCaller,
+    req: CustomerFields,
+) -> Result<Reply, ErrorBody> {
+    if req == CustomerFields::default() {
+        return Err(validation(
+            "give at least one of `name`, `email`, `avatar`, `session_fields`",
+        ));
+    }
+    let reservation = reserve(&engine.inner.store)?;
+    let pending = {
+        let mut state = caller.org.lock();
+        let c = state
+            .customers
+            .get_mut(caller.actor.id())
+            .ok_or_else(|| not_found("customer", caller.actor.id()))?;
+        apply_fields(c, &req)?;
+        let op = Op::UpsertCustomer(c.record(&caller.org.org.id));
+        commit(reservation, vec![op], Vec::new())
+    };
+    pending.wait().await?;
+    Ok(Reply::ok(json!({})))
+}
+
+/// `list_group_statuses` (customer side).
+pub(crate) fn list_group_statuses(caller: &ChatCaller, payload: Value) -> Result<Reply, ErrorBody> {
+    let all = payload.get("all").and_then(Value::as_bool).unwrap_or(false);
+    let ids: Option<Vec<u32>> = match payload.get("group_ids") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            serde_json::from_value(v.clone())
+                .map_err(|e| validation(format!("`group_ids`: {e}")))?,
+        ),
+    };
+    if !all && ids.is_none() {
+        return Err(validation("give `all: true` or `group_ids`"));
+    }
+    let state = caller.org.lock();
+    let online = online_groups(&state);
+    let mut statuses = BTreeMap::new();
+    for g in state.groups.keys() {
+        if all || ids.as_ref().is_some_and(|i| i.contains(g)) {
+            let status = if online.contains(g) {
+                "online"
+            } else if state.agents.values().any(|a| {
+                (*g == 0 || a.agent.in_group(*g)) && a.effective() != RoutingStatus::Offline
+            }) {
+                "online_for_queue"
+            } else {
+                "offline"
+            };
+            statuses.insert(g.to_string(), status);
+        }
+    }
+    Ok(Reply::ok(json!({ "groups_status": statuses })))
+}

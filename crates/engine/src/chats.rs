@@ -1,0 +1,967 @@
+//! Chats: hot state, conversion to wire form, who receives which push,
+//! routing of new and queued chats, and the chat methods of agents and
+//! customers.
+//!
+//! Everything about a chat lives in its organization's state and changes
+//! under that organization's lock, together with the agents' loads, so a
+//! routing decision and the chat change it causes are one commit: no agent
+//! ever exceeds its limit.
+
+use crate::connection::Connection;
+use crate::push::{Cause, Outgoing};
+use crate::state::{AgentState, OrgState};
+use chatgate_domain::routing::{Candidate, Decision, decide};
+use chatgate_domain::{GroupPriority, OrgId, Role};
+use chatgate_protocol::chats::{IncomingChat, QueuePositionEntry};
+use chatgate_protocol::data::{
+    Access, Chat, ChatSummary, ChatUserState, Event, LastEvent, Properties, Queue, Thread,
+    ThreadSummary, User, Visibility,
+};
+use chatgate_store::{ChatRecord, ChatUserRecord, EventRecord, Op, ThreadRecord};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Current time in microseconds since the Unix epoch.
+pub(crate) fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 UTC with microseconds: `2020-05-07T07:11:28.288340Z`.
+pub(crate) fn rfc3339(us: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(us as i128 * 1000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+/// A random upper-case alphanumeric id of `len` characters (chat and thread
+/// ids look like `PJ0MRSHTDG`).
+pub(crate) fn random_id(len: usize) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut out = String::with_capacity(len);
+    while out.len() < len {
+        for b in uuid::Uuid::new_v4().as_bytes() {
+            if out.len() == len {
+                break;
+            }
+            // 252 = 7 * 36: reject the tail to stay uniform.
+            if *b < 252 {
+                out.push(ALPHABET[(*b % 36) as usize] as char);
+            }
+        }
+    }
+    out
+}
+
+/// Kind of a chat user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UserKind {
+    Agent,
+    Customer,
+}
+
+impl UserKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            UserKind::Agent => "agent",
+            UserKind::Customer => "customer",
+        }
+    }
+}
+
+/// A user of a chat.
+#[derive(Clone, Debug)]
+pub(crate) struct ChatUser {
+    pub id: String,
+    pub kind: UserKind,
+    /// Currently a participant (assigned agents, the customer).
+    pub present: bool,
+    pub visibility: Visibility,
+    pub seen_up_to_us: Option<i64>,
+}
+
+impl ChatUser {
+    pub fn record(&self) -> ChatUserRecord {
+        ChatUserRecord {
+            user_id: self.id.clone(),
+            user_type: self.kind.as_str().into(),
+            present: self.present,
+            visibility: match self.visibility {
+                Visibility::All => "all".into(),
+                Visibility::Agents => "agents".into(),
+            },
+            seen_up_to_us: self.seen_up_to_us,
+        }
+    }
+}
+
+/// A thread of a chat.
+#[derive(Clone, Debug)]
+pub(crate) struct ThreadState {
+    pub id: String,
+    pub active: bool,
+    pub created_at_us: i64,
+    pub closed_at_us: Option<i64>,
+    /// Set while the thread waits in the queue.
+    pub queued_at_us: Option<i64>,
+    pub properties: Properties,
+}
+
+impl ThreadState {
+    pub fn record(&self) -> ThreadRecord {
+        ThreadRecord {
+            id: self.id.clone(),
+            active: self.active,
+            created_at_us: self.created_at_us,
+            closed_at_us: self.closed_at_us,
+            queued_at_us: self.queued_at_us,
+            properties: serde_json::to_string(&self.properties).expect("properties serialize"),
+        }
+    }
+}
+
+/// A chat, hot.
+#[derive(Clone, Debug)]
+pub(crate) struct ChatState {
+    pub id: String,
+    pub customer_id: Option<String>,
+    pub access: Vec<u32>,
+    pub properties: Properties,
+    pub created_at_us: i64,
+    pub users: Vec<ChatUser>,
+    /// Oldest first; only the last may be active.
+    pub threads: Vec<ThreadState>,
+    /// Events of the last thread.
+    pub events: Vec<Event>,
+    /// Last per-chat sequence number committed (or submitted) for this chat.
+    pub last_seq: u64,
+    /// Agents following the chat.
+    pub followers: HashSet<String>,
+    /// The agent most recently assigned (a returning customer goes back to it).
+    pub last_agent: Option<String>,
+}
+
+impl ChatState {
+    /// The active thread, if any (always the last one).
+    pub fn active_thread(&self) -> Option<&ThreadState> {
+        self.threads.last().filter(|t| t.active)
+    }
+
+    pub fn active_thread_mut(&mut self) -> Option<&mut ThreadState> {
+        self.threads.last_mut().filter(|t| t.active)
+    }
+
+    /// Agents currently present in the chat.
+    pub fn present_agents(&self) -> impl Iterator<Item = &str> {
+        self.users
+            .iter()
+            .filter(|u| u.kind == UserKind::Agent && u.present)
+            .map(|u| u.id.as_str())
+    }
+
+    pub fn user(&self, id: &str) -> Option<&ChatUser> {
+        self.users.iter().find(|u| u.id == id)
+    }
+
+    pub fn user_mut(&mut self, id: &str) -> Option<&mut ChatUser> {
+        self.users.iter_mut().find(|u| u.id == id)
+    }
+
+    /// The routing group: the first access group (0 when none).
+    pub fn group(&self) -> u32 {
+        self.access.first().copied().unwrap_or(0)
+    }
+
+    /// Rebuilds a chat from the store.
+    pub fn from_record(rec: ChatRecord) -> Result<ChatState, String> {
+        let access: Vec<u32> = serde_json::from_str(&rec.access)
+            .map_err(|e| format!("chat {} access: {e}", rec.id))?;
+        let properties: Properties = serde_json::from_str(&rec.properties)
+            .map_err(|e| format!("chat {} properties: {e}", rec.id))?;
+        let mut threads = Vec::new();
+        for t in rec.threads {
+            threads.push(ThreadState {
+                properties: serde_json::from_str(&t.properties)
+                    .map_err(|e| format!("thread {}: {e}", t.id))?,
+                id: t.id,
+                active: t.active,
+                created_at_us: t.created_at_us,
+                closed_at_us: t.closed_at_us,
+                queued_at_us: t.queued_at_us,
+            });
+        }
+        let mut events = Vec::new();
+        for e in rec.last_thread_events {
+            events.push(
+                serde_json::from_str(&e.body).map_err(|err| format!("event {}: {err}", e.id))?,
+            );
+        }
+        let users: Vec<ChatUser> = rec
+            .users
+            .into_iter()
+            .map(|u| ChatUser {
+                kind: if u.user_type == "customer" {
+                    UserKind::Customer
+                } else {
+                    UserKind::Agent
+                },
+                id: u.user_id,
+                present: u.present,
+                visibility: if u.visibility == "agents" {
+                    Visibility::Agents
+                } else {
+                    Visibility::All
+                },
+                seen_up_to_us: u.seen_up_to_us,
+            })
+            .collect();
+        let last_agent = users
+            .iter()
+            .rev()
+            .find(|u| u.kind == UserKind::Agent)
+            .map(|u| u.id.clone());
+        Ok(ChatState {
+            id: rec.id,
+            customer_id: rec.customer_id,
+            access,
+            properties,
+            created_at_us: rec.created_at_us,
+            users,
+            threads,
+            events,
+            last_seq: rec.last_seq,
+            followers: HashSet::new(),
+            last_agent,
+        })
+    }
+}
+
+/// A customer, hot.
+#[derive(Clone, Debug)]
+pub(crate) struct CustomerState {
+    pub id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub avatar: Option<String>,
+    pub session_fields: Vec<BTreeMap<String, String>>,
+    pub created_at_us: i64,
+    /// Live RTM connections.
+    pub sessions: Vec<Arc<Connection>>,
+    /// Chats of this customer, oldest first.
+    pub chat_ids: Vec<String>,
+}
+
+impl CustomerState {
+    pub fn record(&self, org: &OrgId) -> chatgate_store::CustomerRecord {
+        chatgate_store::CustomerRecord {
+            org: org.clone(),
+            id: self.id.clone(),
+            name: self.name.clone(),
+            email: self.email.clone(),
+            avatar: self.avatar.clone(),
+            session_fields: serde_json::to_string(&self.session_fields).expect("serializes"),
+            created_at_us: self.created_at_us,
+        }
+    }
+
+    pub fn to_wire(&self, state: &OrgState) -> chatgate_protocol::chats::Customer {
+        let threads: u64 = self
+            .chat_ids
+            .iter()
+            .filter_map(|c| state.chats.get(c))
+            .map(|c| c.threads.len() as u64)
+            .sum();
+        chatgate_protocol::chats::Customer {
+            id: self.id.clone(),
+            kind: "customer".into(),
+            name: self.name.clone(),
+            email: self.email.clone(),
+            avatar: self.avatar.clone(),
+            session_fields: self.session_fields.clone(),
+            statistics: chatgate_protocol::chats::CustomerStatistics {
+                chats_count: self.chat_ids.len() as u64,
+                threads_count: threads,
+                ..Default::default()
+            },
+            created_at: Some(rfc3339(self.created_at_us)),
+            chat_ids: self.chat_ids.clone(),
+        }
+    }
+}
+
+/// Whether `agent` may see chats with `access` through its groups or role.
+pub(crate) fn has_group_access(agent: &AgentState, access: &[u32]) -> bool {
+    matches!(agent.agent.role, Role::Owner | Role::Administrator)
+        || access.contains(&0)
+        || agent.agent.groups.iter().any(|(g, _)| access.contains(g))
+}
+
+/// Whether `agent` may read the chat: a user, a follower, or through access.
+pub(crate) fn can_read(agent: &AgentState, chat: &ChatState) -> bool {
+    chat.user(&agent.agent.id.0).is_some()
+        || chat.followers.contains(&agent.agent.id.0)
+        || has_group_access(agent, &chat.access)
+}
+
+/// Who receives a push about a chat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Audience {
+    /// Present agents, followers and (when `customer`) the customer.
+    Members { customer: bool },
+    /// Members and followers plus every agent with access to the chat: key
+    /// changes such as a new chat, deactivation, transfers, queue moves.
+    Everyone,
+}
+
+/// Sessions that receive a push about `chat`.
+pub(crate) fn recipients(
+    state: &OrgState,
+    chat: &ChatState,
+    audience: Audience,
+) -> Vec<Arc<Connection>> {
+    let mut out: Vec<Arc<Connection>> = Vec::new();
+    let mut agents: BTreeSet<&str> = chat.present_agents().collect();
+    agents.extend(chat.followers.iter().map(String::as_str));
+    if audience == Audience::Everyone {
+        for (id, a) in &state.agents {
+            if has_group_access(a, &chat.access) {
+                agents.insert(id.as_str());
+            }
+        }
+    }
+    for id in agents {
+        if let Some(a) = state.agents.get(id) {
+            out.extend(a.sessions.iter().map(|s| s.conn.clone()));
+        }
+    }
+    let to_customer = match audience {
+        Audience::Members { customer } => customer,
+        Audience::Everyone => true,
+    };
+    if to_customer
+        && let Some(c) = chat
+            .customer_id
+            .as_ref()
+            .and_then(|id| state.customers.get(id))
+    {
+        out.extend(c.sessions.iter().cloned());
+    }
+    out
+}
+
+fn agent_user(state: &OrgState, u: &ChatUser) -> User {
+    let a = state.agents.get(&u.id);
+    User::Agent {
+        id: u.id.clone(),
+        name: a.map(|a| a.agent.name.clone()),
+        email: Some(u.id.clone()),
+        avatar: None,
+        visibility: Some(u.visibility),
+        state: ChatUserState {
+            present: Some(u.present),
+            events_seen_up_to: u.seen_up_to_us.map(rfc3339),
+        },
+    }
+}
+
+fn customer_user(state: &OrgState, u: &ChatUser) -> User {
+    let c = state.customers.get(&u.id);
+    User::Customer {
+        id: u.id.clone(),
+        name: c.and_then(|c| c.name.clone()),
+        email: c.and_then(|c| c.email.clone()),
+        avatar: c.and_then(|c| c.avatar.clone()),
+        session_fields: c
+            .map(|c| c.session_fields.clone())
+            .filter(|f| !f.is_empty()),
+        state: ChatUserState {
+            present: Some(u.present),
+            events_seen_up_to: u.seen_up_to_us.map(rfc3339),
+        },
+        extra: Default::default(),
+    }
+}
+
+/// The chat's users as the viewer may see them (customers do not see
+/// agents added with visibility `agents`).
+pub(crate) fn wire_users(state: &OrgState, chat: &ChatState, for_customer: bool) -> Vec<User> {
+    chat.users
+        .iter()
+        .filter(|u| !(for_customer && u.visibility == Visibility::Agents))
+        .map(|u| match u.kind {
+            UserKind::Agent => agent_user(state, u),
+            UserKind::Customer => customer_user(state, u),
+        })
+        .collect()
+}
+
+/// Whether a customer may see `event`.
+pub(crate) fn visible_to_customer(event: &Event) -> bool {
+    event.common().visibility == Visibility::All
+}
+
+/// Queue position of a queued thread.
+pub(crate) fn queue_of(state: &OrgState, chat: &ChatState, now: i64) -> Option<Queue> {
+    let thread = chat.active_thread()?;
+    let queued_at = thread.queued_at_us?;
+    let position = state
+        .queue
+        .iter()
+        .position(|c| *c == chat.id)
+        .map(|p| p as u32 + 1)?;
+    Some(Queue {
+        position,
+        wait_time: ((now - queued_at).max(0) / 1_000_000) as u64,
+        queued_at: Some(rfc3339(queued_at)),
+    })
+}
+
+/// A thread in wire form. `events` are the thread's events (already loaded).
+pub(crate) fn wire_thread(
+    state: &OrgState,
+    chat: &ChatState,
+    index: usize,
+    events: Vec<Event>,
+    for_customer: bool,
+    now: i64,
+) -> Thread {
+    let t = &chat.threads[index];
+    let events: Vec<Event> = events
+        .into_iter()
+        .filter(|e| !for_customer || visible_to_customer(e))
+        .collect();
+    let mut user_ids: Vec<String> = Vec::new();
+    let is_last = index + 1 == chat.threads.len();
+    if is_last {
+        user_ids.extend(
+            chat.users
+                .iter()
+                .filter(|u| u.present)
+                .map(|u| u.id.clone()),
+        );
+    }
+    for e in &events {
+        if let Some(a) = &e.common().author_id
+            && !user_ids.contains(a)
+        {
+            user_ids.push(a.clone());
+        }
+    }
+    Thread {
+        id: t.id.clone(),
+        active: t.active,
+        user_ids,
+        events: Some(events),
+        properties: Some(t.properties.clone()),
+        access: Some(Access {
+            group_ids: chat.access.clone(),
+        }),
+        queue: if is_last {
+            queue_of(state, chat, now)
+        } else {
+            None
+        },
+        previous_thread_id: index.checked_sub(1).map(|i| chat.threads[i].id.clone()),
+        next_thread_id: chat.threads.get(index + 1).map(|t| t.id.clone()),
+        created_at: rfc3339(t.created_at_us),
+        ..Default::default()
+    }
+}
+
+/// The chat with its last thread, as `incoming_chat` and `get_chat` show it.
+pub(crate) fn wire_chat(
+    state: &OrgState,
+    chat: &ChatState,
+    for_customer: bool,
+    viewer: Option<&str>,
+    now: i64,
+) -> Chat {
+    let thread = chat
+        .threads
+        .len()
+        .checked_sub(1)
+        .map(|i| wire_thread(state, chat, i, chat.events.clone(), for_customer, now));
+    Chat {
+        id: chat.id.clone(),
+        users: wire_users(state, chat, for_customer),
+        properties: Some(chat.properties.clone()),
+        access: Some(Access {
+            group_ids: chat.access.clone(),
+        }),
+        thread,
+        threads: None,
+        is_followed: (!for_customer).then(|| viewer.is_some_and(|v| chat.followers.contains(v))),
+    }
+}
+
+/// A chat summary (`list_chats`, login `chats_summary`).
+pub(crate) fn summary(
+    state: &OrgState,
+    chat: &ChatState,
+    for_customer: bool,
+    viewer: Option<&str>,
+    now: i64,
+) -> ChatSummary {
+    let mut last_event_per_type = BTreeMap::new();
+    let last_thread = chat.threads.last();
+    if let Some(t) = last_thread {
+        for e in chat
+            .events
+            .iter()
+            .filter(|e| !for_customer || visible_to_customer(e))
+        {
+            let kind = serde_json::to_value(e)
+                .ok()
+                .and_then(|v| v["type"].as_str().map(str::to_owned));
+            if let Some(kind) = kind {
+                last_event_per_type.insert(
+                    kind,
+                    LastEvent {
+                        thread_id: t.id.clone(),
+                        thread_created_at: rfc3339(t.created_at_us),
+                        event: serde_json::to_value(e).expect("events serialize"),
+                    },
+                );
+            }
+        }
+    }
+    ChatSummary {
+        id: chat.id.clone(),
+        last_thread_summary: last_thread.map(|t| ThreadSummary {
+            id: t.id.clone(),
+            created_at: rfc3339(t.created_at_us),
+            user_ids: chat
+                .users
+                .iter()
+                .filter(|u| u.present)
+                .map(|u| u.id.clone())
+                .collect(),
+            properties: Some(t.properties.clone()),
+            active: t.active,
+            access: Some(Access {
+                group_ids: chat.access.clone(),
+            }),
+            tags: None,
+            queue: queue_of(state, chat, now),
+        }),
+        users: wire_users(state, chat, for_customer),
+        last_event_per_type,
+        properties: Some(chat.properties.clone()),
+        access: Some(Access {
+            group_ids: chat.access.clone(),
+        }),
+        is_followed: (!for_customer).then(|| viewer.is_some_and(|v| chat.followers.contains(v))),
+    }
+}
+
+/// `incoming_chat` to the chat's key audience; the requester's copy carries
+/// its `request_id`.
+pub(crate) fn incoming_chat_pushes(
+    state: &OrgState,
+    chat: &ChatState,
+    requester: Option<&str>,
+    cause: Option<Cause>,
+    now: i64,
+) -> Vec<Outgoing> {
+    // Agents and customers see different user lists and events: two pushes.
+    let all = recipients(state, chat, Audience::Everyone);
+    let customer_sessions: HashSet<u64> = chat
+        .customer_id
+        .as_ref()
+        .and_then(|id| state.customers.get(id))
+        .map(|c| c.sessions.iter().map(|s| s.id()).collect())
+        .unwrap_or_default();
+    let (to_customer, to_agents): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|c| customer_sessions.contains(&c.id()));
+    let mut out = Vec::new();
+    if !to_agents.is_empty() {
+        out.push(Outgoing::new(
+            "incoming_chat",
+            IncomingChat {
+                requester_id: requester.map(str::to_owned),
+                chat: wire_chat(state, chat, false, None, now),
+                transferred_from: None,
+            },
+            to_agents,
+            cause.clone(),
+        ));
+    }
+    if !to_customer.is_empty() {
+        out.push(Outgoing::new(
+            "incoming_chat",
+            IncomingChat {
+                requester_id: requester.map(str::to_owned),
+                chat: wire_chat(state, chat, true, None, now),
+                transferred_from: None,
+            },
+            to_customer,
+            cause,
+        ));
+    }
+    out
+}
+
+/// Appends `event` to the chat's current (last) thread: assigns id, time and
+/// sequence, and returns the store op.
+pub(crate) fn append_event(
+    org: &OrgId,
+    chat: &mut ChatState,
+    mut event: Event,
+    author: Option<&str>,
+    now: i64,
+) -> (Event, Op) {
+    let thread_id = chat.threads.last().expect("a thread exists").id.clone();
+    chat.last_seq += 1;
+    let id = format!("{thread_id}_{}", chat.events.len() + 1);
+    let is_system = matches!(event, Event::SystemMessage { .. });
+    {
+        let c = common_mut(&mut event);
+        c.id = Some(id.clone());
+        c.created_at = Some(rfc3339(now));
+        c.author_id = if is_system {
+            None
+        } else {
+            author.map(str::to_owned)
+        };
+    }
+    let c = event.common();
+    let op = Op::AppendEvent(EventRecord {
+        org: org.clone(),
+        chat_id: chat.id.clone(),
+        seq: chat.last_seq,
+        thread_id,
+        id,
+        author_id: c.author_id.clone(),
+        custom_id: c.custom_id.clone(),
+        kind: event_kind(&event),
+        created_at_us: now,
+        body: serde_json::to_string(&event).expect("events serialize"),
+    });
+    chat.events.push(event.clone());
+    (event, op)
+}
+
+/// Wire `type` of an event.
+pub(crate) fn event_kind(e: &Event) -> String {
+    match e {
+        Event::Message { .. } => "message",
+        Event::SystemMessage { .. } => "system_message",
+        Event::File { .. } => "file",
+        Event::RichMessage { .. } => "rich_message",
+        Event::FilledForm { .. } => "filled_form",
+        Event::Form { .. } => "form",
+        Event::Custom { .. } => "custom",
+        Event::System { .. } => "system",
+    }
+    .to_owned()
+}
+
+fn common_mut(e: &mut Event) -> &mut chatgate_protocol::data::EventCommon {
+    match e {
+        Event::Message { common, .. }
+        | Event::SystemMessage { common, .. }
+        | Event::File { common, .. }
+        | Event::RichMessage { common, .. }
+        | Event::FilledForm { common, .. }
+        | Event::Form { common, .. }
+        | Event::Custom { common, .. }
+        | Event::System { common, .. } => common,
+    }
+}
+
+/// Largest `message` text, in bytes.
+pub(crate) const MAX_MESSAGE_TEXT: usize = 16 * 1024;
+
+/// Checks an event a client wants to send.
+pub(crate) fn validate_event(e: &Event, by_customer: bool) -> Result<(), String> {
+    match e {
+        Event::Message { text, .. } => {
+            if text.is_empty() {
+                return Err("`event.text` must not be empty".into());
+            }
+            if text.len() > MAX_MESSAGE_TEXT {
+                return Err(format!("`event.text` exceeds {MAX_MESSAGE_TEXT} bytes"));
+            }
+        }
+        Event::System { .. } => return Err("events of type `system` cannot be sent".into()),
+        Event::SystemMessage { .. } if by_customer => {
+            return Err("customers cannot send `system_message` events".into());
+        }
+        Event::RichMessage {
+            elements,
+            template_id,
+            ..
+        } => {
+            if !matches!(template_id.as_str(), "cards" | "sticker" | "quick_replies") {
+                return Err("`event.template_id` must be cards, sticker or quick_replies".into());
+            }
+            if elements.len() > 10 {
+                return Err("`event.elements` may hold at most 10 elements".into());
+            }
+            if elements.iter().any(|el| el.buttons.len() > 13) {
+                return Err("a rich message element may hold at most 13 buttons".into());
+            }
+        }
+        _ => {}
+    }
+    if by_customer && e.common().visibility != Visibility::All {
+        return Err("customers may only send events with visibility `all`".into());
+    }
+    Ok(())
+}
+
+/// Routing candidates of `group`.
+fn candidates<'a>(state: &'a OrgState, group: u32, exclude: Option<&str>) -> Vec<Candidate<'a>> {
+    state
+        .agents
+        .values()
+        .filter(|a| Some(a.agent.id.0.as_str()) != exclude && !a.agent.suspended)
+        .filter_map(|a| {
+            let priority = if group == 0 {
+                a.agent
+                    .groups
+                    .first()
+                    .map(|(_, p)| *p)
+                    .unwrap_or(GroupPriority::Normal)
+            } else {
+                a.agent
+                    .groups
+                    .iter()
+                    .find(|(g, _)| *g == group)
+                    .map(|(_, p)| *p)?
+            };
+            Some(Candidate {
+                id: a.agent.id.0.as_str(),
+                priority,
+                status: a.effective(),
+                load: a.active_chats.len() as u32,
+                max_chats: a.agent.max_chats,
+                last_assigned: a.last_assigned_us,
+            })
+        })
+        .collect()
+}
+
+/// Routing outcome for one chat.
+pub(crate) enum Routed {
+    Assigned,
+    Queued,
+    Offline,
+}
+
+/// Routes the chat's active thread: assigns an agent or queues it. Returns
+/// the store ops of the change; pushes are the caller's.
+pub(crate) fn route_chat(
+    state: &mut OrgState,
+    org: &OrgId,
+    chat_id: &str,
+    allow_offline_queue: bool,
+    now: i64,
+) -> (Routed, Vec<Op>) {
+    let chat = &state.chats[chat_id];
+    let previous = chat.last_agent.clone();
+    let group = chat.group();
+    let decision = match decide(&candidates(state, group, None), previous.as_deref()) {
+        Decision::Assign(id) => Some(id.to_owned()),
+        Decision::Queue => None,
+        Decision::Offline => {
+            if !allow_offline_queue {
+                return (Routed::Offline, Vec::new());
+            }
+            None
+        }
+    };
+    let mut ops = Vec::new();
+    match decision {
+        Some(agent) => {
+            ops.extend(assign(state, org, chat_id, &agent, now));
+            (Routed::Assigned, ops)
+        }
+        None => {
+            let chat = state.chats.get_mut(chat_id).expect("chat exists");
+            let thread = chat.active_thread_mut().expect("routing an active thread");
+            if thread.queued_at_us.is_none() {
+                thread.queued_at_us = Some(now);
+                ops.push(thread_update(org, thread));
+            }
+            if !state.queue.iter().any(|c| c == chat_id) {
+                state.queue.push(chat_id.to_owned());
+            }
+            (Routed::Queued, ops)
+        }
+    }
+}
+
+fn thread_update(org: &OrgId, t: &ThreadState) -> Op {
+    Op::UpdateThread {
+        org: org.clone(),
+        thread_id: t.id.clone(),
+        active: t.active,
+        closed_at_us: t.closed_at_us,
+        queued_at_us: t.queued_at_us,
+    }
+}
+
+/// Makes `agent` a present user of the chat and counts the chat on it.
+fn assign(state: &mut OrgState, org: &OrgId, chat_id: &str, agent: &str, now: i64) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let chat = state.chats.get_mut(chat_id).expect("chat exists");
+    match chat.user_mut(agent) {
+        Some(u) => {
+            u.present = true;
+            u.visibility = Visibility::All;
+        }
+        None => chat.users.push(ChatUser {
+            id: agent.to_owned(),
+            kind: UserKind::Agent,
+            present: true,
+            visibility: Visibility::All,
+            seen_up_to_us: None,
+        }),
+    }
+    chat.last_agent = Some(agent.to_owned());
+    ops.push(Op::SetChatUser {
+        org: org.clone(),
+        chat_id: chat_id.to_owned(),
+        user: chat.user(agent).expect("just added").record(),
+    });
+    if let Some(t) = chat.active_thread_mut()
+        && t.queued_at_us.take().is_some()
+    {
+        let t = t.clone();
+        ops.push(thread_update(org, &t));
+    }
+    state.queue.retain(|c| c != chat_id);
+    let a = state.agents.get_mut(agent).expect("candidate exists");
+    a.active_chats.insert(chat_id.to_owned());
+    a.last_assigned_us = now;
+    ops
+}
+
+/// Ends the chat's active thread: agents leave, loads drop.
+pub(crate) fn close_thread(state: &mut OrgState, org: &OrgId, chat_id: &str, now: i64) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let chat = state.chats.get_mut(chat_id).expect("chat exists");
+    let Some(t) = chat.active_thread_mut() else {
+        return ops;
+    };
+    t.active = false;
+    t.closed_at_us = Some(now);
+    t.queued_at_us = None;
+    let t = t.clone();
+    ops.push(thread_update(org, &t));
+    let mut left = Vec::new();
+    for u in chat
+        .users
+        .iter_mut()
+        .filter(|u| u.kind == UserKind::Agent && u.present)
+    {
+        u.present = false;
+        left.push(u.id.clone());
+        ops.push(Op::SetChatUser {
+            org: org.clone(),
+            chat_id: chat_id.to_owned(),
+            user: u.record(),
+        });
+    }
+    state.queue.retain(|c| c != chat_id);
+    for a in left {
+        if let Some(a) = state.agents.get_mut(&a) {
+            a.active_chats.remove(chat_id);
+        }
+    }
+    ops
+}
+
+/// Assigns queued chats, oldest first, wherever capacity allows. Returns
+/// the ops and pushes (`incoming_chat` to the new assignees, queue updates).
+pub(crate) fn drain_queue(state: &mut OrgState, org: &OrgId, now: i64) -> (Vec<Op>, Vec<Outgoing>) {
+    let mut ops = Vec::new();
+    let mut pushes = Vec::new();
+    let queued: Vec<String> = state.queue.clone();
+    let mut moved = false;
+    for chat_id in queued {
+        let chat = &state.chats[&chat_id];
+        let group = chat.group();
+        let previous = chat.last_agent.clone();
+        if let Decision::Assign(agent) =
+            decide(&candidates(state, group, None), previous.as_deref())
+        {
+            let agent = agent.to_owned();
+            ops.extend(assign(state, org, &chat_id, &agent, now));
+            moved = true;
+            let chat = &state.chats[&chat_id];
+            pushes.extend(incoming_chat_pushes(state, chat, None, None, now));
+        }
+    }
+    if moved {
+        pushes.extend(queue_pushes(state, now));
+    }
+    (ops, pushes)
+}
+
+/// `queue_positions_updated` to agents with access and
+/// `queue_position_updated` to each queued customer.
+pub(crate) fn queue_pushes(state: &OrgState, now: i64) -> Vec<Outgoing> {
+    let mut pushes = Vec::new();
+    let mut per_agent: BTreeMap<&str, Vec<QueuePositionEntry>> = BTreeMap::new();
+    for chat_id in &state.queue {
+        let chat = &state.chats[chat_id];
+        let (Some(thread), Some(queue)) = (chat.active_thread(), queue_of(state, chat, now)) else {
+            continue;
+        };
+        let entry = QueuePositionEntry {
+            chat_id: chat.id.clone(),
+            thread_id: thread.id.clone(),
+            queue,
+        };
+        for (id, a) in &state.agents {
+            if has_group_access(a, &chat.access) && !a.sessions.is_empty() {
+                per_agent
+                    .entry(id.as_str())
+                    .or_default()
+                    .push(entry.clone());
+            }
+        }
+        if let Some(c) = chat
+            .customer_id
+            .as_ref()
+            .and_then(|id| state.customers.get(id))
+            && !c.sessions.is_empty()
+        {
+            pushes.push(Outgoing::new(
+                "queue_position_updated",
+                &entry,
+                c.sessions.clone(),
+                None,
+            ));
+        }
+    }
+    for (agent, entries) in per_agent {
+        let sessions = state.agents[agent]
+            .sessions
+            .iter()
+            .map(|s| s.conn.clone())
+            .collect();
+        pushes.push(Outgoing::new(
+            "queue_positions_updated",
+            entries,
+            sessions,
+            None,
+        ));
+    }
+    pushes
+}
