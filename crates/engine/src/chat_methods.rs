@@ -40,12 +40,12 @@ pub(crate) enum Actor {
 }
 
 impl Actor {
-    fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         match self {
             Actor::Agent(id) | Actor::Customer(id) => id,
         }
     }
-    fn is_customer(&self) -> bool {
+    pub(crate) fn is_customer(&self) -> bool {
         matches!(self, Actor::Customer(_))
     }
 }
@@ -57,7 +57,7 @@ pub(crate) struct ChatCaller {
     pub cause: Option<Cause>,
 }
 
-fn not_found(what: &str, id: &str) -> ErrorBody {
+pub(crate) fn not_found(what: &str, id: &str) -> ErrorBody {
     err(ErrorType::NotFound, format!("{what} `{id}` not found"))
 }
 
@@ -65,7 +65,7 @@ fn not_found(what: &str, id: &str) -> ErrorBody {
 /// chats the caller has no access to look the same as missing ones, except
 /// that an agent of the same organization without access gets
 /// `missing_access`.
-fn readable<'a>(
+pub(crate) fn readable<'a>(
     state: &'a OrgState,
     caller: &ChatCaller,
     chat_id: &str,

@@ -723,12 +723,16 @@ pub(crate) fn validate_event(e: &Event, by_customer: bool) -> Result<(), String>
     Ok(())
 }
 
-/// Routing candidates of `group`.
-fn candidates<'a>(state: &'a OrgState, group: u32, exclude: Option<&str>) -> Vec<Candidate<'a>> {
+/// Routing candidates of `group`, leaving out `exclude`.
+pub(crate) fn candidates_for<'a>(
+    state: &'a OrgState,
+    group: u32,
+    exclude: &[String],
+) -> Vec<Candidate<'a>> {
     state
         .agents
         .values()
-        .filter(|a| Some(a.agent.id.0.as_str()) != exclude && !a.agent.suspended)
+        .filter(|a| !exclude.contains(&a.agent.id.0) && !a.agent.suspended)
         .filter_map(|a| {
             let priority = if group == 0 {
                 a.agent
@@ -774,7 +778,7 @@ pub(crate) fn route_chat(
     let chat = &state.chats[chat_id];
     let previous = chat.last_agent.clone();
     let group = chat.group();
-    let decision = match decide(&candidates(state, group, None), previous.as_deref()) {
+    let decision = match decide(&candidates_for(state, group, &[]), previous.as_deref()) {
         Decision::Assign(id) => Some(id.to_owned()),
         Decision::Queue => None,
         Decision::Offline => {
@@ -787,7 +791,7 @@ pub(crate) fn route_chat(
     let mut ops = Vec::new();
     match decision {
         Some(agent) => {
-            ops.extend(assign(state, org, chat_id, &agent, now));
+            ops.extend(assign_to(state, org, chat_id, &agent, now));
             (Routed::Assigned, ops)
         }
         None => {
@@ -816,7 +820,13 @@ fn thread_update(org: &OrgId, t: &ThreadState) -> Op {
 }
 
 /// Makes `agent` a present user of the chat and counts the chat on it.
-fn assign(state: &mut OrgState, org: &OrgId, chat_id: &str, agent: &str, now: i64) -> Vec<Op> {
+pub(crate) fn assign_to(
+    state: &mut OrgState,
+    org: &OrgId,
+    chat_id: &str,
+    agent: &str,
+    now: i64,
+) -> Vec<Op> {
     let mut ops = Vec::new();
     let chat = state.chats.get_mut(chat_id).expect("chat exists");
     match chat.user_mut(agent) {
@@ -848,6 +858,31 @@ fn assign(state: &mut OrgState, org: &OrgId, chat_id: &str, agent: &str, now: i6
     let a = state.agents.get_mut(agent).expect("candidate exists");
     a.active_chats.insert(chat_id.to_owned());
     a.last_assigned_us = now;
+    ops
+}
+
+/// `agent` leaves the chat's active thread (it stays a user, not present).
+pub(crate) fn close_agent(
+    state: &mut OrgState,
+    org: &OrgId,
+    chat_id: &str,
+    agent: &str,
+) -> Vec<Op> {
+    let mut ops = Vec::new();
+    if let Some(chat) = state.chats.get_mut(chat_id)
+        && let Some(u) = chat.user_mut(agent)
+        && u.present
+    {
+        u.present = false;
+        ops.push(Op::SetChatUser {
+            org: org.clone(),
+            chat_id: chat_id.to_owned(),
+            user: u.record(),
+        });
+    }
+    if let Some(a) = state.agents.get_mut(agent) {
+        a.active_chats.remove(chat_id);
+    }
     ops
 }
 
@@ -898,10 +933,10 @@ pub(crate) fn drain_queue(state: &mut OrgState, org: &OrgId, now: i64) -> (Vec<O
         let group = chat.group();
         let previous = chat.last_agent.clone();
         if let Decision::Assign(agent) =
-            decide(&candidates(state, group, None), previous.as_deref())
+            decide(&candidates_for(state, group, &[]), previous.as_deref())
         {
             let agent = agent.to_owned();
-            ops.extend(assign(state, org, &chat_id, &agent, now));
+            ops.extend(assign_to(state, org, &chat_id, &agent, now));
             moved = true;
             let chat = &state.chats[&chat_id];
             pushes.extend(incoming_chat_pushes(state, chat, None, None, now));

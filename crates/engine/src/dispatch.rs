@@ -3,12 +3,14 @@
 
 use crate::auth::authenticate;
 use crate::chat_methods::{self, Actor, ChatCaller};
+use crate::chat_more::{self, Typing};
 use crate::connection::{Connection, Side};
 use crate::error::{err, validation};
 use crate::push::Cause;
 use crate::state::Org;
 use crate::{Engine, status};
 use chatgate_domain::AgentKind;
+use chatgate_protocol::chats::{SendSneakPeekRequest, SendTypingIndicatorRequest};
 use chatgate_protocol::methods::{Transports, agent_method, customer_method};
 use chatgate_protocol::{ErrorBody, ErrorType, Version};
 use serde::de::DeserializeOwned;
@@ -192,6 +194,42 @@ impl Engine {
             "list_chats" => {
                 chat_methods::list_chats(self, &chat_caller(), parse(req.payload)?).await
             }
+            "list_threads" => {
+                chat_more::list_threads(self, &chat_caller(), parse(req.payload)?).await
+            }
+            "follow_chat" => {
+                chat_more::follow_chat(self, &chat_caller(), parse(req.payload)?).await
+            }
+            "unfollow_chat" => {
+                chat_more::unfollow_chat(self, &chat_caller(), parse(req.payload)?).await
+            }
+            "transfer_chat" => {
+                chat_more::transfer_chat(self, &chat_caller(), parse(req.payload)?).await
+            }
+            "add_user_to_chat" => {
+                chat_more::add_user_to_chat(self, &chat_caller(), parse(req.payload)?).await
+            }
+            "remove_user_from_chat" => {
+                chat_more::remove_user_from_chat(self, &chat_caller(), parse(req.payload)?).await
+            }
+            "mark_events_as_seen" => {
+                chat_more::mark_events_as_seen(self, &chat_caller(), parse(req.payload)?).await
+            }
+            "send_typing_indicator" => {
+                let r: SendTypingIndicatorRequest = parse(req.payload)?;
+                let what = Typing::Indicator {
+                    is_typing: r.is_typing,
+                    visibility: r.visibility.unwrap_or_default(),
+                };
+                chat_more::typing(self, &chat_caller(), &r.chat_id, what).await
+            }
+            "send_rich_message_postback" => {
+                chat_more::rich_message_postback(self, &chat_caller(), parse(req.payload)?).await
+            }
+            "multicast" => chat_more::multicast(self, &chat_caller(), parse(req.payload)?).await,
+            "list_agents_for_transfer" => {
+                chat_more::list_agents_for_transfer(self, &chat_caller(), parse(req.payload)?).await
+            }
             other => Err(not_yet(other)),
         }
     }
@@ -216,6 +254,36 @@ impl Engine {
                 chat_methods::update_customer(self, &caller, parse(req.payload)?).await
             }
             "list_group_statuses" => chat_methods::list_group_statuses(&caller, req.payload),
+            "list_threads" => chat_more::list_threads(self, &caller, parse(req.payload)?).await,
+            "mark_events_as_seen" => {
+                chat_more::mark_events_as_seen(self, &caller, parse(req.payload)?).await
+            }
+            "send_typing_indicator" => {
+                let r: SendTypingIndicatorRequest = parse(req.payload)?;
+                let what = Typing::Indicator {
+                    is_typing: r.is_typing,
+                    visibility: chatgate_protocol::data::Visibility::All,
+                };
+                chat_more::typing(self, &caller, &r.chat_id, what).await
+            }
+            "send_sneak_peek" => {
+                let r: SendSneakPeekRequest = parse(req.payload)?;
+                if r.sneak_peek_text.len() > crate::chats::MAX_MESSAGE_TEXT {
+                    return Err(validation("`sneak_peek_text` is too long"));
+                }
+                chat_more::typing(
+                    self,
+                    &caller,
+                    &r.chat_id,
+                    Typing::SneakPeek {
+                        text: r.sneak_peek_text,
+                    },
+                )
+                .await
+            }
+            "send_rich_message_postback" => {
+                chat_more::rich_message_postback(self, &caller, parse(req.payload)?).await
+            }
             other => Err(not_yet(other)),
         }
     }

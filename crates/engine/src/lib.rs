@@ -17,6 +17,7 @@
 
 mod auth;
 mod chat_methods;
+mod chat_more;
 mod chats;
 mod connection;
 mod dispatch;

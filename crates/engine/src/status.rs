@@ -4,6 +4,7 @@
 use crate::Engine;
 use crate::auth::authenticate;
 use crate::chat_methods::chats_summary_for;
+use crate::chat_more::reroute_offline_agent;
 use crate::chats::{drain_queue, now_us};
 use crate::connection::{Connection, LoginState, Side, Subscriptions};
 use crate::dispatch::{AfterReply, Caller, Reply, parse};
@@ -349,13 +350,18 @@ pub(crate) async fn logout(engine: &Engine, caller: &Caller) -> Result<Reply, Er
         .conn
         .as_ref()
         .ok_or_else(|| validation("`logout` is available over RTM only"))?;
+    let reservation = reserve(&engine.inner.store)?;
     let pending = {
         let mut state = caller.org.lock();
         let (removed, push) = end_sessions(&mut state, &caller.agent, |_| true, None);
         for other in removed.iter().filter(|c| c.id() != conn.id()) {
             other.close(DisconnectReason::AgentLoggedOutRemotely, None);
         }
-        submit(&engine.inner.store, Vec::new(), push.into_iter().collect())?
+        let mut pushes: Vec<Outgoing> = push.into_iter().collect();
+        let (ops, more) =
+            reroute_offline_agent(&mut state, &caller.org.org.id, &caller.agent, now_us());
+        pushes.extend(more);
+        commit(reservation, ops, pushes)
     };
     pending.wait().await?;
     Ok(Reply {
@@ -364,7 +370,8 @@ pub(crate) async fn logout(engine: &Engine, caller: &Caller) -> Result<Reply, Er
     })
 }
 
-/// Called when a connection ends for any reason.
+/// Called when a connection ends for any reason. When it was the agent's
+/// last, the agent is offline: its chats are re-routed (or queued).
 pub(crate) async fn session_ended(engine: &Engine, conn: &Arc<Connection>) {
     let Some(login) = conn.login_state() else {
         return;
@@ -372,20 +379,35 @@ pub(crate) async fn session_ended(engine: &Engine, conn: &Arc<Connection>) {
     let Some(org) = engine.org(&login.org) else {
         return;
     };
+    let reservation = reserve(&engine.inner.store);
     let pending = {
         let mut state = org.lock();
         let (_, push) = end_sessions(&mut state, &login.agent, |s| s.conn.id() == conn.id(), None);
-        match push {
-            Some(p) => submit(&engine.inner.store, Vec::new(), vec![p]),
-            None => return,
-        }
-    };
-    match pending {
-        Ok(p) => {
-            if let Err(e) = p.wait().await {
-                tracing::warn!(error = %e.message, "status push after disconnect failed");
+        let reservation = match reservation {
+            Ok(r) => r,
+            Err(e) => {
+                // The session is gone either way; without a place in the
+                // store the agent's chats stay assigned until it returns or
+                // a later change moves them.
+                tracing::warn!(error = %e.message, agent = %login.agent, "no store capacity to re-route after disconnect");
+                return;
             }
+        };
+        let offline = state
+            .agents
+            .get(&login.agent)
+            .is_some_and(|a| a.sessions.is_empty());
+        let mut pushes: Vec<Outgoing> = push.into_iter().collect();
+        let mut ops = Vec::new();
+        if offline {
+            let (rops, more) =
+                reroute_offline_agent(&mut state, &org.org.id, &login.agent, now_us());
+            ops.extend(rops);
+            pushes.extend(more);
         }
-        Err(e) => tracing::warn!(error = %e.message, "status push after disconnect refused"),
+        commit(reservation, ops, pushes)
+    };
+    if let Err(e) = pending.wait().await {
+        tracing::warn!(error = %e.message, "status change after disconnect failed");
     }
 }

@@ -261,3 +261,268 @@ pub struct QueuePositionEntry {
 
 /// `queue_position_updated` (customer).
 pub type QueuePositionUpdated = QueuePositionEntry;
+
+/// `follow_chat` / `unfollow_chat` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatIdRequest {
+    pub id: String,
+}
+
+/// `target` of `transfer_chat`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TransferTarget {
+    /// `agent` or `group`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Agent ids (strings) or group ids (numbers).
+    pub ids: Vec<Value>,
+}
+
+/// `transfer_chat` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TransferChatRequest {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TransferTarget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_agents_availability: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_requester_presence: Option<bool>,
+}
+
+/// `add_user_to_chat` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AddUserToChatRequest {
+    pub chat_id: String,
+    pub user_id: String,
+    pub user_type: String,
+    pub visibility: crate::data::Visibility,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_requester_presence: Option<bool>,
+}
+
+/// `remove_user_from_chat` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RemoveUserFromChatRequest {
+    pub chat_id: String,
+    pub user_id: String,
+    pub user_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_requester_presence: Option<bool>,
+}
+
+/// `mark_events_as_seen` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MarkEventsAsSeenRequest {
+    pub chat_id: String,
+    pub seen_up_to: String,
+}
+
+/// `send_typing_indicator` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SendTypingIndicatorRequest {
+    pub chat_id: String,
+    pub is_typing: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<crate::data::Visibility>,
+}
+
+/// `send_sneak_peek` request (customer).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SendSneakPeekRequest {
+    pub chat_id: String,
+    pub sneak_peek_text: String,
+}
+
+/// `recipients.agents` of `multicast`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MulticastAgents {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<u32>>,
+}
+
+/// `recipients` of `multicast`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MulticastRecipients {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<MulticastAgents>,
+}
+
+/// `multicast` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MulticastRequest {
+    pub recipients: MulticastRecipients,
+    pub content: Value,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// `list_agents_for_transfer` / `list_threads` chat reference.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatRef {
+    pub chat_id: String,
+}
+
+/// One entry of `list_agents_for_transfer`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentForTransfer {
+    pub agent_id: String,
+    pub total_active_chats: u32,
+}
+
+/// `postback` of `send_rich_message_postback`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Postback {
+    pub id: String,
+    pub toggled: bool,
+}
+
+/// `send_rich_message_postback` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RichMessagePostbackRequest {
+    pub chat_id: String,
+    pub thread_id: String,
+    pub event_id: String,
+    pub postback: Postback,
+}
+
+/// `list_threads` request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ListThreadsRequest {
+    pub chat_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort_order: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_events_count: Option<u32>,
+}
+
+/// `chat_transferred`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatTransferred {
+    pub chat_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_id: Option<String>,
+    pub reason: String,
+    pub transferred_to: TransferredTo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<Queue>,
+}
+
+/// `transferred_to` / `transferred_from`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TransferredTo {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_ids: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_ids: Vec<String>,
+}
+
+/// `chat_access_updated`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatAccessUpdated {
+    pub id: String,
+    pub access: Access,
+}
+
+/// `user_added_to_chat`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserAddedToChat {
+    pub chat_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    pub user: crate::data::User,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_id: Option<String>,
+}
+
+/// `user_removed_from_chat`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserRemovedFromChat {
+    pub chat_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    pub user_id: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_id: Option<String>,
+}
+
+/// `events_marked_as_seen`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventsMarkedAsSeen {
+    pub user_id: String,
+    pub chat_id: String,
+    pub seen_up_to: String,
+}
+
+/// `incoming_typing_indicator`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IncomingTypingIndicator {
+    pub chat_id: String,
+    pub thread_id: String,
+    pub typing_indicator: crate::data::TypingIndicator,
+}
+
+/// `incoming_sneak_peek`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IncomingSneakPeek {
+    pub chat_id: String,
+    pub thread_id: String,
+    pub sneak_peek: crate::data::SneakPeek,
+}
+
+/// `incoming_multicast`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IncomingMulticast {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author_id: Option<String>,
+    pub content: Value,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// `chat_unfollowed`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatUnfollowed {
+    pub chat_id: String,
+}
+
+/// `incoming_rich_message_postback`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IncomingRichMessagePostback {
+    pub user_id: String,
+    pub chat_id: String,
+    pub thread_id: String,
+    pub event_id: String,
+    pub postback: Postback,
+}
+
+/// `event_updated`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventUpdated {
+    pub chat_id: String,
+    pub thread_id: String,
+    pub event: Event,
+}
+
+/// `list_threads` response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListThreadsResponse {
+    pub threads: Vec<crate::data::Thread>,
+    pub found_threads: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_page_id: Option<String>,
+}

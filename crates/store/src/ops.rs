@@ -82,6 +82,13 @@ pub enum Op {
         closed_at_us: Option<i64>,
         queued_at_us: Option<i64>,
     },
+    /// Replace the JSON of an existing event (e.g. rich-message button state).
+    UpdateEvent {
+        org: OrgId,
+        chat_id: String,
+        event_id: String,
+        body: String,
+    },
     /// Create or update a user of a chat.
     SetChatUser {
         org: OrgId,

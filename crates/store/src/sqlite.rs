@@ -499,6 +499,21 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
                 return Err(StoreError::Conflict(format!("no thread {thread_id}")));
             }
         }
+        Op::UpdateEvent {
+            org,
+            chat_id,
+            event_id,
+            body,
+        } => {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE events SET body = ?4 WHERE org_id = ?1 AND chat_id = ?2 AND id = ?3",
+                )?
+                .execute(params![org.0, chat_id, event_id, body])?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("no event {event_id}")));
+            }
+        }
         Op::SetChatUser { org, chat_id, user } => {
             tx.prepare_cached(
                 "INSERT INTO chat_users (org_id, chat_id, user_id, user_type, present, seen_up_to, visibility)
