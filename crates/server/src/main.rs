@@ -86,19 +86,26 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Installs the SIGINT / SIGTERM handlers at once (before the server starts,
+/// so a signal that arrives while it is starting is not lost to the default
+/// action) and returns a future that resolves on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+        async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn config_from(args: &Serve) -> Result<ServerConfig, String> {
@@ -158,6 +165,7 @@ fn main() -> ExitCode {
         .build()
         .expect("building the tokio runtime");
     runtime.block_on(async move {
+        let stop = shutdown_signal();
         let running = match start(config).await {
             Ok(r) => r,
             Err(e) => {
@@ -176,7 +184,7 @@ fn main() -> ExitCode {
                 "provisioning applied"
             );
         }
-        shutdown_signal().await;
+        stop.await;
         running.shutdown().await;
         ExitCode::SUCCESS
     })
