@@ -3,6 +3,7 @@
 mod harness;
 
 mod chats;
+mod chats_more;
 mod docs;
 mod restart;
 mod rtm_login;

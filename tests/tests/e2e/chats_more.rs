@@ -1,0 +1,610 @@
+//! The rest of the chat methods end to end, with the recipients of every
+//! push: follow/unfollow, transfers, adding and removing users, seen
+//! markers, typing and sneak peeks, multicast, agents for transfer,
+//! rich-message postbacks, thread lists, and re-routing on disconnect.
+
+use crate::harness::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const QUIET: Duration = Duration::from_millis(300);
+
+fn message(text: &str) -> Value {
+    json!({"type": "message", "text": text})
+}
+
+/// A chat started by a new customer and routed to Alice (the only agent
+/// accepting at that moment). Returns (alice, customer, chat id).
+async fn chat_with_alice(s: &TestServer) -> (Rtm, Rtm, String) {
+    let mut alice = s.login("alice-pat-1").await;
+    let (mut cust, _) = s.customer("acme").await;
+    let r = cust
+        .request(
+            "start_chat",
+            json!({"chat": {"thread": {"events": [message("hello")]}}}),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let chat_id = r["payload"]["chat_id"].as_str().unwrap().to_owned();
+    alice.push("incoming_chat").await;
+    cust.push("incoming_chat").await;
+    (alice, cust, chat_id)
+}
+
+#[tokio::test]
+async fn follow_and_unfollow() {
+    let s = TestServer::start().await;
+    let (mut alice, mut cust, chat_id) = chat_with_alice(&s).await;
+    let mut bob = s.rtm().await;
+    let r = bob
+        .request("login", json!({"token": "Bearer bob-pat-1"}))
+        .await;
+    assert_eq!(
+        r["payload"]["chats_summary"],
+        json!([]),
+        "bob is neither member nor follower"
+    );
+    bob.request(
+        "set_routing_status",
+        json!({"status": "not_accepting_chats"}),
+    )
+    .await;
+    let r = bob.request("follow_chat", json!({"id": chat_id})).await;
+    assert_eq!(r["success"], true, "{r}");
+    let p = bob.push("incoming_chat").await;
+    assert_eq!(p["request_id"], r["request_id"]);
+    assert_eq!(
+        p["payload"]["chat"]["is_followed"], false,
+        "the chat as it is, the follower not a user"
+    );
+    // Followers get the chat's events.
+    cust.request(
+        "send_event",
+        json!({"chat_id": chat_id, "event": message("anyone?")}),
+    )
+    .await;
+    assert_eq!(
+        bob.push("incoming_event").await["payload"]["event"]["text"],
+        "anyone?"
+    );
+    alice.push("incoming_event").await;
+    // Following twice pushes nothing new.
+    bob.request("follow_chat", json!({"id": chat_id})).await;
+    bob.no_push("incoming_chat", QUIET).await;
+    // Members cannot unfollow.
+    let r = alice.request("unfollow_chat", json!({"id": chat_id})).await;
+    assert_eq!(r["payload"]["error"]["type"], "validation");
+    let r = bob.request("unfollow_chat", json!({"id": chat_id})).await;
+    assert_eq!(r["success"], true);
+    assert_eq!(
+        bob.push("chat_unfollowed").await["payload"],
+        json!({"chat_id": chat_id})
+    );
+    cust.request(
+        "send_event",
+        json!({"chat_id": chat_id, "event": message("still there?")}),
+    )
+    .await;
+    alice.push("incoming_event").await;
+    bob.no_push("incoming_event", QUIET).await;
+    // Key changes still reach agents with access.
+    alice
+        .request("deactivate_chat", json!({"id": chat_id}))
+        .await;
+    bob.push("chat_deactivated").await;
+}
+
+#[tokio::test]
+async fn transfer_to_an_agent() {
+    let s = TestServer::start().await;
+    let (mut alice, mut cust, chat_id) = chat_with_alice(&s).await;
+    let mut bob = s.login("bob-pat-1").await;
+    let list = alice
+        .request("list_agents_for_transfer", json!({"chat_id": chat_id}))
+        .await;
+    assert_eq!(
+        list["payload"],
+        json!([{"agent_id": "bob@acme.test", "total_active_chats": 0}]),
+        "{list}"
+    );
+    let r = alice
+        .request(
+            "transfer_chat",
+            json!({"id": chat_id, "target": {"type": "agent", "ids": ["bob@acme.test"]}}),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let t = cust.push("chat_transferred").await;
+    assert_eq!(
+        t["payload"]["transferred_to"],
+        json!({"agent_ids": ["bob@acme.test"]})
+    );
+    assert_eq!(t["payload"]["reason"], "manual");
+    assert_eq!(t["payload"]["requester_id"], "alice@acme.test");
+    let removed = cust.push("user_removed_from_chat").await;
+    assert_eq!(removed["payload"]["user_id"], "alice@acme.test");
+    alice.push("user_removed_from_chat").await;
+    let own = alice.push("chat_transferred").await;
+    assert_eq!(own["request_id"], r["request_id"]);
+    let p = bob.push("incoming_chat").await;
+    assert_eq!(
+        p["payload"]["transferred_from"]["agent_ids"],
+        json!(["alice@acme.test"])
+    );
+    // Bob answers; Alice is no longer in the conversation.
+    let r = bob
+        .request(
+            "send_event",
+            json!({"chat_id": chat_id, "event": message("Bob here")}),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    assert_eq!(
+        cust.push("incoming_event").await["payload"]["event"]["author_id"],
+        "bob@acme.test"
+    );
+    alice.no_push("incoming_event", QUIET).await;
+    let r = alice
+        .request(
+            "send_event",
+            json!({"chat_id": chat_id, "event": message("me too")}),
+        )
+        .await;
+    assert_eq!(
+        r["success"], true,
+        "a former user may still write (still a user, not present)"
+    );
+    // Errors.
+    let r = bob
+        .request(
+            "transfer_chat",
+            json!({"id": chat_id, "target": {"type": "agent", "ids": ["bob@acme.test"]}}),
+        )
+        .await;
+    assert_eq!(
+        r["payload"]["error"]["type"], "validation",
+        "already in the chat: {r}"
+    );
+    let r = bob
+        .request(
+            "transfer_chat",
+            json!({"id": chat_id, "target": {"type": "agent", "ids": ["carol@acme.test"]}}),
+        )
+        .await;
+    assert_eq!(
+        r["payload"]["error"]["type"], "agent_offline",
+        "carol is not logged in: {r}"
+    );
+    let r = bob
+        .request(
+            "transfer_chat",
+            json!({"id": chat_id, "target": {"type": "robot", "ids": []}}),
+        )
+        .await;
+    assert_eq!(r["payload"]["error"]["type"], "validation");
+    let r = alice
+        .request(
+            "transfer_chat",
+            json!({"id": chat_id, "target": {"type": "agent", "ids": ["alice@acme.test"]}}),
+        )
+        .await;
+    assert_eq!(
+        r["payload"]["error"]["type"], "missing_access",
+        "alice is not present any more: {r}"
+    );
+    bob.request("deactivate_chat", json!({"id": chat_id})).await;
+    let r = bob
+        .request(
+            "transfer_chat",
+            json!({"id": chat_id, "target": {"type": "agent", "ids": ["alice@acme.test"]}}),
+        )
+        .await;
+    assert_eq!(r["payload"]["error"]["type"], "chat_inactive");
+}
+
+#[tokio::test]
+async fn transfer_to_a_group_changes_access() {
+    let s = TestServer::start().await;
+    let (mut alice, mut cust, chat_id) = chat_with_alice(&s).await;
+    let mut bob = s.login("bob-pat-1").await; // group 0 only, normal
+    bob.request(
+        "set_routing_status",
+        json!({"status": "not_accepting_chats"}),
+    )
+    .await;
+    // Nobody in group 1 accepts yet: refused without changing anything.
+    let r = alice
+        .request(
+            "transfer_chat",
+            json!({"id": chat_id, "target": {"type": "group", "ids": [1]}}),
+        )
+        .await;
+    assert_eq!(r["payload"]["error"]["type"], "agent_offline", "{r}");
+    let r = alice
+        .request(
+            "transfer_chat",
+            json!({"id": chat_id, "target": {"type": "group", "ids": [7]}}),
+        )
+        .await;
+    assert_eq!(r["payload"]["error"]["type"], "group_not_found");
+    let mut carol = s.login("carol-pat-1").await; // group 1, not accepting at login
+    carol
+        .request("set_routing_status", json!({"status": "accepting_chats"}))
+        .await;
+    let r = alice
+        .request(
+            "transfer_chat",
+            json!({"id": chat_id, "target": {"type": "group", "ids": [1]}}),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let access = bob.push("chat_access_updated").await;
+    assert_eq!(
+        access["payload"],
+        json!({"id": chat_id, "access": {"group_ids": [1]}})
+    );
+    let t = bob.push("chat_transferred").await;
+    assert_eq!(
+        t["payload"]["transferred_to"],
+        json!({"group_ids": [1], "agent_ids": ["carol@acme.test"]})
+    );
+    let p = carol.push("incoming_chat").await;
+    assert_eq!(p["payload"]["chat"]["access"], json!({"group_ids": [1]}));
+    cust.push("chat_transferred").await;
+    // Bob (normal, group 0) lost access.
+    let r = bob.request("get_chat", json!({"chat_id": chat_id})).await;
+    assert_eq!(r["payload"]["error"]["type"], "missing_access", "{r}");
+    carol
+        .request(
+            "send_event",
+            json!({"chat_id": chat_id, "event": message("Carol from Sales")}),
+        )
+        .await;
+    cust.push("incoming_event").await;
+    bob.no_push("incoming_event", QUIET).await;
+    // With ignore_agents_availability the chat queues instead of failing.
+    carol
+        .request(
+            "set_routing_status",
+            json!({"status": "not_accepting_chats"}),
+        )
+        .await;
+    alice
+        .request(
+            "set_routing_status",
+            json!({"status": "not_accepting_chats"}),
+        )
+        .await;
+    let r = carol
+        .request(
+            "transfer_chat",
+            json!({"id": chat_id, "target": {"type": "group", "ids": [0]}}),
+        )
+        .await;
+    assert_eq!(
+        r["payload"]["error"]["type"], "agent_offline",
+        "nobody can take it now: {r}"
+    );
+    let r = carol
+        .request("transfer_chat", json!({"id": chat_id, "target": {"type": "group", "ids": [0]}, "ignore_agents_availability": true}))
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let t = cust.push("chat_transferred").await;
+    assert_eq!(t["payload"]["queue"]["position"], 1, "{t}");
+    let q = cust.push("queue_position_updated").await;
+    assert_eq!(q["payload"]["chat_id"], chat_id);
+}
+
+#[tokio::test]
+async fn add_and_remove_users() {
+    let s = TestServer::start().await;
+    let (mut alice, mut cust, chat_id) = chat_with_alice(&s).await;
+    let mut bob = s.login("bob-pat-1").await;
+    // Bob supervises, invisible to the customer.
+    let r = alice
+        .request("add_user_to_chat", json!({"chat_id": chat_id, "user_id": "bob@acme.test", "user_type": "agent", "visibility": "agents"}))
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let added = bob.push("user_added_to_chat").await;
+    assert_eq!(added["payload"]["user"]["id"], "bob@acme.test");
+    assert_eq!(added["payload"]["user"]["visibility"], "agents");
+    assert_eq!(added["payload"]["reason"], "manual");
+    alice.push("user_added_to_chat").await;
+    cust.no_push("user_added_to_chat", QUIET).await;
+    let r = bob
+        .request(
+            "send_event",
+            json!({"chat_id": chat_id, "event": message("visible?")}),
+        )
+        .await;
+    assert_eq!(
+        r["payload"]["error"]["type"], "validation",
+        "a supervisor cannot write to the customer: {r}"
+    );
+    let r = bob.request("send_event", json!({"chat_id": chat_id, "event": {"type": "message", "text": "psst", "visibility": "agents"}})).await;
+    assert_eq!(r["success"], true);
+    assert_eq!(
+        alice.push("incoming_event").await["payload"]["event"]["text"],
+        "psst"
+    );
+    let view = cust.request("get_chat", json!({"chat_id": chat_id})).await;
+    assert!(
+        !view["payload"]["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["id"] == "bob@acme.test"),
+        "{view}"
+    );
+    // Errors.
+    for (body, kind) in [
+        (
+            json!({"chat_id": chat_id, "user_id": "bob@acme.test", "user_type": "agent", "visibility": "all"}),
+            "validation",
+        ),
+        (
+            json!({"chat_id": chat_id, "user_id": "ghost@acme.test", "user_type": "agent", "visibility": "all"}),
+            "not_found",
+        ),
+        (
+            json!({"chat_id": chat_id, "user_id": "x", "user_type": "bot", "visibility": "all"}),
+            "validation",
+        ),
+        (
+            json!({"chat_id": chat_id, "user_id": "bob@acme.test", "user_type": "agent"}),
+            "validation",
+        ),
+    ] {
+        let r = alice.request("add_user_to_chat", body.clone()).await;
+        assert_eq!(r["payload"]["error"]["type"], kind, "{body}: {r}");
+    }
+    let r = alice
+        .request(
+            "remove_user_from_chat",
+            json!({"chat_id": chat_id, "user_id": "x", "user_type": "customer"}),
+        )
+        .await;
+    assert_eq!(
+        r["payload"]["error"]["type"], "validation",
+        "customers cannot be removed"
+    );
+    let r = alice
+        .request(
+            "remove_user_from_chat",
+            json!({"chat_id": chat_id, "user_id": "bob@acme.test", "user_type": "agent"}),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    assert_eq!(
+        bob.push("user_removed_from_chat").await["payload"]["user_id"],
+        "bob@acme.test"
+    );
+    cust.push("user_removed_from_chat").await;
+    let r = bob.request("send_event", json!({"chat_id": chat_id, "event": {"type": "message", "text": "x", "visibility": "agents"}})).await;
+    assert_eq!(r["success"], true, "still a user, just not present");
+}
+
+#[tokio::test]
+async fn seen_markers_typing_and_sneak_peeks() {
+    let s = TestServer::start().await;
+    let (mut alice, mut cust, chat_id) = chat_with_alice(&s).await;
+    let r = cust
+        .request(
+            "mark_events_as_seen",
+            json!({"chat_id": chat_id, "seen_up_to": "2030-01-02T03:04:05.123456Z"}),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let p = alice.push("events_marked_as_seen").await;
+    assert_eq!(p["payload"]["seen_up_to"], "2030-01-02T03:04:05.123456Z");
+    // The marker never moves back.
+    cust.request(
+        "mark_events_as_seen",
+        json!({"chat_id": chat_id, "seen_up_to": "2020-01-01T00:00:00+01:00"}),
+    )
+    .await;
+    assert_eq!(
+        alice.push("events_marked_as_seen").await["payload"]["seen_up_to"],
+        "2030-01-02T03:04:05.123456Z"
+    );
+    let r = cust
+        .request(
+            "mark_events_as_seen",
+            json!({"chat_id": chat_id, "seen_up_to": "yesterday"}),
+        )
+        .await;
+    assert_eq!(r["payload"]["error"]["type"], "validation");
+    // Typing both ways; the sneak peek only to agents; agents-only typing hidden.
+    cust.request(
+        "send_typing_indicator",
+        json!({"chat_id": chat_id, "is_typing": true}),
+    )
+    .await;
+    let t = alice.push("incoming_typing_indicator").await;
+    assert_eq!(t["payload"]["typing_indicator"]["is_typing"], true);
+    assert!(t["payload"]["typing_indicator"]["timestamp"].is_i64());
+    cust.request(
+        "send_sneak_peek",
+        json!({"chat_id": chat_id, "sneak_peek_text": "I was wonder"}),
+    )
+    .await;
+    assert_eq!(
+        alice.push("incoming_sneak_peek").await["payload"]["sneak_peek"]["text"],
+        "I was wonder"
+    );
+    cust.no_push("incoming_sneak_peek", QUIET).await;
+    alice
+        .request(
+            "send_typing_indicator",
+            json!({"chat_id": chat_id, "is_typing": true}),
+        )
+        .await;
+    assert_eq!(
+        cust.push("incoming_typing_indicator").await["payload"]["typing_indicator"]["author_id"],
+        "alice@acme.test"
+    );
+    alice
+        .request(
+            "send_typing_indicator",
+            json!({"chat_id": chat_id, "is_typing": true, "visibility": "agents"}),
+        )
+        .await;
+    cust.no_push("incoming_typing_indicator", QUIET).await;
+    alice.no_push("incoming_typing_indicator", QUIET).await;
+}
+
+#[tokio::test]
+async fn multicast_reaches_the_chosen_agents_only() {
+    let s = TestServer::start().await;
+    let mut alice = s.login("alice-pat-1").await;
+    let mut bob = s.login("bob-pat-1").await;
+    let mut carol = s.login("carol-pat-1").await;
+    let r = alice.request("multicast", json!({"recipients": {"agents": {"groups": [1]}}, "content": {"note": "sales meeting"}, "type": "info"})).await;
+    assert_eq!(r["success"], true, "{r}");
+    let m = carol.push("incoming_multicast").await;
+    assert_eq!(
+        m["payload"],
+        json!({"author_id": "alice@acme.test", "content": {"note": "sales meeting"}, "type": "info"})
+    );
+    alice.push("incoming_multicast").await; // alice is in group 1 too
+    bob.no_push("incoming_multicast", QUIET).await;
+    alice
+        .request(
+            "multicast",
+            json!({"recipients": {"agents": {"ids": ["bob@acme.test"]}}, "content": "hi"}),
+        )
+        .await;
+    assert_eq!(
+        bob.push("incoming_multicast").await["payload"]["content"],
+        "hi"
+    );
+    let r = alice
+        .request("multicast", json!({"recipients": {}, "content": 1}))
+        .await;
+    assert_eq!(r["payload"]["error"]["type"], "validation");
+    let mut eve = s.login("eve-pat-1").await;
+    alice
+        .request(
+            "multicast",
+            json!({"recipients": {"agents": {"all": true}}, "content": "all"}),
+        )
+        .await;
+    eve.no_push("incoming_multicast", QUIET).await;
+}
+
+#[tokio::test]
+async fn rich_message_postbacks_are_stored_and_pushed() {
+    let s = TestServer::start().await;
+    let (mut alice, mut cust, chat_id) = chat_with_alice(&s).await;
+    let r = alice
+        .request(
+            "send_event",
+            json!({"chat_id": chat_id, "event": {"type": "rich_message", "template_id": "quick_replies",
+                   "elements": [{"title": "Happy?", "buttons": [{"text": "Yes", "postback_id": "yes", "user_ids": []}]}]}}),
+        )
+        .await;
+    let event_id = r["payload"]["event_id"].as_str().unwrap().to_owned();
+    let thread_id = cust.push("incoming_event").await["payload"]["thread_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = cust
+        .request("send_rich_message_postback", json!({"chat_id": chat_id, "thread_id": thread_id, "event_id": event_id, "postback": {"id": "yes", "toggled": true}}))
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let p = alice.push("incoming_rich_message_postback").await;
+    assert_eq!(
+        p["payload"]["postback"],
+        json!({"id": "yes", "toggled": true})
+    );
+    let updated = alice.push("event_updated").await;
+    let cust_id = p["payload"]["user_id"].clone();
+    assert_eq!(
+        updated["payload"]["event"]["elements"][0]["buttons"][0]["user_ids"],
+        json!([cust_id])
+    );
+    let r = cust
+        .request("send_rich_message_postback", json!({"chat_id": chat_id, "thread_id": thread_id, "event_id": event_id, "postback": {"id": "nope", "toggled": true}}))
+        .await;
+    assert_eq!(r["payload"]["error"]["type"], "not_found");
+    let r = cust
+        .request("send_rich_message_postback", json!({"chat_id": chat_id, "thread_id": thread_id, "event_id": format!("{thread_id}_1"), "postback": {"id": "yes", "toggled": true}}))
+        .await;
+    assert_eq!(
+        r["payload"]["error"]["type"], "validation",
+        "not a rich message: {r}"
+    );
+}
+
+#[tokio::test]
+async fn threads_and_rerouting_when_an_agent_drops() {
+    let s = TestServer::start().await;
+    let (mut alice, mut cust, chat_id) = chat_with_alice(&s).await;
+    alice
+        .request("deactivate_chat", json!({"id": chat_id}))
+        .await;
+    cust.push("chat_deactivated").await;
+    let r = cust
+        .request(
+            "resume_chat",
+            json!({"chat": {"id": chat_id, "thread": {"events": [message("me again")]}}}),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    alice.push("incoming_chat").await;
+    let threads = alice
+        .request("list_threads", json!({"chat_id": chat_id}))
+        .await;
+    assert_eq!(threads["payload"]["found_threads"], 2);
+    let list = threads["payload"]["threads"].as_array().unwrap();
+    assert_eq!(list[0]["active"], true, "newest first");
+    assert_eq!(list[0]["events"][0]["text"], "me again");
+    assert_eq!(list[1]["events"][0]["text"], "hello");
+    assert_eq!(list[1]["next_thread_id"], list[0]["id"]);
+    let older = alice
+        .request(
+            "get_chat",
+            json!({"chat_id": chat_id, "thread_id": list[1]["id"]}),
+        )
+        .await;
+    assert_eq!(
+        older["payload"]["thread"]["events"][0]["text"], "hello",
+        "older threads come from the store"
+    );
+    // Alice's connection drops; Bob is accepting: the chat moves to him.
+    let mut bob = s.login("bob-pat-1").await;
+    drop(alice);
+    let p = bob.push("incoming_chat").await;
+    assert_eq!(p["payload"]["chat"]["id"], chat_id);
+    let users = p["payload"]["chat"]["users"].as_array().unwrap();
+    assert!(
+        users
+            .iter()
+            .any(|u| u["id"] == "bob@acme.test" && u["present"] == true),
+        "{p}"
+    );
+    let t = cust.push("chat_transferred").await;
+    assert_eq!(t["payload"]["reason"], "assigned");
+    assert_eq!(
+        t["payload"]["transferred_to"]["agent_ids"],
+        json!(["bob@acme.test"])
+    );
+    // Bob leaves too: nobody else accepts, so the chat waits in the queue.
+    let r = bob.request("logout", json!({})).await;
+    assert_eq!(r["success"], true);
+    let t = cust.push("chat_transferred").await;
+    assert_eq!(t["payload"]["reason"], "unassigned");
+    assert_eq!(t["payload"]["queue"]["position"], 1);
+    // The next agent to log in takes it.
+    let mut alice = s.rtm().await;
+    let r = alice
+        .request("login", json!({"token": "Bearer alice-pat-1"}))
+        .await;
+    let ids: Vec<&str> = r["payload"]["chats_summary"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![chat_id.as_str()]);
+}
