@@ -2,6 +2,7 @@
 //! protocol types and serializes back to the same JSON, and the error and
 //! disconnect-reason tables match the code.
 
+use chatgate_protocol::chats::*;
 use chatgate_protocol::methods::*;
 use chatgate_protocol::pushes::{AgentDisconnected, RoutingStatusSet};
 use chatgate_protocol::{DisconnectReason, ErrorEnvelope, ErrorType, RequestFrame};
@@ -64,6 +65,10 @@ fn request_payload(action: &str, p: &Value) {
         "list_routing_statuses" => typed::<ListRoutingStatusesRequest>(action, p),
         "set_away_status" => typed::<SetAwayStatusRequest>(action, p),
         "logout" | "ping" => empty_object(action, p),
+        "start_chat" | "resume_chat" => typed::<StartChatRequest>(action, p),
+        "send_event" => typed::<SendEventRequest>(action, p),
+        "deactivate_chat" => typed::<DeactivateChatRequest>(action, p),
+        "transfer_chat" => typed::<TransferChatRequest>(action, p),
         other => panic!("the docs test has no request type for `{other}`: add it"),
     }
 }
@@ -73,6 +78,8 @@ fn response_payload(action: &str, p: &Value) {
         "login" => typed::<LoginResponse>(action, p),
         "list_routing_statuses" => typed::<Vec<RoutingStatusEntry>>(action, p),
         "set_routing_status" | "set_away_status" | "logout" | "ping" => empty_object(action, p),
+        "start_chat" | "resume_chat" => typed::<StartChatResponse>(action, p),
+        "send_event" => typed::<SendEventResponse>(action, p),
         other => panic!("the docs test has no response type for `{other}`: add it"),
     }
 }
@@ -81,6 +88,13 @@ fn push_payload(action: &str, p: &Value) {
     match action {
         "routing_status_set" => typed::<RoutingStatusSet>(action, p),
         "agent_disconnected" => typed::<AgentDisconnected>(action, p),
+        "incoming_chat" => typed::<IncomingChat>(action, p),
+        "incoming_event" => typed::<IncomingEvent>(action, p),
+        "chat_deactivated" => typed::<ChatDeactivated>(action, p),
+        "chat_transferred" => typed::<ChatTransferred>(action, p),
+        "chat_access_updated" => typed::<ChatAccessUpdated>(action, p),
+        "queue_positions_updated" => typed::<Vec<QueuePositionEntry>>(action, p),
+        "queue_position_updated" => typed::<QueuePositionEntry>(action, p),
         other => panic!("the docs test has no push type for `{other}`: add it"),
     }
 }
@@ -98,7 +112,8 @@ fn every_tagged_example_parses_through_the_protocol_types() {
                 let frame: RequestFrame =
                     serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
                 assert!(
-                    chatgate_protocol::methods::agent_method(&frame.action).is_some(),
+                    chatgate_protocol::methods::agent_method(&frame.action).is_some()
+                        || chatgate_protocol::methods::customer_method(&frame.action).is_some(),
                     "{what}: unknown action"
                 );
                 request_payload(
