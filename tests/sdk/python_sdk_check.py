@@ -19,8 +19,11 @@ import tempfile
 import time
 import traceback
 
+import httpx
 from livechat.agent.rtm.base import AgentRTM
 from livechat.agent.web.base import AgentWeb
+from livechat.customer.rtm.base import CustomerRTM
+from livechat.customer.web.base import CustomerWeb
 
 PROVISION = """
 [[organization]]
@@ -177,6 +180,79 @@ def run_checks(base_url):
     check("RTM not_found and authorization errors", rtm_errors)
     check("Web list/set routing status and a bad token", web_calls)
     check("RTM connection stays open with the SDK's pings", rtm_keepalive_with_sdk_pings)
+
+    def wait_push(client, action, pred=lambda p: True, timeout=5):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for m in list(client.ws.messages):
+                if m.get("type") == "push" and m.get("action") == action and pred(m["payload"]):
+                    return m
+            time.sleep(0.05)
+        raise AssertionError(f"no {action} push; got {[m.get('action') for m in client.ws.messages]}")
+
+    chat = {}
+
+    def customer_starts_a_chat_routed_to_the_agent():
+        assert alice.set_routing_status(status="accepting_chats").success
+        assert bob.set_routing_status(status="not_accepting_chats").success
+        token = httpx.post(f"https://{base_url}/customer/token", json={"organization_id": "acme"}, verify=False).json()
+        chat["token"] = token["access_token"]
+        cust = CustomerRTM.get_client(version="3.5", base_url=base_url, organization_id="acme")
+        cust.open_connection()
+        chat["cust"] = cust
+        r = cust.login(token=f"Bearer {token['access_token']}")
+        assert r.success, r.payload
+        assert r.payload["customer"]["id"] == token["entity_id"], r.payload
+        r = cust.start_chat(chat={"thread": {"events": [{"type": "message", "text": "Hi from the SDK"}]}})
+        assert r.success, r.payload
+        chat["id"] = r.payload["chat_id"]
+        # The push with the request's id, which the vendor's customer SDK waits for.
+        own = wait_push(cust, "incoming_chat", lambda p: p["chat"]["id"] == chat["id"])
+        assert own.get("request_id") == r.request_id, own
+        p = wait_push(alice, "incoming_chat", lambda p: p["chat"]["id"] == chat["id"])
+        users = {u["id"]: u["present"] for u in p["payload"]["chat"]["users"]}
+        assert users.get("alice@acme.test") is True, users
+
+    def messages_both_ways():
+        cust = chat["cust"]
+        r = alice.send_event(chat_id=chat["id"], event={"type": "message", "text": "Hello from Alice", "visibility": "all"})
+        assert r.success, r.payload
+        wait_push(cust, "incoming_event", lambda p: p["event"].get("text") == "Hello from Alice")
+        r = cust.send_event(chat_id=chat["id"], event={"type": "message", "text": "Thanks!"})
+        assert r.success, r.payload
+        wait_push(alice, "incoming_event", lambda p: p["event"].get("text") == "Thanks!")
+
+    def transfer_to_a_second_agent():
+        assert bob.set_routing_status(status="accepting_chats").success
+        r = alice.transfer_chat(id=chat["id"], target={"type": "agent", "ids": ["bob@acme.test"]})
+        assert r.success, r.payload
+        wait_push(bob, "incoming_chat", lambda p: p["chat"]["id"] == chat["id"])
+        t = wait_push(chat["cust"], "chat_transferred", lambda p: p["chat_id"] == chat["id"])
+        assert t["payload"]["transferred_to"]["agent_ids"] == ["bob@acme.test"], t
+        r = bob.send_event(chat_id=chat["id"], event={"type": "message", "text": "Bob here", "visibility": "all"})
+        assert r.success, r.payload
+        wait_push(chat["cust"], "incoming_event", lambda p: p["event"].get("text") == "Bob here")
+
+    def deactivate_and_read_over_web():
+        r = bob.deactivate_chat(id=chat["id"])
+        assert r.success, r.payload
+        wait_push(chat["cust"], "chat_deactivated", lambda p: p["chat_id"] == chat["id"])
+        web = CustomerWeb.get_client(access_token=f"Bearer {chat['token']}", version="3.5", base_url=base_url,
+                                     organization_id="acme", verify=False)
+        r = web.get_chat(chat_id=chat["id"])
+        assert r.status_code == 200, r.text
+        texts = [e.get("text") for e in r.json()["thread"]["events"]]
+        assert texts == ["Hi from the SDK", "Hello from Alice", "Thanks!", "Bob here"], texts
+        assert r.json()["thread"]["active"] is False
+        agent_web = AgentWeb.get_client(access_token="Bearer alice-pat-1", version="3.5", base_url=base_url, verify=False)
+        r = agent_web.list_chats()
+        assert r.status_code == 200 and r.json()["found_chats"] == 1, r.text
+        chat["cust"].close_connection()
+
+    check("customer (SDK) starts a chat routed to the agent (SDK)", customer_starts_a_chat_routed_to_the_agent)
+    check("messages both ways", messages_both_ways)
+    check("transfer to a second agent", transfer_to_a_second_agent)
+    check("deactivate, then read the chat over the customer and agent Web APIs", deactivate_and_read_over_web)
     alice.close_connection()
     bob.close_connection()
 
