@@ -181,6 +181,14 @@ fn online_groups(state: &OrgState) -> Vec<u32> {
         .collect()
 }
 
+/// `customer_groups` of the dynamic configuration: the group the customer is
+/// monitored in (the login's `group_id`, default 0).
+fn monitoring_group(group: u32) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("monitoring".into(), json!({ "id": group }));
+    m
+}
+
 fn apply_fields(c: &mut CustomerState, f: &CustomerFields) -> Result<(), ErrorBody> {
     if let Some(fields) = &f.session_fields
         && fields.len() > 100
@@ -252,6 +260,10 @@ pub(crate) async fn customer_login(
             .iter()
             .map(|id| CustomerChatRef {
                 chat_id: id.clone(),
+                has_active_thread: state
+                    .chats
+                    .get(id)
+                    .is_some_and(|c| c.active_thread().is_some()),
                 has_unread_events: false,
             })
             .collect();
@@ -267,7 +279,7 @@ pub(crate) async fn customer_login(
             chats,
             dynamic_config: DynamicConfig {
                 online_groups_ids,
-                customer_groups: Default::default(),
+                customer_groups: monitoring_group(req.group_id.unwrap_or(0)),
             },
         };
         (commit(reservation, ops, Vec::new()), response)
@@ -859,14 +871,16 @@ pub(crate) async fn list_chats(
         }
         let found = chats.len() as u64;
         let viewer = (!for_customer).then(|| caller.actor.id());
-        let summaries: Vec<_> = chats
-            .into_iter()
-            .take(limit as usize)
-            .map(|c| summary(&state, c, for_customer, viewer, now))
-            .collect();
+        let page = chats.into_iter().take(limit as usize);
         let body = if for_customer {
+            let summaries: Vec<_> = page
+                .map(|c| crate::chats::customer_summary(&state, c))
+                .collect();
             json!({"chats_summary": summaries, "total_chats": found})
         } else {
+            let summaries: Vec<_> = page
+                .map(|c| summary(&state, c, for_customer, viewer, now))
+                .collect();
             serde_json::to_value(ListChatsResponse {
                 chats_summary: summaries,
                 found_chats: found,

@@ -566,6 +566,39 @@ pub(crate) fn summary(
     }
 }
 
+/// A chat summary in the Customer Chat API's shape.
+pub(crate) fn customer_summary(
+    state: &OrgState,
+    chat: &ChatState,
+) -> chatgate_protocol::chats::CustomerChatSummary {
+    let last = chat.threads.last();
+    let mut last_event_per_type = BTreeMap::new();
+    if let Some(t) = last {
+        for e in chat.events.iter().filter(|e| visible_to_customer(e)) {
+            last_event_per_type.insert(
+                event_kind(e),
+                LastEvent {
+                    thread_id: t.id.clone(),
+                    thread_created_at: rfc3339(t.created_at_us),
+                    event: serde_json::to_value(e).expect("events serialize"),
+                },
+            );
+        }
+    }
+    chatgate_protocol::chats::CustomerChatSummary {
+        id: chat.id.clone(),
+        active: chat.active_thread().is_some(),
+        last_thread_id: last.map(|t| t.id.clone()),
+        last_thread_created_at: last.map(|t| rfc3339(t.created_at_us)),
+        last_event_per_type,
+        users: wire_users(state, chat, true),
+        access: Some(Access {
+            group_ids: chat.access.clone(),
+        }),
+        properties: Some(chat.properties.clone()),
+    }
+}
+
 /// `incoming_chat` to the chat's key audience; the requester's copy carries
 /// its `request_id`.
 pub(crate) fn incoming_chat_pushes(

@@ -94,7 +94,27 @@ pub struct CustomerLoginRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CustomerChatRef {
     pub chat_id: String,
+    pub has_active_thread: bool,
     pub has_unread_events: bool,
+}
+
+/// A chat summary as the Customer Chat API lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomerChatSummary {
+    pub id: String,
+    pub active: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_thread_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_thread_created_at: Option<String>,
+    #[serde(default)]
+    pub last_event_per_type: BTreeMap<String, crate::data::LastEvent>,
+    #[serde(default)]
+    pub users: Vec<crate::data::User>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Access>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<Properties>,
 }
 
 /// Customer `login` response.
@@ -107,7 +127,9 @@ pub struct CustomerLoginResponse {
     pub dynamic_config: DynamicConfig,
 }
 
-/// The dynamic configuration the customer SDK reads at login.
+/// The dynamic configuration the customer SDK reads at login: it decides
+/// the customer's availability from whether `customer_groups.monitoring.id`
+/// is among `online_groups_ids`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DynamicConfig {
     pub online_groups_ids: Vec<u32>,

@@ -93,6 +93,7 @@ pub const CUSTOMER_PUSHES_V3_5: &[&str] = &[
     "event_properties_updated",
     "event_properties_deleted",
     "customer_updated",
+    "customer_page_updated",
     "customer_side_storage_updated",
     "customer_disconnected",
     "groups_status_updated",

@@ -84,9 +84,9 @@ async fn bad_credentials_leave_the_session_unauthenticated() {
             "customer_monitoring_level",
         ),
         (
-            json!({"token": "Bearer alice-pat-1", "pushes": {"3.5": ["nope"]}}),
+            json!({"token": "Bearer alice-pat-1", "pushes": {"2.0": ["all"]}}),
             "validation",
-            "unknown push",
+            "unsupported API version",
         ),
         (
             json!({"token": "Bearer dave-pat-1"}),
