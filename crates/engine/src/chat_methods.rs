@@ -55,6 +55,8 @@ pub(crate) struct ChatCaller {
     pub org: Arc<Org>,
     pub actor: Actor,
     pub cause: Option<Cause>,
+    /// The request's version (payload formats and filters differ).
+    pub version: chatgate_protocol::Version,
 }
 
 pub(crate) fn not_found(what: &str, id: &str) -> ErrorBody {
@@ -826,11 +828,17 @@ pub(crate) async fn list_chats(
         }
     };
     let filters = req.filters.unwrap_or(Value::Null);
+    // 3.5 filters with `include_active`; 3.6 replaced it with `active`.
+    let v36 = caller.version >= chatgate_protocol::Version::V3_6;
     let include_active = filters
         .get("include_active")
+        .filter(|_| !v36)
         .and_then(Value::as_bool)
         .unwrap_or(true);
-    let only_active = filters.get("active").and_then(Value::as_bool);
+    let only_active = filters
+        .get("active")
+        .filter(|_| v36)
+        .and_then(Value::as_bool);
     let group_ids: Option<Vec<u32>> = match filters.get("group_ids") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
@@ -956,6 +964,53 @@ pub(crate) async fn update_customer(
         apply_fields(c, &req)?;
         let op = Op::UpsertCustomer(c.record(&caller.org.org.id));
         commit(reservation, vec![op], Vec::new())
+    };
+    pending.wait().await?;
+    Ok(Reply::ok(json!({})))
+}
+
+/// `update_customer_page` (customer side): agents who can see one of the
+/// customer's active chats get `customer_page_updated`. The page is not
+/// stored (visits are tracked with the customer-monitoring work).
+pub(crate) async fn update_customer_page(
+    engine: &Engine,
+    caller: &ChatCaller,
+    req: CustomerPageRequest,
+) -> Result<Reply, ErrorBody> {
+    if req.url.is_empty() || req.url.len() > 2048 {
+        return Err(validation("`url` must be 1-2048 characters"));
+    }
+    let pending = {
+        let state = caller.org.lock();
+        let me = caller.actor.id();
+        let customer = state
+            .customers
+            .get(me)
+            .ok_or_else(|| not_found("customer", me))?;
+        let mut to: Vec<Arc<Connection>> = Vec::new();
+        for chat in customer.chat_ids.iter().filter_map(|c| state.chats.get(c)) {
+            if chat.active_thread().is_none() {
+                continue;
+            }
+            for c in recipients(&state, chat, Audience::Everyone) {
+                if c.side() == Side::Agent && !to.iter().any(|t| t.id() == c.id()) {
+                    to.push(c);
+                }
+            }
+        }
+        let push = Outgoing::new(
+            "customer_page_updated",
+            CustomerPageUpdated {
+                customer_id: me.to_owned(),
+                visit_id: 1,
+                opened_at: crate::chats::rfc3339(now_us()),
+                url: req.url,
+                title: req.title,
+            },
+            to,
+            None,
+        );
+        crate::push::submit(&engine.inner.store, Vec::new(), vec![push])?
     };
     pending.wait().await?;
     Ok(Reply::ok(json!({})))

@@ -10,7 +10,9 @@ use crate::push::Cause;
 use crate::state::Org;
 use crate::{Engine, status};
 use chatgate_domain::AgentKind;
-use chatgate_protocol::chats::{SendSneakPeekRequest, SendTypingIndicatorRequest};
+use chatgate_protocol::chats::{
+    CustomerFields, SendSneakPeekRequest, SendTypingIndicatorRequest, SessionFieldsRequest,
+};
 use chatgate_protocol::methods::{Transports, agent_method, customer_method};
 use chatgate_protocol::{ErrorBody, ErrorType, Version};
 use serde::de::DeserializeOwned;
@@ -164,10 +166,12 @@ impl Engine {
 
     async fn agent_method(&self, req: Request) -> Result<Reply, ErrorBody> {
         let caller = self.caller(&req)?;
+        let version = req.version;
         let chat_caller = || ChatCaller {
             org: caller.org.clone(),
             actor: Actor::Agent(caller.agent.clone()),
             cause: caller.cause.clone(),
+            version,
         };
         match req.action.as_str() {
             "set_routing_status" => {
@@ -254,6 +258,18 @@ impl Engine {
                 chat_methods::update_customer(self, &caller, parse(req.payload)?).await
             }
             "list_group_statuses" => chat_methods::list_group_statuses(&caller, req.payload),
+            "set_customer_session_fields" => {
+                let fields = CustomerFields {
+                    session_fields: Some(
+                        parse::<SessionFieldsRequest>(req.payload)?.session_fields,
+                    ),
+                    ..CustomerFields::default()
+                };
+                chat_methods::update_customer(self, &caller, fields).await
+            }
+            "update_customer_page" => {
+                chat_methods::update_customer_page(self, &caller, parse(req.payload)?).await
+            }
             "list_threads" => chat_more::list_threads(self, &caller, parse(req.payload)?).await,
             "mark_events_as_seen" => {
                 chat_more::mark_events_as_seen(self, &caller, parse(req.payload)?).await
@@ -323,6 +339,7 @@ impl Engine {
             org,
             actor: Actor::Customer(customer),
             cause: cause_of(req),
+            version: req.version,
         })
     }
 

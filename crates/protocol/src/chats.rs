@@ -548,3 +548,28 @@ pub struct ListThreadsResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_page_id: Option<String>,
 }
+
+/// `set_customer_session_fields` request (customer).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionFieldsRequest {
+    pub session_fields: Vec<BTreeMap<String, String>>,
+}
+
+/// `update_customer_page` request (customer, RTM).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomerPageRequest {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// `customer_page_updated` (agents).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomerPageUpdated {
+    pub customer_id: String,
+    pub visit_id: u64,
+    pub opened_at: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}

@@ -668,3 +668,67 @@ async fn customer_tokens_and_isolation() {
         (404, Some("not_found"))
     );
 }
+
+#[tokio::test]
+async fn a_restart_keeps_the_queue_and_seen_markers() {
+    let mut s = TestServer::start().await;
+    // Nobody is online: a continuous chat waits in the queue.
+    let (token, _) = s.customer_token("acme", None).await;
+    let (code, r) = s
+        .customer_web(
+            "acme",
+            "start_chat",
+            &token,
+            json!({"continuous": true, "chat": {"thread": {"events": [message("anyone?")]}}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{r}");
+    let chat_id = r["chat_id"].as_str().unwrap().to_owned();
+    let (code, _) = s
+        .customer_web(
+            "acme",
+            "mark_events_as_seen",
+            &token,
+            json!({"chat_id": chat_id, "seen_up_to": "2031-05-06T07:08:09.000001Z"}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    s.stop().await;
+    let mut cfg = config(s.dir.path());
+    cfg.provision = None;
+    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
+    let s2 = TestServer::start_with(dir, cfg).await;
+    let (_, chat) = s2
+        .customer_web("acme", "get_chat", &token, json!({"chat_id": chat_id}))
+        .await;
+    assert_eq!(
+        chat["thread"]["queue"]["position"], 1,
+        "still queued: {chat}"
+    );
+    let me = chat["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["type"] == "customer")
+        .unwrap()
+        .clone();
+    assert_eq!(me["events_seen_up_to"], "2031-05-06T07:08:09.000001Z");
+    // The first agent to log in after the restart takes it.
+    let mut alice = s2.rtm().await;
+    let r = alice
+        .request("login", json!({"token": "Bearer alice-pat-1"}))
+        .await;
+    let summary = &r["payload"]["chats_summary"][0];
+    assert_eq!(summary["id"], chat_id.as_str());
+    let users = summary["users"].as_array().unwrap();
+    assert!(
+        users
+            .iter()
+            .any(|u| u["id"] == "alice@acme.test" && u["present"] == true),
+        "{summary}"
+    );
+    assert!(
+        summary["last_thread_summary"]["queue"].is_null(),
+        "no longer queued: {summary}"
+    );
+}

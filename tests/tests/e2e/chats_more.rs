@@ -608,3 +608,117 @@ async fn threads_and_rerouting_when_an_agent_drops() {
         .collect();
     assert_eq!(ids, vec![chat_id.as_str()]);
 }
+
+#[tokio::test]
+async fn customer_session_fields_and_page_updates() {
+    let s = TestServer::start().await;
+    let (mut alice, mut cust, _chat_id) = chat_with_alice(&s).await;
+    let r = cust
+        .request(
+            "set_customer_session_fields",
+            json!({"session_fields": [{"plan": "gold"}, {"order": "42"}]}),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let me = cust.request("get_customer", json!({})).await;
+    assert_eq!(
+        me["payload"]["session_fields"],
+        json!([{"plan": "gold"}, {"order": "42"}])
+    );
+    let r = cust
+        .request(
+            "update_customer_page",
+            json!({"url": "https://shop.example/cart", "title": "Cart"}),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let p = alice.push("customer_page_updated").await;
+    assert_eq!(p["payload"]["url"], "https://shop.example/cart");
+    assert_eq!(p["payload"]["customer_id"], me["payload"]["id"]);
+    let r = cust
+        .request("update_customer_page", json!({"url": ""}))
+        .await;
+    assert_eq!(r["payload"]["error"]["type"], "validation");
+    let (token, _) = s.customer_token("acme", None).await;
+    let (code, _) = s
+        .customer_web(
+            "acme",
+            "update_customer_page",
+            &token,
+            json!({"url": "https://x"}),
+        )
+        .await;
+    assert_eq!(code, 400, "RTM only");
+}
+
+#[tokio::test]
+async fn chat_pushes_follow_commit_order_with_no_gaps() {
+    let s = TestServer::start().await;
+    let (_alice, _cust, chat_id) = chat_with_alice(&s).await;
+    let mut bob = s.login("bob-pat-1").await;
+    let r = bob.request("follow_chat", json!({"id": chat_id})).await;
+    assert_eq!(r["success"], true);
+    bob.push("incoming_chat").await;
+    // 40 concurrent writers over the Web API.
+    let server = &s;
+    let sends = (0..40).map(|i| {
+        let body = json!({"chat_id": chat_id, "event": message(&format!("m{i}"))});
+        async move {
+            server
+                .web("send_event", Some("Bearer alice-pat-1"), body)
+                .await
+        }
+    });
+    let results = futures_util::future::join_all(sends).await;
+    assert!(results.iter().all(|(code, _)| *code == 200), "{results:?}");
+    let mut numbers = Vec::new();
+    for _ in 0..40 {
+        let p = bob.push("incoming_event").await;
+        let id = p["payload"]["event"]["id"].as_str().unwrap().to_owned();
+        numbers.push(id.rsplit('_').next().unwrap().parse::<u32>().unwrap());
+    }
+    // The chat's first event is the customer's greeting (_1).
+    assert_eq!(
+        numbers,
+        (2..=41).collect::<Vec<_>>(),
+        "commit order, no gaps, no duplicates"
+    );
+    bob.no_push("incoming_event", QUIET).await;
+}
+
+#[tokio::test]
+async fn list_chats_filters_by_version() {
+    let s = TestServer::start().await;
+    let (mut alice, _cust, chat_id) = chat_with_alice(&s).await;
+    let (_other, _) = {
+        let (mut c, id) = s.customer("acme").await;
+        let r = c.request("start_chat", json!({})).await;
+        let other = r["payload"]["chat_id"].as_str().unwrap().to_owned();
+        alice.push("incoming_chat").await;
+        alice.request("deactivate_chat", json!({"id": other})).await;
+        (c, id)
+    };
+    let ids = |r: &Value| -> Vec<String> {
+        r["payload"]["chats_summary"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // 3.5: include_active=false leaves only inactive chats; `active` is not a 3.5 filter.
+    let r = alice
+        .request("list_chats", json!({"filters": {"include_active": false}}))
+        .await;
+    assert!(!ids(&r).contains(&chat_id), "{r}");
+    assert_eq!(ids(&r).len(), 1);
+    let r = alice
+        .request("list_chats", json!({"filters": {"active": true}}))
+        .await;
+    assert_eq!(ids(&r).len(), 2, "ignored in 3.5");
+    // 3.6: `active` replaces include_active.
+    let r = alice.request_frame(json!({"action": "list_chats", "version": "3.6", "payload": {"filters": {"active": true}}})).await;
+    assert_eq!(ids(&r), vec![chat_id.clone()]);
+    let r = alice.request_frame(json!({"action": "list_chats", "version": "3.6", "payload": {"filters": {"include_active": false}}})).await;
+    assert_eq!(ids(&r).len(), 2, "include_active is not a 3.6 filter");
+}
