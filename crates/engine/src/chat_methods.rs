@@ -11,8 +11,9 @@ use crate::Engine;
 use crate::auth::{authenticate, hash_secret, now_secs};
 use crate::chats::{
     Audience, ChatState, ChatUser, CustomerState, Routed, ThreadState, UserKind, append_event,
-    can_read, close_thread, drain_queue, incoming_chat_pushes, now_us, queue_pushes, random_id,
-    recipients, route_chat, summary, validate_event, visible_to_customer, wire_chat, wire_thread,
+    can_read, close_thread, drain_queue, incoming_chat_pushes, load_thread_events, now_us,
+    queue_pushes, random_id, recipients, route_chat, summary, validate_event, visible_to_customer,
+    wire_chat, wire_thread,
 };
 use crate::connection::{Connection, LoginState, Side, Subscriptions};
 use crate::dispatch::{Reply, parse};
@@ -21,7 +22,7 @@ use crate::push::{Cause, Outgoing, commit, reserve};
 use crate::state::{Org, OrgState, TokenEntry};
 use chatgate_domain::{OrgId, RoutingStatus};
 use chatgate_protocol::chats::*;
-use chatgate_protocol::data::{Event, Visibility};
+use chatgate_protocol::data::Visibility;
 use chatgate_protocol::{ErrorBody, ErrorType};
 use chatgate_store::{Op, TokenKind};
 use serde_json::{Value, json};
@@ -768,18 +769,10 @@ pub(crate) async fn get_chat(
     let older_events = match older {
         Some(index) => {
             let thread_id = req.thread_id.clone().expect("given");
-            let store = engine.inner.store.clone();
-            let org = caller.org.org.id.0.clone();
-            let records =
-                tokio::task::spawn_blocking(move || store.thread_events(&org, &thread_id))
-                    .await
-                    .map_err(crate::error::internal)?
-                    .map_err(crate::error::internal)?;
-            let mut events = Vec::new();
-            for r in records {
-                events
-                    .push(serde_json::from_str::<Event>(&r.body).map_err(crate::error::internal)?);
-            }
+            let mut loaded =
+                load_thread_events(&engine.inner.store, &caller.org.org.id.0, vec![thread_id])
+                    .await?;
+            let events = loaded.pop().unwrap_or_default();
             Some((index, events))
         }
         None => None,

@@ -6,11 +6,12 @@
 use crate::Engine;
 use crate::chat_methods::{Actor, ChatCaller, not_found, readable};
 use crate::chats::{
-    Audience, ChatUser, UserKind, close_agent, drain_queue, has_group_access, incoming_chat_pushes,
-    now_us, queue_of, recipients, rfc3339, route_chat, wire_thread, wire_users,
+    Audience, ChatUser, UserKind, agent_sessions, close_agent, drain_queue, has_group_access,
+    incoming_chat_pushes, incoming_chat_to_agent, load_thread_events, now_us, queue_of, recipients,
+    rfc3339, route_chat, union, wire_thread, wire_users,
 };
 use crate::dispatch::Reply;
-use crate::error::{err, internal, validation};
+use crate::error::{err, validation};
 use crate::push::{Outgoing, commit, reserve, submit};
 use crate::state::OrgState;
 use chatgate_domain::{OrgId, RoutingStatus};
@@ -20,7 +21,6 @@ use chatgate_protocol::{ErrorBody, ErrorType};
 use chatgate_store::Op;
 use serde_json::json;
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 fn agent_of(caller: &ChatCaller) -> &str {
     match &caller.actor {
@@ -53,14 +53,6 @@ fn require_presence(
         ));
     }
     Ok(())
-}
-
-fn agent_sessions(state: &OrgState, agent: &str) -> Vec<Arc<crate::connection::Connection>> {
-    state
-        .agents
-        .get(agent)
-        .map(|a| a.sessions.iter().map(|s| s.conn.clone()).collect())
-        .unwrap_or_default()
 }
 
 /// `follow_chat`.
@@ -277,12 +269,7 @@ pub(crate) async fn transfer_chat(
                 agent_ids: assigned.iter().cloned().collect(),
             },
         };
-        let mut audience = before;
-        for c in recipients(state, chat, Audience::Everyone) {
-            if !audience.iter().any(|a| a.id() == c.id()) {
-                audience.push(c);
-            }
-        }
+        let audience = union(before, recipients(state, chat, Audience::Everyone));
         pushes.push(Outgoing::new(
             "chat_transferred",
             ChatTransferred {
@@ -326,15 +313,15 @@ pub(crate) async fn transfer_chat(
             ));
         }
         if let Some(new) = &assigned {
-            let mut incoming = incoming_chat_pushes(state, chat, Some(&me), None, now);
-            let theirs = agent_sessions(state, new);
-            for p in &mut incoming {
-                p.recipients
-                    .retain(|c| theirs.iter().any(|t| t.id() == c.id()));
-                p.payload["transferred_from"] =
-                    json!({"group_ids": old_access, "agent_ids": previous});
-            }
-            pushes.extend(incoming.into_iter().filter(|p| !p.recipients.is_empty()));
+            let from = json!({"group_ids": old_access, "agent_ids": previous});
+            pushes.extend(incoming_chat_to_agent(
+                state,
+                chat,
+                new,
+                Some(&me),
+                from,
+                now,
+            ));
         } else {
             pushes.extend(crate::chats::queue_pushes(state, now));
         }
@@ -902,23 +889,7 @@ pub(crate) async fn list_threads(
         (idx, ids, chat.threads.len() as u64)
     };
     // Older threads' events come from the store, outside the lock.
-    let store = engine.inner.store.clone();
-    let org = caller.org.org.id.0.clone();
-    let ids_for_read = ids.clone();
-    let loaded = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<Event>>, String> {
-        let mut out = Vec::new();
-        for id in ids_for_read {
-            let mut events = Vec::new();
-            for r in store.thread_events(&org, &id).map_err(|e| e.to_string())? {
-                events.push(serde_json::from_str(&r.body).map_err(|e| e.to_string())?);
-            }
-            out.push(events);
-        }
-        Ok(out)
-    })
-    .await
-    .map_err(internal)?
-    .map_err(internal)?;
+    let loaded = load_thread_events(&engine.inner.store, &caller.org.org.id.0, ids).await?;
     let now = now_us();
     let (pending, threads) = {
         let state = caller.org.lock();
@@ -980,12 +951,7 @@ pub(crate) fn reroute_offline_agent(
         let (assigned, rops) = route_chat_excluding(state, org, &chat_id, &[agent.to_owned()], now);
         ops.extend(rops);
         let chat = &state.chats[&chat_id];
-        let mut audience = audience_before;
-        for c in recipients(state, chat, Audience::Everyone) {
-            if !audience.iter().any(|a| a.id() == c.id()) {
-                audience.push(c);
-            }
-        }
+        let audience = union(audience_before, recipients(state, chat, Audience::Everyone));
         pushes.push(Outgoing::new(
             "user_removed_from_chat",
             UserRemovedFromChat {
@@ -1024,14 +990,8 @@ pub(crate) fn reroute_offline_agent(
             None,
         ));
         if let Some(new) = &assigned {
-            let mut incoming = incoming_chat_pushes(state, chat, None, None, now);
-            let theirs = agent_sessions(state, new);
-            for p in &mut incoming {
-                p.recipients
-                    .retain(|c| theirs.iter().any(|t| t.id() == c.id()));
-                p.payload["transferred_from"] = json!({"agent_ids": [agent]});
-            }
-            pushes.extend(incoming.into_iter().filter(|p| !p.recipients.is_empty()));
+            let from = json!({"agent_ids": [agent]});
+            pushes.extend(incoming_chat_to_agent(state, chat, new, None, from, now));
         }
     }
     if !pushes.is_empty() {

@@ -599,6 +599,70 @@ pub(crate) fn customer_summary(
     }
 }
 
+/// `a` plus the sessions of `b` not already in it.
+pub(crate) fn union(mut a: Vec<Arc<Connection>>, b: Vec<Arc<Connection>>) -> Vec<Arc<Connection>> {
+    for c in b {
+        if !a.iter().any(|x| x.id() == c.id()) {
+            a.push(c);
+        }
+    }
+    a
+}
+
+/// The live sessions of one agent.
+pub(crate) fn agent_sessions(state: &OrgState, agent: &str) -> Vec<Arc<Connection>> {
+    state
+        .agents
+        .get(agent)
+        .map(|a| a.sessions.iter().map(|s| s.conn.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// `incoming_chat` to the sessions of `agent` only (a chat handed to it by
+/// a transfer or a re-route), carrying `transferred_from`.
+pub(crate) fn incoming_chat_to_agent(
+    state: &OrgState,
+    chat: &ChatState,
+    agent: &str,
+    requester: Option<&str>,
+    transferred_from: serde_json::Value,
+    now: i64,
+) -> Vec<Outgoing> {
+    let theirs = agent_sessions(state, agent);
+    let mut pushes = incoming_chat_pushes(state, chat, requester, None, now);
+    for p in &mut pushes {
+        p.recipients
+            .retain(|c| theirs.iter().any(|t| t.id() == c.id()));
+        p.payload["transferred_from"] = transferred_from.clone();
+    }
+    pushes.retain(|p| !p.recipients.is_empty());
+    pushes
+}
+
+/// Events of the given threads, read from the store off the async threads.
+pub(crate) async fn load_thread_events(
+    store: &Arc<dyn chatgate_store::Store>,
+    org: &str,
+    thread_ids: Vec<String>,
+) -> Result<Vec<Vec<Event>>, chatgate_protocol::ErrorBody> {
+    let store = store.clone();
+    let org = org.to_owned();
+    tokio::task::spawn_blocking(move || -> Result<Vec<Vec<Event>>, String> {
+        let mut out = Vec::new();
+        for id in thread_ids {
+            let mut events = Vec::new();
+            for r in store.thread_events(&org, &id).map_err(|e| e.to_string())? {
+                events.push(serde_json::from_str(&r.body).map_err(|e| e.to_string())?);
+            }
+            out.push(events);
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(crate::error::internal)?
+    .map_err(crate::error::internal)
+}
+
 /// `incoming_chat` to the chat's key audience; the requester's copy carries
 /// its `request_id`.
 pub(crate) fn incoming_chat_pushes(
@@ -661,7 +725,7 @@ pub(crate) fn append_event(
     let id = format!("{thread_id}_{}", chat.events.len() + 1);
     let is_system = matches!(event, Event::SystemMessage { .. });
     {
-        let c = common_mut(&mut event);
+        let c = event.common_mut();
         c.id = Some(id.clone());
         c.created_at = Some(rfc3339(now));
         c.author_id = if is_system {
@@ -700,19 +764,6 @@ pub(crate) fn event_kind(e: &Event) -> String {
         Event::System { .. } => "system",
     }
     .to_owned()
-}
-
-fn common_mut(e: &mut Event) -> &mut chatgate_protocol::data::EventCommon {
-    match e {
-        Event::Message { common, .. }
-        | Event::SystemMessage { common, .. }
-        | Event::File { common, .. }
-        | Event::RichMessage { common, .. }
-        | Event::FilledForm { common, .. }
-        | Event::Form { common, .. }
-        | Event::Custom { common, .. }
-        | Event::System { common, .. } => common,
-    }
 }
 
 /// Largest `message` text, in bytes.

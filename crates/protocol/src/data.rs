@@ -258,6 +258,20 @@ impl Event {
             | Event::System { common, .. } => common,
         }
     }
+
+    /// Common fields of any event, mutably.
+    pub fn common_mut(&mut self) -> &mut EventCommon {
+        match self {
+            Event::Message { common, .. }
+            | Event::SystemMessage { common, .. }
+            | Event::File { common, .. }
+            | Event::RichMessage { common, .. }
+            | Event::FilledForm { common, .. }
+            | Event::Form { common, .. }
+            | Event::Custom { common, .. }
+            | Event::System { common, .. } => common,
+        }
+    }
 }
 
 /// Seen marker and presence of a chat user.
