@@ -496,7 +496,7 @@ async fn fifty_concurrent_starts_never_exceed_a_limit() {
 
 #[tokio::test]
 async fn a_restart_in_the_middle_of_a_conversation_keeps_everything() {
-    let mut s = TestServer::start().await;
+    let s = TestServer::start().await;
     let mut alice = s.login("alice-pat-1").await;
     let (token, cust_id) = s.customer_token("acme", None).await;
     let (code, r) = s
@@ -518,11 +518,7 @@ async fn a_restart_in_the_middle_of_a_conversation_keeps_everything() {
         .await;
     assert_eq!(r["success"], true);
     drop(alice);
-    s.stop().await;
-    let mut cfg = config(s.dir.path());
-    cfg.provision = None;
-    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
-    let s2 = TestServer::start_with(dir, cfg).await;
+    let s2 = s.restart().await;
     // The customer's token survives; the chat, its thread, events and users too.
     let (code, chat) = s2
         .customer_web("acme", "get_chat", &token, json!({"chat_id": chat_id}))
@@ -671,7 +667,7 @@ async fn customer_tokens_and_isolation() {
 
 #[tokio::test]
 async fn a_restart_keeps_the_queue_and_seen_markers() {
-    let mut s = TestServer::start().await;
+    let s = TestServer::start().await;
     // Nobody is online: a continuous chat waits in the queue.
     let (token, _) = s.customer_token("acme", None).await;
     let (code, r) = s
@@ -693,11 +689,7 @@ async fn a_restart_keeps_the_queue_and_seen_markers() {
         )
         .await;
     assert_eq!(code, 200);
-    s.stop().await;
-    let mut cfg = config(s.dir.path());
-    cfg.provision = None;
-    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
-    let s2 = TestServer::start_with(dir, cfg).await;
+    let s2 = s.restart().await;
     let (_, chat) = s2
         .customer_web("acme", "get_chat", &token, json!({"chat_id": chat_id}))
         .await;

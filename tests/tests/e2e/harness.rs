@@ -6,7 +6,6 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -98,8 +97,14 @@ impl TestServer {
         }
     }
 
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+    /// Stops the server gracefully and starts a new one on the same data
+    /// directory, provisioning nothing: everything comes from the store.
+    pub async fn restart(mut self) -> TestServer {
+        self.stop().await;
+        let mut cfg = config(self.dir.path());
+        cfg.provision = None;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        TestServer::start_with(dir, cfg).await
     }
 
     pub async fn rtm(&self) -> Rtm {

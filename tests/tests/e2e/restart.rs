@@ -6,7 +6,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn restart_keeps_agents_tokens_and_statuses() {
-    let mut s = TestServer::start().await;
+    let s = TestServer::start().await;
     let mut alice = s.login("alice-pat-1").await;
     let r = alice
         .request(
@@ -16,13 +16,8 @@ async fn restart_keeps_agents_tokens_and_statuses() {
         .await;
     assert_eq!(r["success"], true);
     // The response came after the commit; stop and start on the same data.
-    s.stop().await;
-    let data_dir = s.data_dir();
-    let mut cfg = config(s.dir.path());
-    cfg.provision = None; // nothing re-provisioned: all from the store
-    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
-    assert_eq!(cfg.data_dir, data_dir);
-    let s2 = TestServer::start_with(dir, cfg).await;
+    // Nothing re-provisioned: everything comes from the store.
+    let s2 = s.restart().await;
     let (code, body) = s2
         .web("list_routing_statuses", Some("Bearer bob-pat-1"), json!({}))
         .await;
