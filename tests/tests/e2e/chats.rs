@@ -104,6 +104,8 @@ async fn customer_and_agent_chat_over_rtm() {
         json!({"type": "rich_message", "template_id": "quick_replies", "elements": [{"title": "Pick", "buttons": [{"text": "Yes", "postback_id": "yes", "user_ids": []}]}]}),
         json!({"type": "file", "url": "https://files.example/x.png", "name": "x.png"}),
         json!({"type": "system_message", "system_message_type": "manual", "text": "note"}),
+        json!({"type": "form", "form_id": "rating", "fields": [{"type": "rating", "id": "1", "label": "Rate us"}]}),
+        json!({"type": "filled_form", "form_id": "prechat", "fields": [{"type": "name", "id": "n", "label": "Name", "answer": "Jo"}]}),
     ] {
         let r = alice
             .request("send_event", json!({"chat_id": chat_id, "event": event}))
@@ -159,7 +161,7 @@ async fn customer_and_agent_chat_over_rtm() {
             .as_array()
             .unwrap()
             .len(),
-        8
+        10
     );
 
     // list_chats on both sides.
@@ -723,4 +725,125 @@ async fn a_restart_keeps_the_queue_and_seen_markers() {
         summary["last_thread_summary"]["queue"].is_null(),
         "no longer queued: {summary}"
     );
+}
+
+#[tokio::test]
+async fn the_whole_flow_over_the_web_api() {
+    let s = TestServer::start().await;
+    // Agents accept chats while they hold an RTM session; everything else
+    // here goes over HTTP.
+    let _alice_online = s.login("alice-pat-1").await;
+    let _bob_online = s.login("bob-pat-1").await;
+    s.web(
+        "set_routing_status",
+        Some("Bearer bob-pat-1"),
+        json!({"status": "not_accepting_chats"}),
+    )
+    .await;
+    let (token, _) = s.customer_token("acme", None).await;
+    let (code, r) = s
+        .customer_web(
+            "acme",
+            "start_chat",
+            &token,
+            json!({"chat": {"thread": {"events": [message("over http")]}}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{r}");
+    let chat_id = r["chat_id"].as_str().unwrap().to_owned();
+    let (code, chat) = s
+        .web(
+            "get_chat",
+            Some("Bearer alice-pat-1"),
+            json!({"chat_id": chat_id}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert!(
+        chat["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["id"] == "alice@acme.test" && u["present"] == true),
+        "{chat}"
+    );
+    let (code, r) = s
+        .web(
+            "send_event",
+            Some("Bearer alice-pat-1"),
+            json!({"chat_id": chat_id, "event": message("reply over http")}),
+        )
+        .await;
+    assert_eq!(code, 200, "{r}");
+    let (code, _) = s
+        .customer_web(
+            "acme",
+            "send_event",
+            &token,
+            json!({"chat_id": chat_id, "event": message("thanks")}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    s.web(
+        "set_routing_status",
+        Some("Bearer bob-pat-1"),
+        json!({"status": "accepting_chats"}),
+    )
+    .await;
+    let (code, r) = s
+        .web(
+            "transfer_chat",
+            Some("Bearer alice-pat-1"),
+            json!({"id": chat_id, "target": {"type": "agent", "ids": ["bob@acme.test"]}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{r}");
+    let (code, r) = s
+        .web(
+            "deactivate_chat",
+            Some("Bearer bob-pat-1"),
+            json!({"id": chat_id}),
+        )
+        .await;
+    assert_eq!(code, 200, "{r}");
+    let (code, body) = s
+        .web(
+            "deactivate_chat",
+            Some("Bearer bob-pat-1"),
+            json!({"id": chat_id}),
+        )
+        .await;
+    assert_eq!(
+        (code, body["error"]["type"].as_str()),
+        (409, Some("chat_inactive"))
+    );
+    let (_, chat) = s
+        .customer_web("acme", "get_chat", &token, json!({"chat_id": chat_id}))
+        .await;
+    let texts: Vec<&str> = chat["thread"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, vec!["over http", "reply over http", "thanks"]);
+    assert_eq!(chat["thread"]["active"], false);
+}
+
+#[tokio::test]
+async fn customers_are_told_why_before_a_server_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.web.rtm.login_timeout = Duration::from_millis(300);
+    let s = TestServer::start_with(dir, cfg).await;
+    let mut c = Rtm::connect_path(s.addr, "/v3.5/customer/rtm/ws?organization_id=acme").await;
+    let d = c.push("customer_disconnected").await;
+    assert_eq!(d["payload"]["reason"], "connection_timeout");
+    assert!(c.closed_soon().await);
+    // A logged-in customer hears about a shutdown the same way.
+    let (mut cust, _) = s.customer("acme").await;
+    let mut s = s;
+    s.stop().await;
+    let d = cust.push("customer_disconnected").await;
+    assert_eq!(d["payload"]["data"]["detail"], "shutdown");
 }
