@@ -385,8 +385,16 @@ pub(crate) async fn start_chat(
     let active = req.active.unwrap_or(true);
     let continuous = req.continuous.unwrap_or(false);
     let initial = chat_req.thread.clone().unwrap_or_default();
+    let mut seen_custom = std::collections::HashSet::new();
     for e in &initial.events {
         validate_event(e, caller.actor.is_customer()).map_err(validation)?;
+        if let Some(c) = &e.common().custom_id
+            && !seen_custom.insert((e.common().author_id.clone(), c.clone()))
+        {
+            return Err(validation(format!(
+                "`custom_id` `{c}` is used twice in the initial events"
+            )));
+        }
         if let Some(a) = &e.common().author_id
             && a != caller.actor.id()
             && !chat_req.users.iter().any(|u| &u.id == a)
@@ -483,6 +491,7 @@ pub(crate) async fn start_chat(
                     last_seq: 0,
                     followers: Default::default(),
                     last_agent,
+                    custom_ids: Default::default(),
                 },
             );
             if let Some(c) = customer_id
@@ -623,7 +632,7 @@ pub(crate) async fn send_event(
     let now = now_us();
     let org_id = caller.org.org.id.clone();
     let reservation = reserve(&engine.inner.store)?;
-    let (pending, event_id) = {
+    let (pending, event_id) = 'locked: {
         let mut guard = caller.org.lock();
         let state = &mut *guard;
         readable(state, caller, &req.chat_id)?;
@@ -635,6 +644,17 @@ pub(crate) async fn send_event(
                 "the requester is not a user of this chat",
             ));
         };
+        // A repeated custom_id from the same author is a retry: answer with
+        // the original event, store and push nothing (after a barrier, so
+        // the original is durable before we say so).
+        if let Some(custom) = &req.event.common().custom_id
+            && let Some(original) = chat.custom_ids.get(&(me.to_owned(), custom.clone()))
+        {
+            break 'locked (
+                commit(reservation, Vec::new(), Vec::new()),
+                original.clone(),
+            );
+        }
         if user.visibility == Visibility::Agents && req.event.common().visibility == Visibility::All
         {
             return Err(validation(

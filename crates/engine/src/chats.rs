@@ -18,7 +18,7 @@ use chatgate_protocol::data::{
     ThreadSummary, User, Visibility,
 };
 use chatgate_store::{ChatRecord, ChatUserRecord, EventRecord, Op, ThreadRecord};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -151,6 +151,10 @@ pub(crate) struct ChatState {
     pub followers: HashSet<String>,
     /// The agent most recently assigned (a returning customer goes back to it).
     pub last_agent: Option<String>,
+    /// `(author, custom_id)` → event id of every event sent with a
+    /// `custom_id`: a repeated send returns the original event (and the
+    /// store's unique index is never violated).
+    pub custom_ids: HashMap<(String, String), String>,
 }
 
 impl ChatState {
@@ -244,6 +248,11 @@ impl ChatState {
             last_seq: rec.last_seq,
             followers: HashSet::new(),
             last_agent,
+            custom_ids: rec
+                .custom_ids
+                .into_iter()
+                .map(|(author, custom, id)| ((author, custom), id))
+                .collect(),
         })
     }
 }
@@ -735,6 +744,10 @@ pub(crate) fn append_event(
         };
     }
     let c = event.common();
+    if let (Some(author), Some(custom)) = (&c.author_id, &c.custom_id) {
+        chat.custom_ids
+            .insert((author.clone(), custom.clone()), id.clone());
+    }
     let op = Op::AppendEvent(EventRecord {
         org: org.clone(),
         chat_id: chat.id.clone(),

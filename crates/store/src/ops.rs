@@ -199,6 +199,9 @@ pub struct ChatRecord {
     pub threads: Vec<ThreadRecord>,
     /// Events of the last thread, in sequence order.
     pub last_thread_events: Vec<EventRecord>,
+    /// `(author, custom_id, event id)` of every event with a `custom_id`:
+    /// a repeated send returns the original event.
+    pub custom_ids: Vec<(String, String, String)>,
 }
 
 /// Everything loaded at start.

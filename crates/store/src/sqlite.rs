@@ -810,6 +810,7 @@ fn load_chats(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreErr
                 users: Vec::new(),
                 threads: Vec::new(),
                 last_thread_events: Vec::new(),
+                custom_ids: Vec::new(),
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -836,6 +837,15 @@ fn load_chats(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreErr
             })
         })? {
             chat.threads.push(t?);
+        }
+        let mut custom = conn.prepare_cached(
+            "SELECT author_id, custom_id, id FROM events
+             WHERE org_id = ?1 AND chat_id = ?2 AND custom_id IS NOT NULL AND author_id IS NOT NULL",
+        )?;
+        for c in custom.query_map(params![chat.org.0, chat.id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })? {
+            chat.custom_ids.push(c?);
         }
         if let Some(last) = chat.threads.last() {
             chat.last_thread_events = events_where(

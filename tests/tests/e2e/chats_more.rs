@@ -722,3 +722,45 @@ async fn list_chats_filters_by_version() {
     let r = alice.request_frame(json!({"action": "list_chats", "version": "3.6", "payload": {"filters": {"include_active": false}}})).await;
     assert_eq!(ids(&r).len(), 2, "include_active is not a 3.6 filter");
 }
+
+#[tokio::test]
+async fn a_repeated_custom_id_returns_the_original_event() {
+    let s = TestServer::start().await;
+    let (mut alice, mut cust, chat_id) = chat_with_alice(&s).await;
+    let send = json!({"chat_id": chat_id, "event": {"type": "message", "text": "pay now", "custom_id": "c-77"}});
+    let first = cust.request("send_event", send.clone()).await;
+    assert_eq!(first["success"], true, "{first}");
+    alice.push("incoming_event").await;
+    cust.push("incoming_event").await;
+    // A retry after a lost response: the same event, nothing stored or pushed twice.
+    let again = cust.request("send_event", send.clone()).await;
+    assert_eq!(again["success"], true, "{again}");
+    assert_eq!(again["payload"]["event_id"], first["payload"]["event_id"]);
+    alice.no_push("incoming_event", QUIET).await;
+    // Another author may use the same custom_id.
+    let r = alice.request("send_event", json!({"chat_id": chat_id, "event": {"type": "message", "text": "ok", "custom_id": "c-77"}})).await;
+    assert_ne!(r["payload"]["event_id"], first["payload"]["event_id"]);
+    // The chat holds each event once, and the numbering has no hole.
+    let chat = alice.request("get_chat", json!({"chat_id": chat_id})).await;
+    let ids: Vec<&str> = chat["payload"]["thread"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    // And across a restart (and into a new thread) the custom_id is still known.
+    drop((alice, cust));
+    let s = s.restart().await;
+    let mut alice = s.login("alice-pat-1").await;
+    let r = alice.request("send_event", json!({"chat_id": chat_id, "event": {"type": "message", "text": "ok", "custom_id": "c-77"}})).await;
+    assert_eq!(r["success"], true, "{r}");
+    let chat = alice.request("get_chat", json!({"chat_id": chat_id})).await;
+    assert_eq!(
+        chat["payload"]["thread"]["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
