@@ -100,6 +100,17 @@ pub struct Agent {
     /// Group memberships with priorities, sorted by group id.
     pub groups: Vec<(GroupId, GroupPriority)>,
     pub suspended: bool,
+    /// Display-only fields.
+    pub profile: AgentProfile,
+}
+
+/// Display-only fields of an agent or bot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentProfile {
+    pub avatar: Option<String>,
+    pub job_title: Option<String>,
+    /// Bots: the client (application) that owns the bot.
+    pub owner_client_id: Option<String>,
 }
 
 impl Agent {

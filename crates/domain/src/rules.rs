@@ -56,6 +56,7 @@ mod tests {
             login_status: RoutingStatus::AcceptingChats,
             groups: vec![(0, crate::model::GroupPriority::Normal)],
             suspended: false,
+            profile: Default::default(),
         }
     }
 

@@ -29,7 +29,7 @@ pub(crate) fn authenticate(
     side: Side,
 ) -> Result<TokenEntry, ErrorBody> {
     let entry = lookup(inner, credentials)?;
-    if entry.side != side {
+    if entry.side() != Some(side) {
         return Err(invalid());
     }
     if let Some(exp) = entry.expires_at

@@ -158,7 +158,7 @@ pub(crate) async fn issue_customer_token(
         TokenEntry {
             org: org.org.id.0.clone(),
             agent: customer_id.clone(),
-            side: Side::Customer,
+            kind: TokenKind::Customer,
             expires_at: Some(expires_at),
         },
     );

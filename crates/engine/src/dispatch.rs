@@ -26,6 +26,8 @@ pub enum Requester {
     Rtm(Arc<Connection>),
     /// An Agent Web API call with its `Authorization` header, if any.
     Web { authorization: Option<String> },
+    /// A Configuration API call with its `Authorization` header, if any.
+    ConfigWeb { authorization: Option<String> },
     /// A Customer Web API call: `Authorization` and the `organization_id`
     /// query parameter.
     CustomerWeb {
@@ -38,7 +40,7 @@ impl Requester {
     fn side(&self) -> Side {
         match self {
             Requester::Rtm(c) => c.side(),
-            Requester::Web { .. } => Side::Agent,
+            Requester::Web { .. } | Requester::ConfigWeb { .. } => Side::Agent,
             Requester::CustomerWeb { .. } => Side::Customer,
         }
     }
@@ -125,6 +127,18 @@ impl Engine {
     /// the change is durable; the response is returned here, also only after
     /// the commit.
     pub async fn execute(&self, req: Request) -> Result<Reply, ErrorBody> {
+        if let Requester::ConfigWeb { authorization } = &req.requester {
+            if !chatgate_protocol::config::CONFIGURATION_METHODS.contains(&req.action.as_str()) {
+                return Err(validation(format!("unknown action `{}`", req.action)));
+            }
+            let caller = match authorization {
+                Some(_) => Some(self.caller(&req)?),
+                None => None,
+            };
+            return self
+                .config_method(caller.as_ref(), &req.action, req.payload)
+                .await;
+        }
         let side = req.requester.side();
         let transports = match side {
             Side::Agent => agent_method(&req.action),
@@ -330,7 +344,7 @@ impl Engine {
                 }
                 (entry.org, entry.agent)
             }
-            Requester::Web { .. } => unreachable!("agent side"),
+            Requester::Web { .. } | Requester::ConfigWeb { .. } => unreachable!("agent side"),
         };
         let org = self
             .org(&org_id)
@@ -354,7 +368,7 @@ impl Engine {
                 })?;
                 (login.org.clone(), login.agent.clone(), Some(conn.clone()))
             }
-            Requester::Web { authorization } => {
+            Requester::Web { authorization } | Requester::ConfigWeb { authorization } => {
                 let header = authorization.as_deref().ok_or_else(|| {
                     err(ErrorType::Authentication, "missing `Authorization` header")
                 })?;

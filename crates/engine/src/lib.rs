@@ -19,6 +19,7 @@ mod auth;
 mod chat_methods;
 mod chat_more;
 mod chats;
+mod config;
 mod connection;
 mod dispatch;
 mod error;
@@ -126,10 +127,7 @@ impl Engine {
                 TokenEntry {
                     org: t.org.0,
                     agent: t.agent,
-                    side: match t.kind {
-                        chatgate_store::TokenKind::Pat => Side::Agent,
-                        chatgate_store::TokenKind::Customer => Side::Customer,
-                    },
+                    kind: t.kind,
                     expires_at: t.expires_at,
                 },
             );

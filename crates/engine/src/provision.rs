@@ -325,7 +325,7 @@ impl Engine {
                 TokenEntry {
                     org: p.org.id.0.clone(),
                     agent,
-                    side: crate::connection::Side::Agent,
+                    kind: TokenKind::Pat,
                     expires_at: None,
                 },
             );
@@ -410,5 +410,6 @@ fn plan_agent(a: &ProvisionAgent, groups: &BTreeMap<GroupId, Group>) -> Result<A
         login_status,
         groups: memberships,
         suspended: a.suspended,
+        profile: Default::default(),
     })
 }

@@ -14,9 +14,22 @@ pub(crate) struct TokenEntry {
     pub org: String,
     /// The agent, or the customer for customer tokens.
     pub agent: String,
-    pub side: Side,
+    pub kind: chatgate_store::TokenKind,
     /// Unix seconds.
     pub expires_at: Option<i64>,
+}
+
+impl TokenEntry {
+    /// The API this credential authenticates on; `None` for a bot secret,
+    /// which is only ever exchanged for bot tokens.
+    pub fn side(&self) -> Option<Side> {
+        use chatgate_store::TokenKind::*;
+        match self.kind {
+            Pat | Bot => Some(Side::Agent),
+            Customer => Some(Side::Customer),
+            BotSecret => None,
+        }
+    }
 }
 
 /// One organization.
@@ -59,8 +72,14 @@ pub(crate) struct AgentState {
 
 impl AgentState {
     pub fn new(agent: Agent, last_chosen: Option<RoutingStatus>) -> Self {
+        // Bots need no connection: the status last set for them stands
+        // across restarts. Agents start from their login status.
+        let chosen = match (agent.kind, last_chosen) {
+            (chatgate_domain::AgentKind::Bot, Some(last)) => last,
+            _ => agent.login_status,
+        };
         AgentState {
-            chosen: agent.login_status,
+            chosen,
             agent,
             last_chosen,
             sessions: Vec::new(),

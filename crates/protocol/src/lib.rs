@@ -9,6 +9,7 @@
 //! (for example `push_notifications` on `login`).
 
 pub mod chats;
+pub mod config;
 pub mod data;
 pub mod disconnect;
 pub mod envelope;

@@ -64,6 +64,7 @@ impl Store for GatedStore {
                 login_status: RoutingStatus::AcceptingChats,
                 groups: vec![(0, GroupPriority::Normal)],
                 suspended: false,
+                profile: Default::default(),
             },
             last_routing_status: None,
         };

@@ -9,6 +9,10 @@ pub enum TokenKind {
     Pat,
     /// Access token of a customer (`POST /customer/token`).
     Customer,
+    /// A bot's secret (exchanged for bot tokens; never an access token).
+    BotSecret,
+    /// A bot access token from `issue_bot_token`.
+    Bot,
 }
 
 impl TokenKind {
@@ -16,12 +20,16 @@ impl TokenKind {
         match self {
             TokenKind::Pat => "pat",
             TokenKind::Customer => "customer",
+            TokenKind::BotSecret => "bot_secret",
+            TokenKind::Bot => "bot",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "pat" => Some(TokenKind::Pat),
             "customer" => Some(TokenKind::Customer),
+            "bot_secret" => Some(TokenKind::BotSecret),
+            "bot" => Some(TokenKind::Bot),
             _ => None,
         }
     }
@@ -58,6 +66,17 @@ pub enum Op {
         chat_id: String,
         customer_id: Option<String>,
         created_at_us: i64,
+    },
+    /// Delete an agent or bot and revoke its credentials.
+    DeleteAgent { org: OrgId, agent: String, at: i64 },
+    /// Delete a group and every membership in it.
+    DeleteGroup { org: OrgId, group: u32 },
+    /// Revoke an agent's or bot's credentials of the given kinds.
+    RevokeTokens {
+        org: OrgId,
+        agent: String,
+        kinds: Vec<TokenKind>,
+        at: i64,
     },
     /// Create or update a customer.
     UpsertCustomer(CustomerRecord),

@@ -11,7 +11,8 @@ use crate::{
     Op, OrgRecord, Snapshot, Store, StoreError, StoreStats, ThreadRecord, TokenKind, TokenRecord,
 };
 use chatgate_domain::{
-    Agent, AgentId, AgentKind, Group, GroupPriority, OrgId, Organization, Role, RoutingStatus,
+    Agent, AgentId, AgentKind, AgentProfile, Group, GroupPriority, OrgId, Organization, Role,
+    RoutingStatus,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::fs::File;
@@ -150,6 +151,12 @@ CREATE UNIQUE INDEX events_by_custom_id ON events (org_id, chat_id, author_id, c
     r#"
 ALTER TABLE chat_users ADD COLUMN visibility TEXT NOT NULL DEFAULT 'all';
 CREATE INDEX events_by_thread ON events (org_id, thread_id, seq);
+"#,
+    r#"
+ALTER TABLE agents ADD COLUMN avatar TEXT;
+ALTER TABLE agents ADD COLUMN job_title TEXT;
+ALTER TABLE agents ADD COLUMN owner_client_id TEXT;
+CREATE INDEX tokens_by_agent ON tokens (org_id, agent_id);
 "#,
 ];
 
@@ -352,24 +359,28 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
         }
         Op::UpsertAgent { org, agent } => {
             tx.prepare_cached(
-                "INSERT INTO agents (org_id, id, kind, name, role, max_chats, login_status, suspended)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO agents (org_id, id, kind, name, role, max_chats, login_status, suspended,
+                                     avatar, job_title, owner_client_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT (org_id, id) DO UPDATE SET kind = excluded.kind, name = excluded.name,
                    role = excluded.role, max_chats = excluded.max_chats,
-                   login_status = excluded.login_status, suspended = excluded.suspended",
+                   login_status = excluded.login_status, suspended = excluded.suspended,
+                   avatar = excluded.avatar, job_title = excluded.job_title,
+                   owner_client_id = excluded.owner_client_id",
             )?
-            .execute(
-                params![
-                    org.0,
-                    agent.id.0,
-                    agent.kind.as_str(),
-                    agent.name,
-                    agent.role.as_str(),
-                    agent.max_chats,
-                    agent.login_status.as_str(),
-                    agent.suspended as i64
-                ],
-            )?;
+            .execute(params![
+                org.0,
+                agent.id.0,
+                agent.kind.as_str(),
+                agent.name,
+                agent.role.as_str(),
+                agent.max_chats,
+                agent.login_status.as_str(),
+                agent.suspended as i64,
+                agent.profile.avatar,
+                agent.profile.job_title,
+                agent.profile.owner_client_id
+            ])?;
             tx.prepare_cached("DELETE FROM agent_groups WHERE org_id = ?1 AND agent_id = ?2")?
                 .execute(params![org.0, agent.id.0])?;
             for (group, priority) in &agent.groups {
@@ -423,6 +434,42 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
                 "INSERT INTO chats (org_id, id, customer_id, created_at) VALUES (?1, ?2, ?3, ?4)",
             )?
             .execute(params![org.0, chat_id, customer_id, created_at_us])?;
+        }
+        Op::DeleteAgent { org, agent, at } => {
+            tx.prepare_cached(
+                "UPDATE tokens SET revoked_at = ?3 WHERE org_id = ?1 AND agent_id = ?2 AND revoked_at IS NULL",
+            )?
+            .execute(params![org.0, agent, at])?;
+            let n = tx
+                .prepare_cached("DELETE FROM agents WHERE org_id = ?1 AND id = ?2")?
+                .execute(params![org.0, agent])?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("no agent {agent}")));
+            }
+        }
+        Op::DeleteGroup { org, group } => {
+            tx.prepare_cached("DELETE FROM agent_groups WHERE org_id = ?1 AND group_id = ?2")?
+                .execute(params![org.0, group])?;
+            let n = tx
+                .prepare_cached("DELETE FROM groups WHERE org_id = ?1 AND id = ?2")?
+                .execute(params![org.0, group])?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("no group {group}")));
+            }
+        }
+        Op::RevokeTokens {
+            org,
+            agent,
+            kinds,
+            at,
+        } => {
+            for kind in kinds {
+                tx.prepare_cached(
+                    "UPDATE tokens SET revoked_at = ?4
+                     WHERE org_id = ?1 AND agent_id = ?2 AND kind = ?3 AND revoked_at IS NULL",
+                )?
+                .execute(params![org.0, agent, kind.as_str(), at])?;
+            }
         }
         Op::UpsertCustomer(c) => {
             tx.prepare_cached(
@@ -607,7 +654,8 @@ impl Store for SqliteStore {
                 "SELECT group_id, priority FROM agent_groups WHERE org_id = ?1 AND agent_id = ?2 ORDER BY group_id",
             )?;
             let mut agents = conn.prepare(
-                "SELECT id, kind, name, role, max_chats, login_status, last_routing_status, suspended
+                "SELECT id, kind, name, role, max_chats, login_status, last_routing_status, suspended,
+                        avatar, job_title, owner_client_id
                  FROM agents WHERE org_id = ?1 ORDER BY id",
             )?;
             let rows = agents.query_map([&rec.org.id.0], |r| {
@@ -620,10 +668,16 @@ impl Store for SqliteStore {
                     r.get::<_, String>(5)?,
                     r.get::<_, Option<String>>(6)?,
                     r.get::<_, i64>(7)?,
+                    AgentProfile {
+                        avatar: r.get(8)?,
+                        job_title: r.get(9)?,
+                        owner_client_id: r.get(10)?,
+                    },
                 ))
             })?;
             for row in rows {
-                let (id, kind, name, role, max_chats, login_status, last, suspended) = row?;
+                let (id, kind, name, role, max_chats, login_status, last, suspended, profile) =
+                    row?;
                 let mut groups = Vec::new();
                 for m in memberships.query_map(params![rec.org.id.0, id], |r| {
                     Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?))
@@ -649,6 +703,7 @@ impl Store for SqliteStore {
                         max_chats: max_chats as u32,
                         groups,
                         suspended: suspended != 0,
+                        profile,
                     },
                     last_routing_status,
                 });

@@ -25,6 +25,7 @@ fn agent(id: &str) -> Agent {
         login_status: RoutingStatus::AcceptingChats,
         groups: vec![(0, GroupPriority::Normal), (7, GroupPriority::Last)],
         suspended: false,
+        profile: Default::default(),
     }
 }
 

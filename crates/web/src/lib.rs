@@ -71,6 +71,10 @@ pub fn app(engine: Engine, config: WebConfig) -> Router {
         .route("/{version}/customer/action/{method}", post(customer_action))
         .route("/{version}/customer/rtm/ws", any(customer_rtm))
         .route("/customer/token", post(customer_token))
+        .route(
+            "/{version}/configuration/action/{method}",
+            post(configuration_action),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError(ErrorBody::new(ErrorType::NotFound, "no such endpoint")) })
@@ -161,6 +165,18 @@ async fn agent_action(
         state, &version, method, &headers, body, requester, author_id,
     )
     .await
+}
+
+async fn configuration_action(
+    State(state): State<AppState>,
+    Path((version, method)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let requester = Requester::ConfigWeb {
+        authorization: header_str(&headers, "authorization")?.map(str::to_owned),
+    };
+    action(state, &version, method, &headers, body, requester, None).await
 }
 
 async fn customer_action(

@@ -165,6 +165,17 @@ impl TestServer {
         (c, id)
     }
 
+    /// POST a Configuration API method.
+    pub async fn config(&self, method: &str, auth: Option<&str>, body: Value) -> (u16, Value) {
+        web_call(
+            &self.url(&format!("/v3.5/configuration/action/{method}")),
+            auth,
+            body.to_string(),
+            &[],
+        )
+        .await
+    }
+
     /// POST a Customer Web API method.
     pub async fn customer_web(
         &self,

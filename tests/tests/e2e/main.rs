@@ -4,6 +4,7 @@ mod harness;
 
 mod chats;
 mod chats_more;
+mod configuration;
 mod docs;
 mod restart;
 mod rtm_login;

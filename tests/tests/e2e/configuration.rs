@@ -1,0 +1,427 @@
+//! The Configuration API: agents, groups and bots with role checks, the
+//! configuration pushes, changes that take effect at once for routing and
+//! live sessions, bot tokens and their revocation.
+
+use crate::harness::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const OWNER: Option<&str> = Some("Bearer alice-pat-1");
+const ADMIN: Option<&str> = Some("Bearer carol-pat-1");
+const NORMAL: Option<&str> = Some("Bearer bob-pat-1");
+
+fn ids(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn agents_roles_and_live_effects() {
+    let s = TestServer::start().await;
+    let mut bob = s.login("bob-pat-1").await;
+    let mut carol = s.login("carol-pat-1").await;
+    // Everyone reads; only owners and administrators write.
+    let (code, list) = s.config("list_agents", NORMAL, json!({})).await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(
+        ids(&list),
+        vec![
+            "alice@acme.test",
+            "bob@acme.test",
+            "carol@acme.test",
+            "dave@acme.test"
+        ]
+    );
+    let (code, body) = s
+        .config(
+            "create_agent",
+            NORMAL,
+            json!({"id": "frank@acme.test", "name": "Frank"}),
+        )
+        .await;
+    assert_eq!(
+        (code, body["error"]["type"].as_str()),
+        (403, Some("authorization"))
+    );
+    let (code, body) = s
+        .config(
+            "create_agent",
+            ADMIN,
+            json!({"id": "frank@acme.test", "name": "Frank", "role": "administrator"}),
+        )
+        .await;
+    assert_eq!(
+        (code, body["error"]["type"].as_str()),
+        (403, Some("authorization")),
+        "only the owner creates administrators"
+    );
+    let (code, body) = s
+        .config("create_agent", ADMIN, json!({"id": "frank@acme.test", "name": "Frank", "groups": [{"id": 1, "priority": "normal"}], "max_chats_count": 3}))
+        .await;
+    assert_eq!((code, body), (200, json!({"id": "frank@acme.test"})));
+    let p = bob.push("agent_created").await;
+    assert_eq!(p["payload"]["id"], "frank@acme.test");
+    assert_eq!(
+        p["payload"]["groups"],
+        json!([{"id": 1, "priority": "normal"}])
+    );
+    let (code, body) = s
+        .config(
+            "create_agent",
+            OWNER,
+            json!({"id": "frank@acme.test", "name": "Frank"}),
+        )
+        .await;
+    assert_eq!(
+        (code, body["error"]["type"].as_str()),
+        (409, Some("already_exists"))
+    );
+    for bad in [
+        json!({"id": "nomail", "name": "X"}),
+        json!({"id": "x@acme.test"}),
+        json!({"id": "x@acme.test", "name": "X", "groups": [{"id": 99}]}),
+        json!({"id": "x@acme.test", "name": "X", "max_chats_count": 21}),
+        json!({"id": "x@acme.test", "name": "X", "login_status": "sleeping"}),
+    ] {
+        let (code, body) = s.config("create_agent", OWNER, bad.clone()).await;
+        assert!(code == 400 || code == 404, "{bad}: {code} {body}");
+    }
+    let (code, agent) = s
+        .config("get_agent", NORMAL, json!({"id": "frank@acme.test"}))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        (
+            agent["max_chats_count"].as_u64(),
+            agent["login_status"].as_str()
+        ),
+        (Some(3), Some("accepting chats"))
+    );
+    let (_, list) = s
+        .config(
+            "list_agents",
+            NORMAL,
+            json!({"filters": {"group_ids": [1]}}),
+        )
+        .await;
+    assert_eq!(
+        ids(&list),
+        vec!["alice@acme.test", "carol@acme.test", "frank@acme.test"]
+    );
+    let (code, _) = s
+        .config("get_agent", NORMAL, json!({"id": "eve@globex.test"}))
+        .await;
+    assert_eq!(code, 404, "another organization's agent does not exist");
+
+    // Suspension cuts the agent off at once; the owner cannot be suspended.
+    let (code, _) = s
+        .config("suspend_agent", ADMIN, json!({"id": "alice@acme.test"}))
+        .await;
+    assert_eq!(code, 403);
+    let (code, _) = s
+        .config("suspend_agent", ADMIN, json!({"id": "bob@acme.test"}))
+        .await;
+    assert_eq!(code, 200);
+    let d = bob.disconnected().await;
+    assert_eq!(d["payload"]["reason"], "agent_disconnected_by_server");
+    assert_eq!(d["payload"]["data"]["detail"], "agent_suspended");
+    carol.push("agent_suspended").await;
+    let (code, body) = s.web("list_routing_statuses", NORMAL, json!({})).await;
+    assert_eq!(
+        (code, body["error"]["type"].as_str()),
+        (403, Some("requester_suspended"))
+    );
+    let (code, _) = s
+        .config("unsuspend_agent", ADMIN, json!({"id": "bob@acme.test"}))
+        .await;
+    assert_eq!(code, 200);
+    let (code, _) = s.web("list_routing_statuses", NORMAL, json!({})).await;
+    assert_eq!(code, 200);
+
+    // A role change ends the agent's sessions so it logs in with the new role.
+    let (code, _) = s
+        .config(
+            "create_agent",
+            OWNER,
+            json!({"id": "gina@acme.test", "name": "Gina", "role": "administrator"}),
+        )
+        .await;
+    assert_eq!(code, 200, "the owner creates administrators");
+    let (code, body) = s
+        .config(
+            "update_agent",
+            ADMIN,
+            json!({"id": "gina@acme.test", "role": "normal"}),
+        )
+        .await;
+    assert_eq!(
+        code, 403,
+        "administrators cannot change other administrators: {body}"
+    );
+    let (code, _) = s
+        .config(
+            "update_agent",
+            OWNER,
+            json!({"id": "carol@acme.test", "role": "normal"}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let d = carol.disconnected().await;
+    assert_eq!(d["payload"]["reason"], "role_permissions_changed");
+    let (code, _) = s
+        .config(
+            "create_agent",
+            ADMIN,
+            json!({"id": "y@acme.test", "name": "Y"}),
+        )
+        .await;
+    assert_eq!(code, 403, "carol is normal now");
+    // Anyone may update their own profile, not their own limits.
+    let (code, _) = s
+        .config(
+            "update_agent",
+            NORMAL,
+            json!({"id": "bob@acme.test", "name": "Robert"}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, _) = s
+        .config(
+            "update_agent",
+            NORMAL,
+            json!({"id": "bob@acme.test", "max_chats_count": 20}),
+        )
+        .await;
+    assert_eq!(code, 403);
+
+    // Deletion revokes the agent's credentials at once.
+    let mut alice = s.login("alice-pat-1").await;
+    let (code, _) = s
+        .config("delete_agent", OWNER, json!({"id": "bob@acme.test"}))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        alice.push("agent_deleted").await["payload"],
+        json!({"id": "bob@acme.test"})
+    );
+    let (code, _) = s.web("list_routing_statuses", NORMAL, json!({})).await;
+    assert_eq!(code, 401);
+    let (code, _) = s
+        .config("delete_agent", OWNER, json!({"id": "alice@acme.test"}))
+        .await;
+    assert_eq!(code, 403, "the owner cannot be deleted");
+    // And it all survives a restart.
+    drop(alice);
+    let s = s.restart().await;
+    let (_, list) = s.config("list_agents", OWNER, json!({})).await;
+    assert_eq!(
+        ids(&list),
+        vec![
+            "alice@acme.test",
+            "carol@acme.test",
+            "dave@acme.test",
+            "frank@acme.test",
+            "gina@acme.test"
+        ]
+    );
+    let (_, carol) = s
+        .config("get_agent", OWNER, json!({"id": "carol@acme.test"}))
+        .await;
+    assert_eq!(carol["role"], "normal");
+    let (code, _) = s.web("list_routing_statuses", NORMAL, json!({})).await;
+    assert_eq!(code, 401, "a deleted agent's token stays revoked");
+}
+
+#[tokio::test]
+async fn groups_change_routing_at_once() {
+    let s = TestServer::start().await;
+    let mut bob = s.login("bob-pat-1").await;
+    let (code, body) = s
+        .config(
+            "create_group",
+            ADMIN,
+            json!({"name": "VIP", "agent_priorities": {"bob@acme.test": "normal"}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let vip = body["id"].as_u64().unwrap();
+    assert_eq!(vip, 2);
+    let p = bob.push("group_created").await;
+    assert_eq!(
+        p["payload"]["agent_priorities"],
+        json!({"bob@acme.test": "normal"})
+    );
+    // The new group routes immediately.
+    let (mut cust, _) = s.customer("acme").await;
+    let r = cust
+        .request(
+            "start_chat",
+            json!({"chat": {"access": {"group_ids": [vip]}}}),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let p = bob.push("incoming_chat").await;
+    assert_eq!(p["payload"]["chat"]["access"], json!({"group_ids": [vip]}));
+    let (code, group) = s.config("get_group", NORMAL, json!({"id": vip})).await;
+    assert_eq!(
+        (code, group["routing_status"].as_str()),
+        (200, Some("accepting_chats"))
+    );
+    let (code, body) = s
+        .config(
+            "update_group",
+            ADMIN,
+            json!({"id": vip, "agent_priorities": {"alice@acme.test": "last"}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    bob.push("group_updated").await;
+    let (_, agent) = s
+        .config("get_agent", NORMAL, json!({"id": "bob@acme.test"}))
+        .await;
+    assert_eq!(
+        agent["groups"],
+        json!([{"id": 0, "priority": "normal"}]),
+        "bob left VIP"
+    );
+    let (code, _) = s
+        .config("create_group", ADMIN, json!({"name": "No priorities"}))
+        .await;
+    assert_eq!(code, 400);
+    let (code, _) = s
+        .config(
+            "create_group",
+            ADMIN,
+            json!({"name": "X", "agent_priorities": {"ghost@acme.test": "normal"}}),
+        )
+        .await;
+    assert_eq!(code, 404);
+    let (code, _) = s.config("delete_group", ADMIN, json!({"id": 0})).await;
+    assert_eq!(code, 400);
+    let (code, _) = s.config("delete_group", NORMAL, json!({"id": vip})).await;
+    assert_eq!(code, 403);
+    let (code, _) = s.config("delete_group", ADMIN, json!({"id": vip})).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        bob.push("group_deleted").await["payload"],
+        json!({"id": vip})
+    );
+    let (code, body) = s.config("get_group", NORMAL, json!({"id": vip})).await;
+    assert_eq!(
+        (code, body["error"]["type"].as_str()),
+        (404, Some("group_not_found"))
+    );
+    let (_, list) = s.config("list_groups", NORMAL, json!({})).await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn bots_take_chats_with_bot_tokens_that_can_be_revoked() {
+    let s = TestServer::start().await;
+    let _alice = s.login("alice-pat-1").await; // a human accepting in group 0
+    let (code, bot) = s
+        .config(
+            "create_bot",
+            OWNER,
+            json!({"name": "Helper", "groups": [{"id": 0, "priority": "first"}]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{bot}");
+    let bot_id = bot["id"].as_str().unwrap().to_owned();
+    let secret = bot["secret"].as_str().unwrap().to_owned();
+    assert_eq!((bot_id.len(), secret.len()), (32, 32));
+    let issue = |secret: &str| json!({"bot_id": bot_id, "bot_secret": secret, "client_id": "my-app", "organization_id": "acme"});
+    let (code, _) = s.config("issue_bot_token", None, issue("wrong")).await;
+    assert_eq!(code, 401);
+    let (code, body) = s.config("issue_bot_token", None, issue(&secret)).await;
+    assert_eq!(code, 200, "{body}");
+    let bot_auth = format!("Bearer {}", body["token"].as_str().unwrap());
+    // A new bot is offline until it starts accepting.
+    let (code, body) = s
+        .web(
+            "set_routing_status",
+            Some(&bot_auth),
+            json!({"status": "accepting_chats"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    // Priority `first`: the bot gets the next chat before the human.
+    let (mut cust, _) = s.customer("acme").await;
+    let r = cust
+        .request(
+            "start_chat",
+            json!({"chat": {"thread": {"events": [{"type": "message", "text": "hi bot"}]}}}),
+        )
+        .await;
+    let chat_id = r["payload"]["chat_id"].as_str().unwrap().to_owned();
+    cust.push("incoming_chat").await;
+    let (code, chat) = s
+        .web("get_chat", Some(&bot_auth), json!({"chat_id": chat_id}))
+        .await;
+    assert_eq!(code, 200, "{chat}");
+    assert!(
+        chat["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["id"] == bot_id.as_str() && u["present"] == true),
+        "{chat}"
+    );
+    let (code, r) = s
+        .web(
+            "send_event",
+            Some(&bot_auth),
+            json!({"chat_id": chat_id, "event": {"type": "message", "text": "Hello, I am a bot"}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{r}");
+    let p = cust.push("incoming_event").await;
+    assert_eq!(p["payload"]["event"]["author_id"], bot_id.as_str());
+    let (_, bots) = s.config("list_bots", NORMAL, json!({})).await;
+    assert_eq!(ids(&bots), vec![bot_id.as_str()]);
+    let (_, got) = s.config("get_bot", NORMAL, json!({"id": bot_id})).await;
+    assert_eq!(got["default_group_priority"], "first");
+    // Revocation: a new secret invalidates the old secret and every bot token at once.
+    let (code, body) = s
+        .config("reset_bot_secret", OWNER, json!({"id": bot_id}))
+        .await;
+    assert_eq!(code, 200);
+    let new_secret = body["secret"].as_str().unwrap().to_owned();
+    let (code, _) = s.web("list_chats", Some(&bot_auth), json!({})).await;
+    assert_eq!(
+        code, 401,
+        "the old bot token is revoked on the next request"
+    );
+    let (code, _) = s.config("issue_bot_token", None, issue(&secret)).await;
+    assert_eq!(code, 401, "the old secret is revoked");
+    let (code, body) = s.config("issue_bot_token", None, issue(&new_secret)).await;
+    assert_eq!(code, 200);
+    let bot_auth = format!("Bearer {}", body["token"].as_str().unwrap());
+    // The bot's status survives a restart (bots need no connection).
+    let s = s.restart().await;
+    let (_, list) = s
+        .web("list_routing_statuses", Some(&bot_auth), json!({}))
+        .await;
+    let me = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["agent_id"] == bot_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(me["status"], "accepting_chats");
+    // Deleting the bot hands its chat to a human and revokes its token.
+    let mut alice = s.login("alice-pat-1").await;
+    let (code, _) = s.config("delete_bot", OWNER, json!({"id": bot_id})).await;
+    assert_eq!(code, 200);
+    let p = alice.push("incoming_chat").await;
+    assert_eq!(p["payload"]["chat"]["id"], chat_id);
+    let (code, _) = s.web("list_chats", Some(&bot_auth), json!({})).await;
+    assert_eq!(code, 401);
+    alice
+        .no_push("bot_deleted_twice", Duration::from_millis(10))
+        .await;
+}
