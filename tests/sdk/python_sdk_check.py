@@ -22,6 +22,7 @@ import traceback
 import httpx
 from livechat.agent.rtm.base import AgentRTM
 from livechat.agent.web.base import AgentWeb
+from livechat.configuration.base import ConfigurationApi
 from livechat.customer.rtm.base import CustomerRTM
 from livechat.customer.web.base import CustomerWeb
 
@@ -253,6 +254,35 @@ def run_checks(base_url):
     check("messages both ways", messages_both_ways)
     check("transfer to a second agent", transfer_to_a_second_agent)
     check("deactivate, then read the chat over the customer and agent Web APIs", deactivate_and_read_over_web)
+
+    def bot_answers_a_chat_with_a_bot_token():
+        cfg = ConfigurationApi.get_client(token="Bearer alice-pat-1", version="3.5", base_url=base_url, verify=False)
+        r = cfg.create_bot(name="SDK bot", groups=[{"id": 0, "priority": "first"}])
+        assert r.status_code == 200, r.text
+        bot_id, secret = r.json()["id"], r.json()["secret"]
+        r = cfg.issue_bot_token(bot_id=bot_id, bot_secret=secret, client_id="sdk-check", organization_id="acme")
+        assert r.status_code == 200, r.text
+        bot = AgentWeb.get_client(access_token=f"Bearer {r.json()['token']}", version="3.5", base_url=base_url, verify=False)
+        r = bot.set_routing_status(status="accepting_chats")
+        assert r.status_code == 200, r.text
+        token = httpx.post(f"https://{base_url}/customer/token", json={"organization_id": "acme"}, verify=False).json()
+        cust = CustomerRTM.get_client(version="3.5", base_url=base_url, organization_id="acme")
+        cust.open_connection()
+        assert cust.login(token=f"Bearer {token['access_token']}").success
+        r = cust.start_chat(chat={"thread": {"events": [{"type": "message", "text": "Is anyone there?"}]}})
+        assert r.success, r.payload
+        chat_id = r.payload["chat_id"]
+        r = bot.get_chat(chat_id=chat_id)
+        assert r.status_code == 200, r.text
+        present = [u["id"] for u in r.json()["users"] if u.get("present")]
+        assert bot_id in present, present
+        r = bot.send_event(chat_id=chat_id, event={"type": "message", "text": "A bot answers", "visibility": "all"})
+        assert r.status_code == 200, r.text
+        p = wait_push(cust, "incoming_event", lambda p: p["event"].get("text") == "A bot answers")
+        assert p["payload"]["event"]["author_id"] == bot_id
+        cust.close_connection()
+
+    check("a bot (Configuration API + bot token) takes a chat and answers it", bot_answers_a_chat_with_a_bot_token)
     alice.close_connection()
     bob.close_connection()
 
