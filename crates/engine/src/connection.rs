@@ -117,6 +117,11 @@ pub struct Connection {
     /// Set once, when `login` succeeds (a connection logs in at most once).
     pub(crate) login: OnceLock<LoginState>,
     dropped_frames: AtomicU64,
+    /// The client's address, when the transport knows it.
+    pub(crate) peer: Option<std::net::IpAddr>,
+    /// Whether this connection is counted among its address's
+    /// unauthenticated connections (until it logs in or ends).
+    pub(crate) counted_unauthenticated: std::sync::atomic::AtomicBool,
 }
 
 /// The receiving side, owned by the transport.
@@ -126,11 +131,22 @@ pub struct ConnectionRx {
 }
 
 impl Connection {
+    #[cfg(test)]
     pub(crate) fn new(
         id: u64,
         side: Side,
         version: Version,
         capacity: usize,
+    ) -> (Arc<Connection>, ConnectionRx) {
+        Self::with_peer(id, side, version, capacity, None)
+    }
+
+    pub(crate) fn with_peer(
+        id: u64,
+        side: Side,
+        version: Version,
+        capacity: usize,
+        peer: Option<std::net::IpAddr>,
     ) -> (Arc<Connection>, ConnectionRx) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (
@@ -143,6 +159,8 @@ impl Connection {
                 close_signal: Notify::new(),
                 login: OnceLock::new(),
                 dropped_frames: AtomicU64::new(0),
+                peer,
+                counted_unauthenticated: std::sync::atomic::AtomicBool::new(false),
             }),
             ConnectionRx { outbound: rx },
         )

@@ -135,6 +135,9 @@ impl Engine {
                 Some(_) => Some(self.caller(&req)?),
                 None => None,
             };
+            if let Some(c) = &caller {
+                self.rate_check(&format!("a:{}:{}", c.org.org.id, c.agent))?;
+            }
             return self
                 .config_method(caller.as_ref(), &req.action, req.payload)
                 .await;
@@ -167,10 +170,14 @@ impl Engine {
             let Requester::Rtm(conn) = &req.requester else {
                 unreachable!("login is RTM-only")
             };
-            return match side {
+            let result = match side {
                 Side::Agent => status::login(self, conn, req.payload).await,
                 Side::Customer => chat_methods::customer_login(self, conn, req.payload).await,
             };
+            if result.is_ok() {
+                self.release_unauthenticated(conn);
+            }
+            return result;
         }
         match side {
             Side::Agent => self.agent_method(req).await,
@@ -178,8 +185,28 @@ impl Engine {
         }
     }
 
+    /// Takes one request from the principal's rate budget.
+    fn rate_check(&self, key: &str) -> Result<(), ErrorBody> {
+        let Some(rate) = self.inner.config.rate_limit else {
+            return Ok(());
+        };
+        self.inner
+            .rate
+            .check(key, rate, std::time::Instant::now())
+            .map_err(|wait| {
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                let mut e = err(
+                    ErrorType::TooManyRequests,
+                    format!("rate limit reached: retry in {secs} s"),
+                );
+                e.data = Some(serde_json::json!({ "retry_after": secs }));
+                e
+            })
+    }
+
     async fn agent_method(&self, req: Request) -> Result<Reply, ErrorBody> {
         let caller = self.caller(&req)?;
+        self.rate_check(&format!("a:{}:{}", caller.org.org.id, caller.agent))?;
         let version = req.version;
         let chat_caller = || ChatCaller {
             org: caller.org.clone(),
@@ -254,6 +281,7 @@ impl Engine {
 
     async fn customer_method(&self, req: Request) -> Result<Reply, ErrorBody> {
         let caller = self.customer_caller(&req)?;
+        self.rate_check(&format!("c:{}:{}", caller.org.org.id, caller.actor.id()))?;
         match req.action.as_str() {
             "start_chat" => {
                 chat_methods::start_chat(self, &caller, parse(req.payload)?, false).await

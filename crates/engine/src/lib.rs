@@ -23,6 +23,7 @@ mod config;
 mod connection;
 mod dispatch;
 mod error;
+mod limits;
 mod provision;
 mod push;
 mod state;
@@ -32,6 +33,7 @@ pub use auth::hash_secret;
 pub use connection::{Connection, ConnectionRx, Side, Subscriptions};
 pub use dispatch::{AfterReply, Reply, Request, Requester};
 pub use error::{internal, validation};
+pub use limits::Rate;
 pub use provision::{ProvisionAgent, ProvisionGroup, ProvisionOrg, ProvisionReport, ProvisionSpec};
 
 use chatgate_protocol::{DisconnectReason, Version};
@@ -49,12 +51,26 @@ pub struct EngineConfig {
     /// queue is full is disconnected (`connection_timeout`, `data.detail =
     /// "slow_consumer"`) instead of slowing the publisher.
     pub outbound_queue: usize,
+    /// Requests per principal (agent, bot or customer); `None` = unlimited.
+    pub rate_limit: Option<Rate>,
+    /// Live RTM sessions per agent; a login beyond it evicts the oldest
+    /// session (`connection_evicted`).
+    pub max_sessions_per_agent: usize,
+    /// Connections per address that have not logged in yet; more are closed
+    /// at once (`too_many_unauthorized_connections`).
+    pub max_unauthenticated_per_address: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             outbound_queue: 1024,
+            rate_limit: Some(Rate {
+                per_second: 50.0,
+                burst: 200.0,
+            }),
+            max_sessions_per_agent: 16,
+            max_unauthenticated_per_address: 1024,
         }
     }
 }
@@ -98,6 +114,10 @@ pub(crate) struct Inner {
     /// each one why it is closed.
     pub(crate) connections: DashMap<u64, Arc<Connection>>,
     pub(crate) next_connection: AtomicU64,
+    /// Token buckets per principal.
+    pub(crate) rate: limits::RateLimiter,
+    /// Connections per address that have not logged in.
+    pub(crate) unauthenticated: limits::UnauthenticatedCount,
     pub(crate) config: EngineConfig,
     /// Set by [`Engine::shutdown`]: connections opened afterwards are closed
     /// at once with the same reason.
@@ -114,6 +134,8 @@ impl Engine {
             tokens: DashMap::new(),
             connections: DashMap::new(),
             next_connection: AtomicU64::new(1),
+            rate: Default::default(),
+            unauthenticated: Default::default(),
             config,
             shutting_down: OnceLock::new(),
         };
@@ -192,20 +214,51 @@ impl Engine {
 
     /// Opens a new RTM connection record. The transport reads frames for the
     /// client from the returned receiver and watches [`Connection::closed`].
-    pub fn connect(&self, side: Side, version: Version) -> (Arc<Connection>, ConnectionRx) {
+    ///
+    /// With the client's address, at most `max_unauthenticated_per_address`
+    /// connections per address may wait for their login; one more is closed
+    /// at once with `too_many_unauthorized_connections`.
+    pub fn connect(
+        &self,
+        side: Side,
+        version: Version,
+        peer: Option<std::net::IpAddr>,
+    ) -> (Arc<Connection>, ConnectionRx) {
         let id = self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
-        let (conn, rx) = Connection::new(id, side, version, self.inner.config.outbound_queue);
+        let (conn, rx) =
+            Connection::with_peer(id, side, version, self.inner.config.outbound_queue, peer);
         self.inner.connections.insert(id, conn.clone());
         if let Some((reason, detail)) = self.inner.shutting_down.get() {
             conn.close(*reason, Some(serde_json::json!({ "detail": detail })));
+        } else if let Some(addr) = peer {
+            if self
+                .inner
+                .unauthenticated
+                .try_add(addr, self.inner.config.max_unauthenticated_per_address)
+            {
+                conn.counted_unauthenticated.store(true, Ordering::Relaxed);
+            } else {
+                conn.close(DisconnectReason::TooManyUnauthorizedConnections, None);
+            }
         }
         (conn, rx)
+    }
+
+    /// The connection logged in or ended: it no longer counts as
+    /// unauthenticated.
+    pub(crate) fn release_unauthenticated(&self, conn: &Connection) {
+        if conn.counted_unauthenticated.swap(false, Ordering::Relaxed)
+            && let Some(addr) = conn.peer
+        {
+            self.inner.unauthenticated.remove(addr);
+        }
     }
 
     /// Forgets a connection that has ended: the agent's presence is updated
     /// and the resulting status change is pushed.
     pub async fn disconnect(&self, conn: &Arc<Connection>) {
         self.inner.connections.remove(&conn.id());
+        self.release_unauthenticated(conn);
         match conn.side() {
             Side::Agent => status::session_ended(self, conn).await,
             Side::Customer => chat_methods::customer_session_ended(self, conn),

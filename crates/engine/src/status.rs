@@ -128,6 +128,12 @@ pub(crate) async fn login(
                 _ => agent.agent.login_status,
             };
         }
+        // Over the per-agent cap, the oldest session makes room.
+        let cap = engine.inner.config.max_sessions_per_agent.max(1);
+        while agent.sessions.len() >= cap {
+            let oldest = agent.sessions.remove(0);
+            oldest.conn.close(DisconnectReason::ConnectionEvicted, None);
+        }
         agent.sessions.push(SessionRef {
             conn: conn.clone(),
             away: req.away.unwrap_or(false),

@@ -14,6 +14,7 @@ async fn engine(dir: &std::path::Path, queue: usize) -> Engine {
         store,
         EngineConfig {
             outbound_queue: queue,
+            ..EngineConfig::default()
         },
     )
     .unwrap();
@@ -44,7 +45,7 @@ fn request(requester: Requester, action: &str, payload: Value) -> Request {
 }
 
 async fn login(engine: &Engine, token: &str) -> (Arc<Connection>, ConnectionRx) {
-    let (conn, rx) = engine.connect(Side::Agent, Version::V3_5);
+    let (conn, rx) = engine.connect(Side::Agent, Version::V3_5, None);
     let r = engine
         .execute(request(
             Requester::Rtm(conn.clone()),
@@ -193,7 +194,7 @@ async fn a_response_follows_the_commit() {
     }
     let store = Arc::new(SqliteStore::open(dir.path(), StoreConfig::default()).unwrap());
     let engine = Engine::start(store, EngineConfig::default()).unwrap();
-    let (conn, _rx) = engine.connect(Side::Agent, Version::V3_5);
+    let (conn, _rx) = engine.connect(Side::Agent, Version::V3_5, None);
     let r = engine
         .execute(request(
             Requester::Rtm(conn),

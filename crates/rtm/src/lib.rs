@@ -122,6 +122,7 @@ pub async fn run<S, R, E1, E2>(
     engine: Engine,
     side: Side,
     version: Version,
+    peer: Option<std::net::IpAddr>,
     sink: S,
     stream: R,
     config: RtmConfig,
@@ -131,7 +132,7 @@ pub async fn run<S, R, E1, E2>(
     E1: std::fmt::Display,
     E2: std::fmt::Display,
 {
-    let (conn, rx) = engine.connect(side, version);
+    let (conn, rx) = engine.connect(side, version, peer);
     let mut session = Session {
         engine: engine.clone(),
         conn: conn.clone(),

@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use chatgate_engine::ProvisionSpec as Provisioning;
+pub use chatgate_engine::{ProvisionSpec as Provisioning, Rate};
 pub use tls::load_tls;
 
 /// TLS listener settings.
@@ -187,9 +187,12 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
         let listener = listener.tap_io(|s| {
             let _ = s.set_nodelay(true);
         });
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
+        if let Err(e) = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
         {
             tracing::error!(error = %e, "http listener failed");
         }
@@ -201,12 +204,17 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
             source,
         })?;
         tls_addr = Some(local);
-        let tls_listener = tls::TlsListener::spawn(listener, acceptor, stop_accepting.clone());
+        // `tap_io` (a no-op here) gives the listener axum's connect-info support.
+        let tls_listener =
+            tls::TlsListener::spawn(listener, acceptor, stop_accepting.clone()).tap_io(|_| {});
         let stop = stop_accepting.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(tls_listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
+            if let Err(e) = axum::serve(
+                tls_listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
             {
                 tracing::error!(error = %e, "tls listener failed");
             }

@@ -71,6 +71,22 @@ struct Serve {
     /// Frames that may wait for one slow session before it is disconnected.
     #[arg(long, env = "CHATGATE_OUTBOUND_QUEUE", default_value_t = 1024)]
     outbound_queue: usize,
+    /// Requests per second each agent, bot or customer may make (0: no limit).
+    #[arg(long, env = "CHATGATE_RATE_LIMIT_PER_SEC", default_value_t = 50.0)]
+    rate_limit_per_sec: f64,
+    /// Requests a principal may make at once before the rate applies.
+    #[arg(long, env = "CHATGATE_RATE_LIMIT_BURST", default_value_t = 200.0)]
+    rate_limit_burst: f64,
+    /// Live RTM sessions per agent; one more evicts the oldest.
+    #[arg(long, env = "CHATGATE_MAX_SESSIONS_PER_AGENT", default_value_t = 16)]
+    max_sessions_per_agent: usize,
+    /// Connections per client address that may wait for their login.
+    #[arg(
+        long,
+        env = "CHATGATE_MAX_UNAUTHENTICATED_PER_ADDRESS",
+        default_value_t = 1024
+    )]
+    max_unauthenticated_per_address: usize,
     /// Log format.
     #[arg(long, env = "CHATGATE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -132,6 +148,25 @@ fn config_from(args: &Serve) -> Result<ServerConfig, String> {
         return Err("--outbound-queue must be at least 1".into());
     }
     config.engine.outbound_queue = args.outbound_queue;
+    config.engine.rate_limit = if args.rate_limit_per_sec > 0.0 {
+        if args.rate_limit_burst < 1.0 {
+            return Err("--rate-limit-burst must be at least 1".into());
+        }
+        Some(chatgate_engine::Rate {
+            per_second: args.rate_limit_per_sec,
+            burst: args.rate_limit_burst,
+        })
+    } else {
+        None
+    };
+    if args.max_sessions_per_agent == 0 || args.max_unauthenticated_per_address == 0 {
+        return Err(
+            "--max-sessions-per-agent and --max-unauthenticated-per-address must be at least 1"
+                .into(),
+        );
+    }
+    config.engine.max_sessions_per_agent = args.max_sessions_per_agent;
+    config.engine.max_unauthenticated_per_address = args.max_unauthenticated_per_address;
     if let (Some(listen), Some(cert), Some(key)) = (args.tls_listen, &args.tls_cert, &args.tls_key)
     {
         if listen == args.listen && listen.port() != 0 {

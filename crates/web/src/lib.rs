@@ -8,7 +8,7 @@
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -17,6 +17,7 @@ use chatgate_protocol::{ErrorBody, ErrorType, Version};
 use chatgate_rtm::RtmConfig;
 use futures_util::StreamExt;
 use serde_json::Value;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -92,7 +93,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.kind.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        json_response(status, &self.0.into_envelope())
+        let retry_after = self
+            .0
+            .data
+            .as_ref()
+            .and_then(|d| d.get("retry_after"))
+            .and_then(Value::as_u64);
+        let mut resp = json_response(status, &self.0.into_envelope());
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
     }
 }
 
@@ -253,9 +265,10 @@ type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketU
 async fn agent_rtm(
     State(state): State<AppState>,
     Path(version): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ws: Upgrade,
 ) -> Result<Response, ApiError> {
-    upgrade(state, &version, ws, Side::Agent)
+    upgrade(state, &version, ws, Side::Agent, peer)
 }
 
 /// `organization_id` in the query is accepted; the organization comes from
@@ -264,12 +277,19 @@ async fn customer_rtm(
     State(state): State<AppState>,
     Path(version): Path<String>,
     Query(_org): Query<OrgQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ws: Upgrade,
 ) -> Result<Response, ApiError> {
-    upgrade(state, &version, ws, Side::Customer)
+    upgrade(state, &version, ws, Side::Customer, peer)
 }
 
-fn upgrade(state: AppState, version: &str, ws: Upgrade, side: Side) -> Result<Response, ApiError> {
+fn upgrade(
+    state: AppState,
+    version: &str,
+    ws: Upgrade,
+    side: Side,
+    peer: SocketAddr,
+) -> Result<Response, ApiError> {
     let version = path_version(version)?;
     let ws = ws.map_err(|e| ApiError(validation(format!("WebSocket upgrade required: {e}"))))?;
     let config = state.config.clone();
@@ -283,8 +303,16 @@ fn upgrade(state: AppState, version: &str, ws: Upgrade, side: Side) -> Result<Re
         .on_upgrade(move |socket| {
             let (sink, stream) = socket.split();
             let span = tracing::info_span!("rtm", version = %version, side = ?side);
-            chatgate_rtm::run(engine, side, version, sink, stream, config.rtm.clone())
-                .instrument(span)
+            chatgate_rtm::run(
+                engine,
+                side,
+                version,
+                Some(peer.ip()),
+                sink,
+                stream,
+                config.rtm.clone(),
+            )
+            .instrument(span)
         }))
 }
 

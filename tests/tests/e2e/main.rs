@@ -6,6 +6,7 @@ mod chats;
 mod chats_more;
 mod configuration;
 mod docs;
+mod limits;
 mod restart;
 mod rtm_login;
 mod rtm_status;
