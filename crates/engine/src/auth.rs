@@ -16,6 +16,11 @@ pub fn hash_secret(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+/// The stored form of an API key with its secret.
+pub(crate) fn api_key_hash(key: &str, secret: &str) -> [u8; 32] {
+    hash_secret(&format!("api-key:{key}:{secret}"))
+}
+
 fn invalid() -> ErrorBody {
     err(ErrorType::Authentication, "Invalid access token")
 }

@@ -15,6 +15,7 @@
 //! `.await` inside); submitting to the store while holding it is what ties
 //! the order of state changes to the order of commits.
 
+mod apikeys;
 mod auth;
 mod chat_methods;
 mod chat_more;

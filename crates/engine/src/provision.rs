@@ -76,6 +76,20 @@ pub struct ProvisionAgent {
     /// Personal access tokens (at least 8 characters each).
     #[serde(default)]
     pub tokens: Vec<String>,
+    /// API keys with their secrets, exchanged for access tokens at
+    /// `POST /v1/auth`.
+    #[serde(default)]
+    pub api_keys: Vec<ProvisionApiKey>,
+}
+
+/// `[[organization.agent.api_keys]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionApiKey {
+    /// At least 8 characters.
+    pub key: String,
+    /// At least 16 characters; stored only as a hash.
+    pub secret: String,
 }
 
 /// What provisioning did.
@@ -115,7 +129,7 @@ struct PlannedOrg {
     org: Organization,
     groups: Vec<Group>,
     agents: Vec<Agent>,
-    tokens: Vec<[u8; 32]>,
+    tokens: Vec<([u8; 32], TokenKind)>,
     token_owner: Vec<String>,
 }
 
@@ -143,12 +157,12 @@ impl Engine {
                     agent: a.clone(),
                 });
             }
-            for (hash, agent) in p.tokens.iter().zip(&p.token_owner) {
+            for ((hash, kind), agent) in p.tokens.iter().zip(&p.token_owner) {
                 ops.push(Op::PutToken {
                     hash: *hash,
                     org: p.org.id.clone(),
                     agent: agent.clone(),
-                    kind: TokenKind::Pat,
+                    kind: *kind,
                     created_at: now_secs(),
                     expires_at: None,
                 });
@@ -276,7 +290,21 @@ impl Engine {
                         a.id
                     )));
                 }
-                tokens.push(hash);
+                tokens.push((hash, TokenKind::Pat));
+                token_owner.push(a.id.clone());
+            }
+            for k in &a.api_keys {
+                if k.key.len() < MIN_TOKEN_LEN || k.secret.len() < 16 {
+                    return Err(bad(format!(
+                        "an API key of `{}` needs a key of at least {MIN_TOKEN_LEN} and a secret of at least 16 characters",
+                        a.id
+                    )));
+                }
+                let hash = crate::auth::api_key_hash(&k.key, &k.secret);
+                if seen_tokens.insert(hash, format!("{id}/{}", a.id)).is_some() {
+                    return Err(bad(format!("an API key of `{}` is given twice", a.id)));
+                }
+                tokens.push((hash, TokenKind::ApiKey));
                 token_owner.push(a.id.clone());
             }
             agents.push(agent);
@@ -319,13 +347,13 @@ impl Engine {
                 }
             }
         }
-        for (hash, agent) in p.tokens.into_iter().zip(p.token_owner) {
+        for ((hash, kind), agent) in p.tokens.into_iter().zip(p.token_owner) {
             self.inner.tokens.insert(
                 hash,
                 TokenEntry {
                     org: p.org.id.0.clone(),
                     agent,
-                    kind: TokenKind::Pat,
+                    kind,
                     expires_at: None,
                 },
             );

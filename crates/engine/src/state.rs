@@ -25,9 +25,9 @@ impl TokenEntry {
     pub fn side(&self) -> Option<Side> {
         use chatgate_store::TokenKind::*;
         match self.kind {
-            Pat | Bot => Some(Side::Agent),
+            Pat | Bot | Access => Some(Side::Agent),
             Customer => Some(Side::Customer),
-            BotSecret => None,
+            BotSecret | ApiKey => None,
         }
     }
 }

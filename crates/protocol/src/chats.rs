@@ -573,3 +573,20 @@ pub struct CustomerPageUpdated {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
 }
+
+/// `POST /v1/auth` body (the API key travels in `X-Api-Key`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiAuthRequest {
+    pub secret: String,
+}
+
+/// `POST /v1/auth` and `/v1/refresh_token` response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiAccessToken {
+    pub access_token: String,
+    pub token_type: String,
+    /// Seconds.
+    pub expires_in: u64,
+    /// Unix seconds.
+    pub expires_at: i64,
+}

@@ -87,6 +87,10 @@ struct Serve {
         default_value_t = 1024
     )]
     max_unauthenticated_per_address: usize,
+    /// Base URL clients reach this deployment at, returned by GET /v1/apis
+    /// (default: http://<Host header>).
+    #[arg(long, env = "CHATGATE_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Log format.
     #[arg(long, env = "CHATGATE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -167,6 +171,12 @@ fn config_from(args: &Serve) -> Result<ServerConfig, String> {
     }
     config.engine.max_sessions_per_agent = args.max_sessions_per_agent;
     config.engine.max_unauthenticated_per_address = args.max_unauthenticated_per_address;
+    if let Some(url) = &args.public_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err("--public-url must start with http:// or https://".into());
+        }
+        config.web.public_url = Some(url.clone());
+    }
     if let (Some(listen), Some(cert), Some(key)) = (args.tls_listen, &args.tls_cert, &args.tls_key)
     {
         if listen == args.listen && listen.port() != 0 {

@@ -13,6 +13,12 @@ pub enum TokenKind {
     BotSecret,
     /// A bot access token from `issue_bot_token`.
     Bot,
+    /// An API key with its secret (hash of `key:secret`), exchanged for
+    /// access tokens at `POST /v1/auth`.
+    ApiKey,
+    /// A short-lived agent access token from `/v1/auth` or
+    /// `/v1/refresh_token`.
+    Access,
 }
 
 impl TokenKind {
@@ -22,6 +28,8 @@ impl TokenKind {
             TokenKind::Customer => "customer",
             TokenKind::BotSecret => "bot_secret",
             TokenKind::Bot => "bot",
+            TokenKind::ApiKey => "api_key",
+            TokenKind::Access => "access",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -30,6 +38,8 @@ impl TokenKind {
             "customer" => Some(TokenKind::Customer),
             "bot_secret" => Some(TokenKind::BotSecret),
             "bot" => Some(TokenKind::Bot),
+            "api_key" => Some(TokenKind::ApiKey),
+            "access" => Some(TokenKind::Access),
             _ => None,
         }
     }
@@ -71,6 +81,8 @@ pub enum Op {
     DeleteAgent { org: OrgId, agent: String, at: i64 },
     /// Delete a group and every membership in it.
     DeleteGroup { org: OrgId, group: u32 },
+    /// Revoke one credential.
+    RevokeToken { hash: [u8; 32], at: i64 },
     /// Revoke an agent's or bot's credentials of the given kinds.
     RevokeTokens {
         org: OrgId,

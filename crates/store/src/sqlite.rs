@@ -457,6 +457,12 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
                 return Err(StoreError::Conflict(format!("no group {group}")));
             }
         }
+        Op::RevokeToken { hash, at } => {
+            tx.prepare_cached(
+                "UPDATE tokens SET revoked_at = ?2 WHERE hash = ?1 AND revoked_at IS NULL",
+            )?
+            .execute(params![&hash[..], at])?;
+        }
         Op::RevokeTokens {
             org,
             agent,

@@ -39,6 +39,9 @@ pub struct WebConfig {
     pub ws_max_message: usize,
     /// RTM session limits.
     pub rtm: RtmConfig,
+    /// Base URL clients reach this deployment at (`https://chat.example.com`),
+    /// returned by `GET /v1/apis`; default `http://<Host header>`.
+    pub public_url: Option<String>,
 }
 
 impl Default for WebConfig {
@@ -50,6 +53,7 @@ impl Default for WebConfig {
             ws_max_write_buffer: 1024 * 1024,
             ws_max_message: 4 * 1024 * 1024,
             rtm: RtmConfig::default(),
+            public_url: None,
         }
     }
 }
@@ -72,6 +76,9 @@ pub fn app(engine: Engine, config: WebConfig) -> Router {
         .route("/{version}/customer/action/{method}", post(customer_action))
         .route("/{version}/customer/rtm/ws", any(customer_rtm))
         .route("/customer/token", post(customer_token))
+        .route("/v1/auth", post(api_auth))
+        .route("/v1/refresh_token", post(api_refresh))
+        .route("/v1/apis", get(api_urls))
         .route(
             "/{version}/configuration/action/{method}",
             post(configuration_action),
@@ -246,6 +253,82 @@ async fn action(
         .await
         .map_err(ApiError)?;
     Ok(json_response(StatusCode::OK, &reply.payload))
+}
+
+async fn api_auth(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let key = header_str(&headers, "x-api-key")?.ok_or_else(|| {
+        ApiError(ErrorBody::new(
+            ErrorType::Authentication,
+            "missing `X-Api-Key` header",
+        ))
+    })?;
+    let payload = read_json(&state, body).await?;
+    let req: chatgate_protocol::chats::ApiAuthRequest = serde_json::from_value(payload)
+        .map_err(|e| ApiError(validation(format!("invalid body: {e}"))))?;
+    let token = state
+        .engine
+        .exchange_api_key(key, &req.secret)
+        .await
+        .map_err(ApiError)?;
+    Ok(json_response(StatusCode::OK, &token))
+}
+
+async fn api_refresh(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let auth = header_str(&headers, "authorization")?.ok_or_else(|| {
+        ApiError(ErrorBody::new(
+            ErrorType::Authentication,
+            "missing `Authorization` header",
+        ))
+    })?;
+    let token = state
+        .engine
+        .refresh_access_token(auth)
+        .await
+        .map_err(ApiError)?;
+    Ok(json_response(StatusCode::OK, &token))
+}
+
+/// `GET /v1/apis`: the base URLs of this deployment's APIs.
+async fn api_urls(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let auth = header_str(&headers, "authorization")?.ok_or_else(|| {
+        ApiError(ErrorBody::new(
+            ErrorType::Authentication,
+            "missing `Authorization` header",
+        ))
+    })?;
+    state
+        .engine
+        .check_agent_credentials(auth)
+        .map_err(ApiError)?;
+    let base = match &state.config.public_url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => format!(
+            "http://{}",
+            header_str(&headers, "host")?.unwrap_or("127.0.0.1")
+        ),
+    };
+    let ws = base
+        .replacen("https://", "wss://", 1)
+        .replacen("http://", "ws://", 1);
+    let body = serde_json::json!({
+        "apis": {
+            "agent_chat": format!("{base}/v3.5/agent/action"),
+            "agent_chat_rtm": format!("{ws}/v3.5/agent/rtm/ws"),
+            "customer_chat": format!("{base}/v3.5/customer/action"),
+            "customer_chat_rtm": format!("{ws}/v3.5/customer/rtm/ws"),
+            "configuration": format!("{base}/v3.5/configuration/action"),
+            "customer_token": format!("{base}/customer/token"),
+            "auth": format!("{base}/v1/auth"),
+        }
+    });
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 async fn customer_token(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {

@@ -425,3 +425,114 @@ async fn bots_take_chats_with_bot_tokens_that_can_be_revoked() {
         .no_push("bot_deleted_twice", Duration::from_millis(10))
         .await;
 }
+
+#[tokio::test]
+async fn api_key_exchange_refresh_and_discovery() {
+    let s = TestServer::start().await;
+    let auth = |key: Option<&str>, secret: &str| {
+        let url = s.url("/v1/auth");
+        let body = json!({"secret": secret}).to_string();
+        let key = key.map(str::to_owned);
+        async move {
+            let mut req = reqwest::Client::new().post(url).body(body);
+            if let Some(k) = key {
+                req = req.header("x-api-key", k);
+            }
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(auth(None, "alice-secret-0123456789").await.0, 401);
+    assert_eq!(
+        auth(Some("alice-key-1"), "wrong-secret-000000").await.0,
+        401
+    );
+    let (code, token) = auth(Some("alice-key-1"), "alice-secret-0123456789").await;
+    assert_eq!(code, 200, "{token}");
+    assert_eq!(
+        (token["token_type"].as_str(), token["expires_in"].as_u64()),
+        (Some("Bearer"), Some(3600))
+    );
+    assert!(token["expires_at"].as_i64().unwrap() > 1_700_000_000);
+    let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
+    // The access token acts as the key's agent, on the Web API and RTM.
+    let (code, _) = s
+        .web("list_routing_statuses", Some(&bearer), json!({}))
+        .await;
+    assert_eq!(code, 200);
+    let mut rtm = s.rtm().await;
+    let r = rtm.request("login", json!({"token": bearer})).await;
+    assert_eq!(r["payload"]["my_profile"]["id"], "alice@acme.test");
+    // Discovery.
+    let resp = reqwest::Client::new()
+        .get(s.url("/v1/apis"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let apis: Value = resp.json().await.unwrap();
+    assert_eq!(
+        apis["apis"]["agent_chat"],
+        format!("http://{}/v3.5/agent/action", s.addr)
+    );
+    assert_eq!(
+        apis["apis"]["agent_chat_rtm"],
+        format!("ws://{}/v3.5/agent/rtm/ws", s.addr)
+    );
+    let resp = reqwest::Client::new()
+        .get(s.url("/v1/apis"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    // Refresh: a new token, the old one revoked at once.
+    let refresh = |auth: String| {
+        let url = s.url("/v1/refresh_token");
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .header("authorization", auth)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (code, fresh) = refresh(bearer.clone()).await;
+    assert_eq!(code, 200, "{fresh}");
+    let fresh_bearer = format!("Bearer {}", fresh["access_token"].as_str().unwrap());
+    assert_ne!(fresh_bearer, bearer);
+    let (code, _) = s
+        .web("list_routing_statuses", Some(&bearer), json!({}))
+        .await;
+    assert_eq!(code, 401, "the refreshed token is revoked");
+    let (code, _) = s
+        .web("list_routing_statuses", Some(&fresh_bearer), json!({}))
+        .await;
+    assert_eq!(code, 200);
+    let (code, _) = refresh("Bearer alice-pat-1".into()).await;
+    assert_eq!(code, 401, "only access tokens refresh");
+    // Nothing secret is stored in clear.
+    let s = s.restart().await;
+    let (code, _) = s
+        .web("list_routing_statuses", Some(&fresh_bearer), json!({}))
+        .await;
+    assert_eq!(
+        code, 200,
+        "access tokens survive a restart until they expire"
+    );
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(s.dir.path().join("data")).unwrap() {
+        stored.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let text = String::from_utf8_lossy(&stored);
+    for secret in [
+        "alice-secret-0123456789",
+        "alice-pat-1",
+        "alice-key-1",
+        fresh["access_token"].as_str().unwrap(),
+    ] {
+        assert!(!text.contains(secret), "`{secret}` is stored in clear");
+    }
+}

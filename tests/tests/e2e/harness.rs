@@ -28,6 +28,7 @@ name = "Alice"
 role = "owner"
 groups = [0, 1]
 tokens = ["alice-pat-1", "alice-pat-2"]
+api_keys = [{ key = "alice-key-1", secret = "alice-secret-0123456789" }]
 [[organization.agent]]
 id = "bob@acme.test"
 name = "Bob"
