@@ -75,6 +75,8 @@ pub struct Organization {
     pub license_id: u64,
     /// Unix seconds.
     pub created_at: i64,
+    /// Browser origins allowed to request customer tokens; empty = any.
+    pub allowed_origins: Vec<String>,
 }
 
 /// A group of agents.

@@ -100,6 +100,7 @@ pub(crate) fn readable<'a>(
 pub(crate) async fn issue_customer_token(
     engine: &Engine,
     req: CustomerTokenRequest,
+    origin: Option<&str>,
 ) -> Result<CustomerTokenResponse, ErrorBody> {
     let org = engine.org(&req.organization_id).ok_or_else(|| {
         err(
@@ -117,6 +118,17 @@ pub(crate) async fn issue_customer_token(
     let reservation = reserve(&engine.inner.store)?;
     let (pending, customer_id) = {
         let mut state = org.lock();
+        // Browser requests must come from a listed origin (when the
+        // organization lists any); server-side requests carry no Origin.
+        if let Some(origin) = origin
+            && !state.allowed_origins.is_empty()
+            && !state.allowed_origins.iter().any(|o| o == origin)
+        {
+            return Err(err(
+                ErrorType::Authorization,
+                format!("origin `{origin}` may not request customer tokens for this organization"),
+            ));
+        }
         let mut ops = Vec::new();
         let customer_id = match &req.customer_id {
             Some(id) => {

@@ -278,11 +278,14 @@ impl Engine {
 
     /// Issues a customer access token (`POST /customer/token`), creating the
     /// customer unless an existing `customer_id` is given.
+    /// A browser's `Origin` must be among the organization's allowed
+    /// origins when it lists any.
     pub async fn issue_customer_token(
         &self,
         req: chatgate_protocol::chats::CustomerTokenRequest,
+        origin: Option<&str>,
     ) -> Result<chatgate_protocol::chats::CustomerTokenResponse, chatgate_protocol::ErrorBody> {
-        chat_methods::issue_customer_token(self, req).await
+        chat_methods::issue_customer_token(self, req, origin).await
     }
 
     /// Number of open RTM connections.

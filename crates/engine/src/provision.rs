@@ -36,6 +36,10 @@ pub struct ProvisionOrg {
     pub groups: Vec<ProvisionGroup>,
     #[serde(default, rename = "agent")]
     pub agents: Vec<ProvisionAgent>,
+    /// Browser origins (`https://shop.example`) allowed to request customer
+    /// tokens; empty or absent = any origin.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 /// `[[organization.group]]`.
@@ -222,6 +226,7 @@ impl Engine {
         let org = match &existing {
             Some(e) => Organization {
                 name: o.name.clone(),
+                allowed_origins: o.allowed_origins.clone(),
                 ..e.org.clone()
             },
             None => Organization {
@@ -229,6 +234,7 @@ impl Engine {
                 name: o.name.clone(),
                 license_id: random_license_id(),
                 created_at: now_secs(),
+                allowed_origins: o.allowed_origins.clone(),
             },
         };
         let mut groups: BTreeMap<GroupId, Group> = BTreeMap::new();
@@ -333,6 +339,7 @@ impl Engine {
         };
         {
             let mut state = org.lock();
+            state.allowed_origins = p.org.allowed_origins.clone();
             for g in p.groups {
                 state.groups.insert(g.id, g);
             }

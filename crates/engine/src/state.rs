@@ -48,6 +48,8 @@ pub(crate) struct OrgState {
     pub chats: HashMap<String, ChatState>,
     /// Chats whose active thread waits for an agent, in arrival order.
     pub queue: Vec<String>,
+    /// Browser origins allowed to request customer tokens; empty = any.
+    pub allowed_origins: Vec<String>,
 }
 
 /// A live RTM session of an agent.
@@ -101,6 +103,7 @@ impl AgentState {
 
 impl Org {
     pub fn from_record(rec: OrgRecord) -> Org {
+        let allowed_origins = rec.org.allowed_origins.clone();
         Org {
             org: rec.org,
             state: Mutex::new(OrgState {
@@ -118,6 +121,7 @@ impl Org {
                 customers: HashMap::new(),
                 chats: HashMap::new(),
                 queue: Vec::new(),
+                allowed_origins,
             }),
         }
     }

@@ -75,6 +75,7 @@ impl Store for GatedStore {
                     name: "Acme".into(),
                     license_id: 123,
                     created_at: 1,
+                    allowed_origins: Vec::new(),
                 },
                 groups: vec![Group {
                     id: 0,

@@ -23,6 +23,7 @@ fn main() {
         name: "bench".into(),
         license_id: 1,
         created_at: 0,
+        allowed_origins: Vec::new(),
     })];
     for w in 0..writers {
         ops.push(Op::CreateChat {

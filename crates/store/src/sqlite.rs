@@ -158,6 +158,9 @@ ALTER TABLE agents ADD COLUMN job_title TEXT;
 ALTER TABLE agents ADD COLUMN owner_client_id TEXT;
 CREATE INDEX tokens_by_agent ON tokens (org_id, agent_id);
 "#,
+    r#"
+ALTER TABLE organizations ADD COLUMN allowed_origins TEXT NOT NULL DEFAULT '';
+"#,
 ];
 
 struct Job {
@@ -343,12 +346,18 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
     match op {
         Op::UpsertOrganization(o) => {
             tx.prepare_cached(
-                "INSERT INTO organizations (id, name, license_id, created_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+                "INSERT INTO organizations (id, name, license_id, created_at, allowed_origins)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+                   allowed_origins = excluded.allowed_origins",
             )?
-            .execute(
-                params![o.id.0, o.name, o.license_id as i64, o.created_at],
-            )?;
+            .execute(params![
+                o.id.0,
+                o.name,
+                o.license_id as i64,
+                o.created_at,
+                origins_json(&o.allowed_origins)
+            ])?;
         }
         Op::UpsertGroup { org, group } => {
             tx.prepare_cached(
@@ -620,6 +629,19 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
     Ok(None)
 }
 
+/// Origins are stored as lines (portable, no JSON functions needed).
+fn origins_json(origins: &[String]) -> String {
+    origins.join("\n")
+}
+
+fn parse_origins(stored: &str) -> Vec<String> {
+    stored
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} `{value}`"))
 }
@@ -629,13 +651,14 @@ impl Store for SqliteStore {
         let conn = self.reader.lock().expect("reader lock poisoned");
         let mut snapshot = Snapshot::default();
         let mut orgs =
-            conn.prepare("SELECT id, name, license_id, created_at FROM organizations ORDER BY id")?;
+            conn.prepare("SELECT id, name, license_id, created_at, allowed_origins FROM organizations ORDER BY id")?;
         let org_rows = orgs.query_map([], |r| {
             Ok(Organization {
                 id: OrgId(r.get(0)?),
                 name: r.get(1)?,
                 license_id: r.get::<_, i64>(2)? as u64,
                 created_at: r.get(3)?,
+                allowed_origins: parse_origins(&r.get::<_, String>(4)?),
             })
         })?;
         for org in org_rows {

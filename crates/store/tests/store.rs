@@ -12,6 +12,7 @@ fn org(id: &str) -> Organization {
         name: format!("Org {id}"),
         license_id: 1000 + id.len() as u64,
         created_at: 1_700_000_000,
+        allowed_origins: Vec::new(),
     }
 }
 

@@ -331,13 +331,18 @@ async fn api_urls(State(state): State<AppState>, headers: HeaderMap) -> Result<R
     Ok(json_response(StatusCode::OK, &body))
 }
 
-async fn customer_token(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
+async fn customer_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let origin = header_str(&headers, "origin")?.map(str::to_owned);
     let payload = read_json(&state, body).await?;
     let req = serde_json::from_value(payload)
         .map_err(|e| ApiError(validation(format!("invalid body: {e}"))))?;
     let resp = state
         .engine
-        .issue_customer_token(req)
+        .issue_customer_token(req, origin.as_deref())
         .await
         .map_err(ApiError)?;
     Ok(json_response(StatusCode::OK, &resp))

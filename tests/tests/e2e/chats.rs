@@ -847,3 +847,45 @@ async fn customers_are_told_why_before_a_server_close() {
     let d = cust.push("customer_disconnected").await;
     assert_eq!(d["payload"]["data"]["detail"], "shutdown");
 }
+
+#[tokio::test]
+async fn customer_tokens_from_browsers_only_from_allowed_origins() {
+    let s = TestServer::start().await;
+    let token = |org: &str, origin: Option<&str>| {
+        let url = s.url("/customer/token");
+        let body = json!({"organization_id": org}).to_string();
+        let origin = origin.map(str::to_owned);
+        async move {
+            let mut req = reqwest::Client::new().post(url).body(body);
+            if let Some(o) = origin {
+                req = req.header("origin", o);
+            }
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    // Globex lists one origin.
+    let (code, _) = token("globex", Some("https://shop.globex.test")).await;
+    assert_eq!(code, 200);
+    let (code, body) = token("globex", Some("https://evil.test")).await;
+    assert_eq!(
+        (code, body["error"]["type"].as_str()),
+        (403, Some("authorization"))
+    );
+    // Server-side requests carry no Origin.
+    let (code, _) = token("globex", None).await;
+    assert_eq!(code, 200);
+    // Acme lists none: any origin.
+    let (code, _) = token("acme", Some("https://anything.test")).await;
+    assert_eq!(code, 200);
+    // The list survives a restart.
+    let s = s.restart().await;
+    let resp = reqwest::Client::new()
+        .post(s.url("/customer/token"))
+        .header("origin", "https://evil.test")
+        .body(json!({"organization_id": "globex"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+}

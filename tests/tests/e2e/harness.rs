@@ -51,6 +51,7 @@ tokens = ["dave-pat-1"]
 [[organization]]
 id = "globex"
 name = "Globex"
+allowed_origins = ["https://shop.globex.test"]
 [[organization.agent]]
 id = "eve@globex.test"
 role = "owner"
