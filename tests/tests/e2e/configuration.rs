@@ -536,3 +536,189 @@ async fn api_key_exchange_refresh_and_discovery() {
         assert!(!text.contains(secret), "`{secret}` is stored in clear");
     }
 }
+
+#[tokio::test]
+async fn another_organizations_ids_look_absent_everywhere() {
+    let s = TestServer::start().await;
+    // Real ids in Globex: a chat with a customer, its agent, a bot and a group.
+    let mut eve = s.login("eve-pat-1").await;
+    let eve_auth = Some("Bearer eve-pat-1");
+    // Group ids are small per-organization numbers (the protocol's): Globex's
+    // first group is 1 like Acme's "Sales"; its second, 2, exists only there.
+    let mut globex_group = 0;
+    for name in ["Globex VIP", "Globex Gold"] {
+        let (_, g) = s
+            .config(
+                "create_group",
+                eve_auth,
+                json!({"name": name, "agent_priorities": {"eve@globex.test": "normal"}}),
+            )
+            .await;
+        globex_group = g["id"].as_u64().unwrap();
+    }
+    assert_eq!(globex_group, 2);
+    let (_, bot) = s
+        .config("create_bot", eve_auth, json!({"name": "Globex bot"}))
+        .await;
+    let globex_bot = bot["id"].as_str().unwrap().to_owned();
+    let (gtoken, globex_customer) = s.customer_token("globex", None).await;
+    let (_, r) = s
+        .customer_web(
+            "globex",
+            "start_chat",
+            &gtoken,
+            json!({"chat": {"thread": {"events": [{"type": "message", "text": "secret"}]}}}),
+        )
+        .await;
+    let globex_chat = r["chat_id"].as_str().unwrap().to_owned();
+    eve.push("incoming_chat").await;
+    let (_, before) = s
+        .web("get_chat", eve_auth, json!({"chat_id": globex_chat}))
+        .await;
+
+    // Acme's owner probes with them.
+    let acme = Some("Bearer alice-pat-1");
+    let _alice = s.login("alice-pat-1").await;
+    let chat = json!(globex_chat);
+    let agent_probes: Vec<(&str, Value)> = vec![
+        ("get_chat", json!({"chat_id": chat})),
+        ("list_threads", json!({"chat_id": chat})),
+        (
+            "send_event",
+            json!({"chat_id": chat, "event": {"type": "message", "text": "x"}}),
+        ),
+        (
+            "deactivate_chat",
+            json!({"id": chat, "ignore_requester_presence": true}),
+        ),
+        ("resume_chat", json!({"chat": {"id": chat}})),
+        ("follow_chat", json!({"id": chat})),
+        ("unfollow_chat", json!({"id": chat})),
+        (
+            "transfer_chat",
+            json!({"id": chat, "ignore_requester_presence": true}),
+        ),
+        (
+            "add_user_to_chat",
+            json!({"chat_id": chat, "user_id": "alice@acme.test", "user_type": "agent", "visibility": "all", "ignore_requester_presence": true}),
+        ),
+        (
+            "remove_user_from_chat",
+            json!({"chat_id": chat, "user_id": "eve@globex.test", "user_type": "agent", "ignore_requester_presence": true}),
+        ),
+        (
+            "mark_events_as_seen",
+            json!({"chat_id": chat, "seen_up_to": "2030-01-01T00:00:00Z"}),
+        ),
+        (
+            "send_typing_indicator",
+            json!({"chat_id": chat, "is_typing": true}),
+        ),
+        ("list_agents_for_transfer", json!({"chat_id": chat})),
+        (
+            "set_routing_status",
+            json!({"agent_id": "eve@globex.test", "status": "not_accepting_chats"}),
+        ),
+        (
+            "set_routing_status",
+            json!({"agent_id": globex_bot, "status": "offline"}),
+        ),
+        (
+            "start_chat",
+            json!({"chat": {"users": [{"id": globex_customer, "type": "customer"}]}}),
+        ),
+        (
+            "start_chat",
+            json!({"chat": {"users": [{"id": "eve@globex.test", "type": "agent"}]}}),
+        ),
+    ];
+    for (method, body) in agent_probes {
+        let (code, resp) = s.web(method, acme, body.clone()).await;
+        assert_eq!(code, 404, "{method} {body}: {resp}");
+        assert_eq!(resp["error"]["type"], "not_found", "{method}: {resp}");
+    }
+    let config_probes: Vec<(&str, Value, &str)> = vec![
+        ("get_agent", json!({"id": "eve@globex.test"}), "not_found"),
+        (
+            "update_agent",
+            json!({"id": "eve@globex.test", "name": "pwned"}),
+            "not_found",
+        ),
+        (
+            "delete_agent",
+            json!({"id": "eve@globex.test"}),
+            "not_found",
+        ),
+        (
+            "suspend_agent",
+            json!({"id": "eve@globex.test"}),
+            "not_found",
+        ),
+        ("get_bot", json!({"id": globex_bot}), "not_found"),
+        (
+            "update_bot",
+            json!({"id": globex_bot, "name": "pwned"}),
+            "not_found",
+        ),
+        ("delete_bot", json!({"id": globex_bot}), "not_found"),
+        ("reset_bot_secret", json!({"id": globex_bot}), "not_found"),
+        ("get_group", json!({"id": globex_group}), "group_not_found"),
+        (
+            "update_group",
+            json!({"id": globex_group, "name": "pwned"}),
+            "group_not_found",
+        ),
+        (
+            "delete_group",
+            json!({"id": globex_group}),
+            "group_not_found",
+        ),
+    ];
+    for (method, body, kind) in config_probes {
+        let (code, resp) = s.config(method, acme, body.clone()).await;
+        assert_eq!(code, 404, "{method} {body}: {resp}");
+        assert_eq!(resp["error"]["type"], kind, "{method}: {resp}");
+    }
+    // An Acme customer cannot reach the Globex chat either.
+    let (atoken, _) = s.customer_token("acme", None).await;
+    for (method, body) in [
+        ("get_chat", json!({"chat_id": chat})),
+        (
+            "send_event",
+            json!({"chat_id": chat, "event": {"type": "message", "text": "x"}}),
+        ),
+        ("deactivate_chat", json!({"id": chat})),
+    ] {
+        let (code, resp) = s.customer_web("acme", method, &atoken, body).await;
+        assert_eq!(code, 404, "{method}: {resp}");
+    }
+    let (code, _) = web_call(
+        &s.url("/customer/token"),
+        None,
+        json!({"organization_id": "acme", "customer_id": globex_customer}).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        code, 404,
+        "a Globex customer cannot be continued through Acme"
+    );
+    // Nothing changed in Globex.
+    let (_, after) = s
+        .web("get_chat", eve_auth, json!({"chat_id": globex_chat}))
+        .await;
+    assert_eq!(before, after);
+    let (_, eve_agent) = s
+        .config("get_agent", eve_auth, json!({"id": "eve@globex.test"}))
+        .await;
+    assert_eq!(eve_agent["name"], "eve@globex.test");
+    let (_, statuses) = s.web("list_routing_statuses", eve_auth, json!({})).await;
+    assert!(
+        statuses
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["agent_id"] != "alice@acme.test"),
+        "{statuses}"
+    );
+}
