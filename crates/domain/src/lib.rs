@@ -9,5 +9,6 @@ pub mod model;
 pub mod presence;
 pub mod routing;
 pub mod rules;
+pub mod scopes;
 
 pub use model::*;

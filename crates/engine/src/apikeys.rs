@@ -103,6 +103,7 @@ impl Engine {
         self.inner.tokens.insert(
             hash,
             TokenEntry {
+                scopes: None,
                 org: owner.org,
                 agent: owner.agent,
                 kind: TokenKind::Access,

@@ -58,6 +58,16 @@ pub(crate) struct ChatCaller {
     pub cause: Option<Cause>,
     /// The request's version (payload formats and filters differ).
     pub version: chatgate_protocol::Version,
+    /// An agent's effective scopes (`None` for customers).
+    pub scopes: Option<chatgate_domain::scopes::ScopeSet>,
+}
+
+impl ChatCaller {
+    /// Whether the caller reads every chat (`chats--all`) or only those of
+    /// its groups.
+    pub(crate) fn reads_all_chats(&self) -> bool {
+        self.scopes.as_ref().is_some_and(|s| s.has("chats--all:ro"))
+    }
 }
 
 pub(crate) fn not_found(what: &str, id: &str) -> ErrorBody {
@@ -85,7 +95,7 @@ pub(crate) fn readable<'a>(
         }
         Actor::Agent(id) => {
             let agent = &state.agents[id];
-            if !can_read(agent, chat) {
+            if !can_read(agent, chat, caller.reads_all_chats()) {
                 return Err(err(
                     ErrorType::MissingAccess,
                     format!("no access to chat `{chat_id}`"),
@@ -168,6 +178,7 @@ pub(crate) async fn issue_customer_token(
     engine.inner.tokens.insert(
         hash,
         TokenEntry {
+            scopes: None,
             org: org.org.id.0.clone(),
             agent: customer_id.clone(),
             kind: TokenKind::Customer,
@@ -263,6 +274,7 @@ pub(crate) async fn customer_login(
                 org: entry.org.clone(),
                 agent: entry.agent.clone(),
                 subs,
+                scopes: None,
             })
             .is_err()
         {
@@ -879,7 +891,7 @@ pub(crate) async fn list_chats(
             .values()
             .filter(|c| match &caller.actor {
                 Actor::Customer(id) => c.customer_id.as_deref() == Some(id.as_str()),
-                Actor::Agent(id) => can_read(&state.agents[id], c),
+                Actor::Agent(id) => can_read(&state.agents[id], c, caller.reads_all_chats()),
             })
             .filter(|c| include_active || c.active_thread().is_none())
             .filter(|c| only_active.is_none_or(|want| c.active_thread().is_some() == want))

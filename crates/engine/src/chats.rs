@@ -11,7 +11,8 @@ use crate::connection::Connection;
 use crate::push::{Cause, Outgoing};
 use crate::state::{AgentState, OrgState};
 use chatgate_domain::routing::{Candidate, Decision, decide};
-use chatgate_domain::{GroupPriority, OrgId, Role};
+use chatgate_domain::scopes::ScopeSet;
+use chatgate_domain::{GroupPriority, OrgId};
 use chatgate_protocol::chats::{IncomingChat, QueuePositionEntry};
 use chatgate_protocol::data::{
     Access, Chat, ChatSummary, ChatUserState, Event, LastEvent, Properties, Queue, Thread,
@@ -310,18 +311,25 @@ impl CustomerState {
     }
 }
 
-/// Whether `agent` may see chats with `access` through its groups or role.
+/// Whether `agent` may see chats with `access`: through its groups, or
+/// everywhere when its role's scopes include `chats--all` (the audience of
+/// pushes is decided by the role; a request by its token's scopes).
 pub(crate) fn has_group_access(agent: &AgentState, access: &[u32]) -> bool {
-    matches!(agent.agent.role, Role::Owner | Role::Administrator)
-        || access.contains(&0)
-        || agent.agent.groups.iter().any(|(g, _)| access.contains(g))
+    ScopeSet::defaults(agent.agent.kind, agent.agent.role).has("chats--all:ro")
+        || in_groups(agent, access)
 }
 
-/// Whether `agent` may read the chat: a user, a follower, or through access.
-pub(crate) fn can_read(agent: &AgentState, chat: &ChatState) -> bool {
-    chat.user(&agent.agent.id.0).is_some()
+fn in_groups(agent: &AgentState, access: &[u32]) -> bool {
+    access.contains(&0) || agent.agent.groups.iter().any(|(g, _)| access.contains(g))
+}
+
+/// Whether a requester may read the chat: a user, a follower, through its
+/// groups, or anywhere with `chats--all` (`all_chats`).
+pub(crate) fn can_read(agent: &AgentState, chat: &ChatState, all_chats: bool) -> bool {
+    all_chats
+        || chat.user(&agent.agent.id.0).is_some()
         || chat.followers.contains(&agent.agent.id.0)
-        || has_group_access(agent, &chat.access)
+        || in_groups(agent, &chat.access)
 }
 
 /// Who receives a push about a chat.

@@ -741,6 +741,7 @@ impl Engine {
                         new_tokens.push((
                             hash,
                             TokenEntry {
+                                scopes: None,
                                 org: org.0.clone(),
                                 agent: id.clone(),
                                 kind: TokenKind::BotSecret,
@@ -787,6 +788,7 @@ impl Engine {
                     new_tokens.push((
                         hash,
                         TokenEntry {
+                            scopes: None,
                             org: org.0.clone(),
                             agent: req.id.clone(),
                             kind: TokenKind::BotSecret,
@@ -855,6 +857,7 @@ impl Engine {
         self.inner.tokens.insert(
             hash,
             TokenEntry {
+                scopes: None,
                 org: req.organization_id,
                 agent: req.bot_id,
                 kind: TokenKind::Bot,

@@ -101,6 +101,8 @@ pub(crate) struct LoginState {
     /// The agent, or the customer on the customer side.
     pub agent: String,
     pub subs: Subscriptions,
+    /// Scopes of the token the session logged in with, if restricted.
+    pub scopes: Option<Arc<chatgate_domain::scopes::ScopeSet>>,
 }
 
 /// The engine's record of one RTM connection.

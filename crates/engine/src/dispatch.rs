@@ -10,6 +10,7 @@ use crate::push::Cause;
 use crate::state::Org;
 use crate::{Engine, status};
 use chatgate_domain::AgentKind;
+use chatgate_domain::scopes::ScopeSet;
 use chatgate_protocol::chats::{
     CustomerFields, SendSneakPeekRequest, SendTypingIndicatorRequest, SessionFieldsRequest,
 };
@@ -90,6 +91,9 @@ pub(crate) struct Caller {
     pub org: Arc<Org>,
     /// The acting agent or bot.
     pub agent: String,
+    /// Effective scopes: the role's (or a bot's) defaults, narrowed by the
+    /// credential's own scopes when it has any.
+    pub scopes: ScopeSet,
     /// The RTM connection, for RTM requests.
     pub conn: Option<Arc<Connection>>,
     pub cause: Option<Cause>,
@@ -103,6 +107,74 @@ pub(crate) fn parse<T: DeserializeOwned>(payload: Value) -> Result<T, ErrorBody>
         _ => return Err(validation("`payload` must be a JSON object")),
     };
     serde_json::from_value(payload).map_err(|e| validation(format!("invalid payload: {e}")))
+}
+
+/// Scopes that allow an Agent Chat API method, any one of them (the
+/// reference's §7). `set_routing_status` is checked against its target.
+fn agent_method_scopes(action: &str) -> &'static [&'static str] {
+    match action {
+        "list_chats"
+        | "list_threads"
+        | "get_chat"
+        | "list_archives"
+        | "follow_chat"
+        | "mark_events_as_seen" => &["chats--all:ro", "chats--access:ro"],
+        "start_chat"
+        | "resume_chat"
+        | "deactivate_chat"
+        | "transfer_chat"
+        | "add_user_to_chat"
+        | "remove_user_from_chat"
+        | "send_event"
+        | "send_rich_message_postback"
+        | "send_typing_indicator"
+        | "update_chat_properties"
+        | "delete_chat_properties"
+        | "update_thread_properties"
+        | "delete_thread_properties"
+        | "update_event_properties"
+        | "delete_event_properties"
+        | "tag_thread"
+        | "untag_thread" => &["chats--all:rw", "chats--access:rw"],
+        "get_customer" | "list_customers" => &["customers:ro"],
+        "create_customer" | "update_customer" => &["customers:rw"],
+        "ban_customer" => &["customers.ban:rw"],
+        "set_away_status" => &["agents--my:rw"],
+        "list_routing_statuses" => &["agents--all:ro"],
+        "multicast" => &["multicast:rw"],
+        _ => &[],
+    }
+}
+
+/// Scopes that allow a Configuration API method.
+fn config_method_scopes(action: &str) -> &'static [&'static str] {
+    match action {
+        "get_agent" => &["agents--all:ro", "agents--my:ro"],
+        "list_agents" => &["agents--all:ro"],
+        "create_agent" | "delete_agent" | "suspend_agent" | "unsuspend_agent" => {
+            &["agents--all:rw"]
+        }
+        "update_agent" => &["agents--all:rw", "agents--my:rw"],
+        "get_group" | "list_groups" => &["groups--all:ro"],
+        "create_group" | "update_group" | "delete_group" => &["groups--all:rw"],
+        "get_bot" | "list_bots" => &["agents-bot--all:ro", "agents-bot--my:ro"],
+        "create_bot" | "update_bot" | "delete_bot" | "reset_bot_secret" => {
+            &["agents-bot--all:rw", "agents-bot--my:rw"]
+        }
+        _ => &[],
+    }
+}
+
+/// `authorization` unless `scopes` grants one of `required`.
+pub(crate) fn require_scopes(scopes: &ScopeSet, required: &[&str]) -> Result<(), ErrorBody> {
+    if scopes.any(required) {
+        Ok(())
+    } else {
+        Err(err(
+            ErrorType::Authorization,
+            format!("missing scope: one of {}", required.join(", ")),
+        ))
+    }
 }
 
 fn not_yet(action: &str) -> ErrorBody {
@@ -137,6 +209,7 @@ impl Engine {
             };
             if let Some(c) = &caller {
                 self.rate_check(&format!("a:{}:{}", c.org.org.id, c.agent))?;
+                require_scopes(&c.scopes, config_method_scopes(&req.action))?;
             }
             return self
                 .config_method(caller.as_ref(), &req.action, req.payload)
@@ -207,12 +280,14 @@ impl Engine {
     async fn agent_method(&self, req: Request) -> Result<Reply, ErrorBody> {
         let caller = self.caller(&req)?;
         self.rate_check(&format!("a:{}:{}", caller.org.org.id, caller.agent))?;
+        require_scopes(&caller.scopes, agent_method_scopes(&req.action))?;
         let version = req.version;
         let chat_caller = || ChatCaller {
             org: caller.org.clone(),
             actor: Actor::Agent(caller.agent.clone()),
             cause: caller.cause.clone(),
             version,
+            scopes: Some(caller.scopes.clone()),
         };
         match req.action.as_str() {
             "set_routing_status" => {
@@ -382,11 +457,12 @@ impl Engine {
             actor: Actor::Customer(customer),
             cause: cause_of(req),
             version: req.version,
+            scopes: None,
         })
     }
 
     fn caller(&self, req: &Request) -> Result<Caller, ErrorBody> {
-        let (org_id, agent_id, conn) = match &req.requester {
+        let (org_id, agent_id, conn, token_scopes) = match &req.requester {
             Requester::Rtm(conn) => {
                 let login = conn.login_state().ok_or_else(|| {
                     err(
@@ -394,14 +470,19 @@ impl Engine {
                         "log in first: send `login` with a token",
                     )
                 })?;
-                (login.org.clone(), login.agent.clone(), Some(conn.clone()))
+                (
+                    login.org.clone(),
+                    login.agent.clone(),
+                    Some(conn.clone()),
+                    login.scopes.clone(),
+                )
             }
             Requester::Web { authorization } | Requester::ConfigWeb { authorization } => {
                 let header = authorization.as_deref().ok_or_else(|| {
                     err(ErrorType::Authentication, "missing `Authorization` header")
                 })?;
                 let entry = authenticate(&self.inner, header, Side::Agent)?;
-                (entry.org, entry.agent, None)
+                (entry.org, entry.agent, None, entry.scopes)
             }
             Requester::CustomerWeb { .. } => unreachable!("customer side"),
         };
@@ -409,7 +490,7 @@ impl Engine {
             .org(&org_id)
             .ok_or_else(|| err(ErrorType::Authentication, "Invalid access token"))?;
         let mut acting = agent_id;
-        {
+        let scopes = {
             let state = org.lock();
             let agent = state
                 .agents
@@ -429,10 +510,17 @@ impl Engine {
                     _ => return Err(validation(format!("`author_id`: no bot `{bot}`"))),
                 }
             }
-        }
+            let who = &state.agents[&acting].agent;
+            let defaults = ScopeSet::defaults(who.kind, who.role);
+            match &token_scopes {
+                Some(s) => s.intersect(&defaults),
+                None => defaults,
+            }
+        };
         Ok(Caller {
             org,
             agent: acting,
+            scopes,
             conn,
             cause: cause_of(req),
         })

@@ -152,6 +152,14 @@ impl Engine {
                     agent: t.agent,
                     kind: t.kind,
                     expires_at: t.expires_at,
+                    scopes: t
+                        .scopes
+                        .as_deref()
+                        .and_then(|s| {
+                            let list: Vec<&str> = s.split_whitespace().collect();
+                            chatgate_domain::scopes::ScopeSet::parse(&list).ok()
+                        })
+                        .map(Arc::new),
                 },
             );
         }

@@ -6,6 +6,7 @@ use crate::auth::hash_secret;
 use crate::push::submit;
 use crate::state::{AgentState, Org, TokenEntry};
 use crate::{Engine, EngineError};
+use chatgate_domain::scopes::ScopeSet;
 use chatgate_domain::{
     Agent, AgentId, AgentKind, DEFAULT_MAX_CHATS, Group, GroupId, GroupPriority, OrgId,
     Organization, Role, RoutingStatus,
@@ -79,11 +80,20 @@ pub struct ProvisionAgent {
     pub suspended: bool,
     /// Personal access tokens (at least 8 characters each).
     #[serde(default)]
-    pub tokens: Vec<String>,
+    pub tokens: Vec<TokenSpec>,
     /// API keys with their secrets, exchanged for access tokens at
     /// `POST /v1/auth`.
     #[serde(default)]
     pub api_keys: Vec<ProvisionApiKey>,
+}
+
+/// A personal access token: the token itself, or `{token, scopes}` to
+/// restrict it to some of its owner's scopes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum TokenSpec {
+    Plain(String),
+    Scoped { token: String, scopes: Vec<String> },
 }
 
 /// `[[organization.agent.api_keys]]`.
@@ -135,6 +145,8 @@ struct PlannedOrg {
     agents: Vec<Agent>,
     tokens: Vec<([u8; 32], TokenKind)>,
     token_owner: Vec<String>,
+    /// Scopes of each token (parallel to `tokens`).
+    token_scopes: Vec<Option<ScopeSet>>,
 }
 
 impl Engine {
@@ -161,7 +173,9 @@ impl Engine {
                     agent: a.clone(),
                 });
             }
-            for ((hash, kind), agent) in p.tokens.iter().zip(&p.token_owner) {
+            for (((hash, kind), agent), scopes) in
+                p.tokens.iter().zip(&p.token_owner).zip(&p.token_scopes)
+            {
                 ops.push(Op::PutToken {
                     hash: *hash,
                     org: p.org.id.clone(),
@@ -170,6 +184,12 @@ impl Engine {
                     created_at: now_secs(),
                     expires_at: None,
                 });
+                if let Some(scopes) = scopes {
+                    ops.push(Op::SetTokenScopes {
+                        hash: *hash,
+                        scopes: scopes.iter().collect::<Vec<_>>().join(" "),
+                    });
+                }
             }
             report
                 .organizations
@@ -265,13 +285,24 @@ impl Engine {
         let mut agents = Vec::new();
         let mut tokens = Vec::new();
         let mut token_owner = Vec::new();
+        let mut token_scopes = Vec::new();
         let mut seen_agents = std::collections::HashSet::new();
         for a in &o.agents {
             let agent = plan_agent(a, &groups)?;
             if !seen_agents.insert(agent.id.0.clone()) {
                 return Err(bad(format!("agent `{}` is listed twice", agent.id)));
             }
-            for t in &a.tokens {
+            for spec in &a.tokens {
+                let (t, scopes) = match spec {
+                    TokenSpec::Plain(t) => (t, None),
+                    TokenSpec::Scoped { token, scopes } => (
+                        token,
+                        Some(
+                            ScopeSet::parse(scopes)
+                                .map_err(|e| bad(format!("a token of `{}`: {e}", a.id)))?,
+                        ),
+                    ),
+                };
                 if t.len() < MIN_TOKEN_LEN {
                     return Err(bad(format!(
                         "a token of `{}` is shorter than {MIN_TOKEN_LEN} characters",
@@ -298,6 +329,7 @@ impl Engine {
                 }
                 tokens.push((hash, TokenKind::Pat));
                 token_owner.push(a.id.clone());
+                token_scopes.push(scopes);
             }
             for k in &a.api_keys {
                 if k.key.len() < MIN_TOKEN_LEN || k.secret.len() < 16 {
@@ -312,6 +344,7 @@ impl Engine {
                 }
                 tokens.push((hash, TokenKind::ApiKey));
                 token_owner.push(a.id.clone());
+                token_scopes.push(None);
             }
             agents.push(agent);
         }
@@ -321,6 +354,7 @@ impl Engine {
             agents,
             tokens,
             token_owner,
+            token_scopes,
         })
     }
 
@@ -354,10 +388,13 @@ impl Engine {
                 }
             }
         }
-        for ((hash, kind), agent) in p.tokens.into_iter().zip(p.token_owner) {
+        for (((hash, kind), agent), scopes) in
+            p.tokens.into_iter().zip(p.token_owner).zip(p.token_scopes)
+        {
             self.inner.tokens.insert(
                 hash,
                 TokenEntry {
+                    scopes: scopes.map(Arc::new),
                     org: p.org.id.0.clone(),
                     agent,
                     kind,

@@ -17,6 +17,9 @@ pub(crate) struct TokenEntry {
     pub kind: chatgate_store::TokenKind,
     /// Unix seconds.
     pub expires_at: Option<i64>,
+    /// Scopes the credential is restricted to (within its owner's role);
+    /// `None` = the role's defaults.
+    pub scopes: Option<std::sync::Arc<chatgate_domain::scopes::ScopeSet>>,
 }
 
 impl TokenEntry {

@@ -116,6 +116,7 @@ pub(crate) async fn login(
                 org: entry.org.clone(),
                 agent: entry.agent.clone(),
                 subs,
+                scopes: entry.scopes.clone(),
             })
             .is_err()
         {
@@ -211,6 +212,13 @@ pub(crate) async fn set_routing_status(
             .agents
             .get(&target_id)
             .ok_or_else(|| unknown_agent(&target_id))?;
+        let required: &[&str] = match (target.agent.kind, target_id == caller.agent) {
+            (AgentKind::Agent, true) => &["agents--my:rw", "agents--all:rw"],
+            (AgentKind::Agent, false) => &["agents--all:rw"],
+            (AgentKind::Bot, true) => &["agents-bot--my:rw", "agents-bot--all:rw"],
+            (AgentKind::Bot, false) => &["agents-bot--all:rw", "agents-bot--my:rw"],
+        };
+        crate::dispatch::require_scopes(&caller.scopes, required)?;
         match may_set_routing_status(&requester.agent, &target.agent, status) {
             Ok(()) => {}
             Err(StatusRefusal::NotPermitted) => {

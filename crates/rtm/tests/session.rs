@@ -89,6 +89,7 @@ impl Store for GatedStore {
                 agent: "alice@acme.test".into(),
                 kind: TokenKind::Pat,
                 expires_at: None,
+                scopes: None,
             }],
             ..Snapshot::default()
         })

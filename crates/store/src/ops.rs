@@ -81,6 +81,8 @@ pub enum Op {
     DeleteAgent { org: OrgId, agent: String, at: i64 },
     /// Delete a group and every membership in it.
     DeleteGroup { org: OrgId, group: u32 },
+    /// Restrict a credential to these scopes (space-separated).
+    SetTokenScopes { hash: [u8; 32], scopes: String },
     /// Revoke one credential.
     RevokeToken { hash: [u8; 32], at: i64 },
     /// Revoke an agent's or bot's credentials of the given kinds.
@@ -174,6 +176,8 @@ pub struct TokenRecord {
     pub kind: TokenKind,
     /// Unix seconds.
     pub expires_at: Option<i64>,
+    /// Space-separated scopes the credential is restricted to, if any.
+    pub scopes: Option<String>,
 }
 
 /// A stored customer.

@@ -466,6 +466,10 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
                 return Err(StoreError::Conflict(format!("no group {group}")));
             }
         }
+        Op::SetTokenScopes { hash, scopes } => {
+            tx.prepare_cached("UPDATE tokens SET scopes = ?2 WHERE hash = ?1")?
+                .execute(params![&hash[..], scopes])?;
+        }
         Op::RevokeToken { hash, at } => {
             tx.prepare_cached(
                 "UPDATE tokens SET revoked_at = ?2 WHERE hash = ?1 AND revoked_at IS NULL",
@@ -739,7 +743,7 @@ impl Store for SqliteStore {
             }
         }
         let mut tokens = conn.prepare(
-            "SELECT hash, org_id, agent_id, kind, expires_at FROM tokens WHERE revoked_at IS NULL ORDER BY hash",
+            "SELECT hash, org_id, agent_id, kind, expires_at, scopes FROM tokens WHERE revoked_at IS NULL ORDER BY hash",
         )?;
         for t in tokens.query_map([], |r| {
             Ok((
@@ -748,9 +752,10 @@ impl Store for SqliteStore {
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
                 r.get::<_, Option<i64>>(4)?,
+                r.get::<_, Option<String>>(5)?,
             ))
         })? {
-            let (hash, org, agent, kind, expires_at) = t?;
+            let (hash, org, agent, kind, expires_at, scopes) = t?;
             snapshot.tokens.push(TokenRecord {
                 hash: hash
                     .try_into()
@@ -759,6 +764,7 @@ impl Store for SqliteStore {
                 agent,
                 kind: TokenKind::parse(&kind).ok_or_else(|| corrupt("token kind", &kind))?,
                 expires_at,
+                scopes,
             });
         }
         load_customers(&conn, &mut snapshot)?;

@@ -402,9 +402,11 @@ async fn bots_take_chats_with_bot_tokens_that_can_be_revoked() {
     let bot_auth = format!("Bearer {}", body["token"].as_str().unwrap());
     // The bot's status survives a restart (bots need no connection).
     let s = s.restart().await;
-    let (_, list) = s
+    let (code, body) = s
         .web("list_routing_statuses", Some(&bot_auth), json!({}))
         .await;
+    assert_eq!(code, 403, "a bot token lacks agents--all:ro: {body}");
+    let (_, list) = s.web("list_routing_statuses", OWNER, json!({})).await;
     let me = list
         .as_array()
         .unwrap()
@@ -721,4 +723,104 @@ async fn another_organizations_ids_look_absent_everywhere() {
             .all(|e| e["agent_id"] != "alice@acme.test"),
         "{statuses}"
     );
+}
+
+#[tokio::test]
+async fn scopes_decide_what_each_token_may_do() {
+    let s = TestServer::start().await;
+    let _alice = s.login("alice-pat-1").await;
+    // A chat only group 2 may see (group 2 made by the owner, nobody else in it).
+    let (_, g) = s
+        .config(
+            "create_group",
+            OWNER,
+            json!({"name": "Secret", "agent_priorities": {"alice@acme.test": "normal"}}),
+        )
+        .await;
+    let group = g["id"].as_u64().unwrap();
+    let (token, _) = s.customer_token("acme", None).await;
+    let (_, r) = s
+        .customer_web(
+            "acme",
+            "start_chat",
+            &token,
+            json!({"chat": {"access": {"group_ids": [group]}}}),
+        )
+        .await;
+    let chat_id = r["chat_id"].as_str().unwrap().to_owned();
+
+    // (token, method, body, expected status)
+    let cases: Vec<(&str, &str, Value, u16)> = vec![
+        // A read-only token of the owner reads but cannot write.
+        ("alice-ro-1", "list_chats", json!({}), 200),
+        ("alice-ro-1", "get_chat", json!({"chat_id": chat_id}), 200),
+        (
+            "alice-ro-1",
+            "send_event",
+            json!({"chat_id": chat_id, "event": {"type": "message", "text": "x"}}),
+            403,
+        ),
+        ("alice-ro-1", "list_routing_statuses", json!({}), 403),
+        (
+            "alice-ro-1",
+            "multicast",
+            json!({"recipients": {"agents": {"all": true}}, "content": 1}),
+            403,
+        ),
+        (
+            "alice-ro-1",
+            "set_routing_status",
+            json!({"status": "accepting_chats"}),
+            403,
+        ),
+        // Owners read every chat.
+        ("alice-pat-1", "get_chat", json!({"chat_id": chat_id}), 200),
+        // A normal agent reads only its groups' chats; a token cannot raise that.
+        ("bob-pat-1", "get_chat", json!({"chat_id": chat_id}), 403),
+        ("bob-all-1", "get_chat", json!({"chat_id": chat_id}), 403),
+        ("bob-pat-1", "list_routing_statuses", json!({}), 200),
+        ("bob-all-1", "list_routing_statuses", json!({}), 403),
+        // An administrator reads every chat; with a chats--access token only its groups'.
+        ("carol-pat-1", "get_chat", json!({"chat_id": chat_id}), 200),
+        (
+            "carol-access-1",
+            "get_chat",
+            json!({"chat_id": chat_id}),
+            403,
+        ),
+        ("carol-access-1", "list_chats", json!({}), 200),
+    ];
+    for (token, method, body, want) in cases {
+        let (code, resp) = s
+            .web(method, Some(&format!("Bearer {token}")), body.clone())
+            .await;
+        assert_eq!(code, want, "{token} {method} {body}: {resp}");
+        if want == 403 {
+            let kind = resp["error"]["type"].as_str().unwrap();
+            assert!(
+                kind == "authorization" || kind == "missing_access",
+                "{token} {method}: {resp}"
+            );
+        }
+    }
+    // Configuration API scopes: a chats-only token of an administrator cannot manage agents.
+    let (code, body) = s
+        .config("list_agents", Some("Bearer carol-access-1"), json!({}))
+        .await;
+    assert_eq!(code, 403, "{body}");
+    let (code, _) = s
+        .config("list_agents", Some("Bearer carol-pat-1"), json!({}))
+        .await;
+    assert_eq!(code, 200);
+    // Token scopes apply to RTM sessions too.
+    let mut ro = s.login("alice-ro-1").await;
+    let r = ro
+        .request(
+            "send_event",
+            json!({"chat_id": chat_id, "event": {"type": "message", "text": "x"}}),
+        )
+        .await;
+    assert_eq!(r["payload"]["error"]["type"], "authorization", "{r}");
+    let r = ro.request("get_chat", json!({"chat_id": chat_id})).await;
+    assert_eq!(r["success"], true);
 }

@@ -27,21 +27,21 @@ id = "alice@acme.test"
 name = "Alice"
 role = "owner"
 groups = [0, 1]
-tokens = ["alice-pat-1", "alice-pat-2"]
+tokens = ["alice-pat-1", "alice-pat-2", { token = "alice-ro-1", scopes = ["chats--access:ro"] }]
 api_keys = [{ key = "alice-key-1", secret = "alice-secret-0123456789" }]
 [[organization.agent]]
 id = "bob@acme.test"
 name = "Bob"
 role = "normal"
 groups = [0]
-tokens = ["bob-pat-1"]
+tokens = ["bob-pat-1", { token = "bob-all-1", scopes = ["chats--all:rw", "agents--my:rw"] }]
 [[organization.agent]]
 id = "carol@acme.test"
 name = "Carol"
 role = "administrator"
 groups = [1]
 login_status = "not_accepting_chats"
-tokens = ["carol-pat-1"]
+tokens = ["carol-pat-1", { token = "carol-access-1", scopes = ["chats--access:rw", "agents--my:rw"] }]
 [[organization.agent]]
 id = "dave@acme.test"
 name = "Dave"
