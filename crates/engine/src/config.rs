@@ -757,6 +757,33 @@ impl Engine {
                         json!({})
                     }
                 }
+                "revoke_agent_tokens" => {
+                    // chatgate extension: revoke an agent's personal access
+                    // tokens and API access tokens; its sessions end.
+                    let req: IdRequest = parse(payload)?;
+                    let target = agent_of(state, &req.id, AgentKind::Agent)?.agent.clone();
+                    if target.id != me.id {
+                        may_manage(&me, &target)?;
+                    }
+                    let kinds = vec![TokenKind::Pat, TokenKind::Access];
+                    ops.push(Op::RevokeTokens {
+                        org: org.clone(),
+                        agent: req.id.clone(),
+                        kinds: kinds.clone(),
+                        at: now_secs(),
+                    });
+                    let (o, p) = cut_off(
+                        state,
+                        &org,
+                        &req.id,
+                        DisconnectReason::AccessTokenRevoked,
+                        "tokens_revoked",
+                    );
+                    ops.extend(o);
+                    pushes.extend(p);
+                    dropped_tokens_of = Some((req.id.clone(), kinds));
+                    json!({})
+                }
                 "reset_bot_secret" => {
                     require_admin(&me)?;
                     let req: IdRequest = parse(payload)?;

@@ -192,4 +192,6 @@ pub const CONFIGURATION_METHODS: &[&str] = &[
     "delete_bot",
     "reset_bot_secret",
     "issue_bot_token",
+    // chatgate extension
+    "revoke_agent_tokens",
 ];

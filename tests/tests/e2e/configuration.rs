@@ -824,3 +824,48 @@ async fn scopes_decide_what_each_token_may_do() {
     let r = ro.request("get_chat", json!({"chat_id": chat_id})).await;
     assert_eq!(r["success"], true);
 }
+
+#[tokio::test]
+async fn revoking_an_agents_tokens_ends_its_sessions_at_once() {
+    let s = TestServer::start().await;
+    let mut bob = s.login("bob-pat-1").await;
+    let (code, _) = s
+        .config(
+            "revoke_agent_tokens",
+            NORMAL,
+            json!({"id": "alice@acme.test"}),
+        )
+        .await;
+    assert_eq!(code, 403, "a normal agent cannot revoke another's tokens");
+    let (code, _) = s
+        .config("revoke_agent_tokens", ADMIN, json!({"id": "bob@acme.test"}))
+        .await;
+    assert_eq!(code, 200);
+    let d = bob.disconnected().await;
+    assert_eq!(d["payload"]["reason"], "access_token_revoked");
+    for token in ["bob-pat-1", "bob-all-1"] {
+        let (code, _) = s
+            .web("list_chats", Some(&format!("Bearer {token}")), json!({}))
+            .await;
+        assert_eq!(code, 401, "{token} is revoked");
+    }
+    // Anyone may revoke their own; other agents keep theirs.
+    let (code, _) = s
+        .config(
+            "revoke_agent_tokens",
+            Some("Bearer carol-pat-1"),
+            json!({"id": "carol@acme.test"}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, _) = s
+        .web("list_chats", Some("Bearer carol-pat-1"), json!({}))
+        .await;
+    assert_eq!(code, 401);
+    let (code, _) = s.web("list_chats", OWNER, json!({})).await;
+    assert_eq!(code, 200);
+    // Revocations survive a restart.
+    let s = s.restart().await;
+    let (code, _) = s.web("list_chats", NORMAL, json!({})).await;
+    assert_eq!(code, 401);
+}
