@@ -14,9 +14,6 @@ use chatgate_protocol::chats::ApiAccessToken;
 use chatgate_protocol::{ErrorBody, ErrorType};
 use chatgate_store::{Op, TokenKind};
 
-/// Lifetime of an access token from `/v1/auth`, seconds.
-pub const ACCESS_TOKEN_TTL: i64 = 3600;
-
 impl Engine {
     /// `POST /v1/auth`: API key and secret → access token.
     pub async fn exchange_api_key(
@@ -74,7 +71,8 @@ impl Engine {
         );
         let hash = hash_secret(&token);
         let now = now_secs();
-        let expires_at = now + ACCESS_TOKEN_TTL;
+        let ttl = self.inner.config.access_token_ttl;
+        let expires_at = now + ttl as i64;
         let reservation = reserve(&self.inner.store)?;
         let pending = {
             let state = org.lock();
@@ -113,7 +111,7 @@ impl Engine {
         Ok(ApiAccessToken {
             access_token: token,
             token_type: "Bearer".into(),
-            expires_in: ACCESS_TOKEN_TTL as u64,
+            expires_in: ttl,
             expires_at,
         })
     }

@@ -29,8 +29,6 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Lifetime of a customer access token, seconds.
-pub const CUSTOMER_TOKEN_TTL: u64 = 28_800;
 /// Most chats listed at once.
 const MAX_LIST_LIMIT: u32 = 100;
 
@@ -124,7 +122,8 @@ pub(crate) async fn issue_customer_token(
         uuid::Uuid::new_v4().simple()
     );
     let hash = hash_secret(&token);
-    let expires_at = now_secs() + CUSTOMER_TOKEN_TTL as i64;
+    let ttl = engine.inner.config.customer_token_ttl;
+    let expires_at = now_secs() + ttl as i64;
     let reservation = reserve(&engine.inner.store)?;
     let (pending, customer_id) = {
         let mut state = org.lock();
@@ -188,7 +187,7 @@ pub(crate) async fn issue_customer_token(
     Ok(CustomerTokenResponse {
         access_token: token,
         token_type: "Bearer".into(),
-        expires_in: CUSTOMER_TOKEN_TTL,
+        expires_in: ttl,
         entity_id: customer_id,
         organization_id: org.org.id.0.clone(),
     })

@@ -23,9 +23,6 @@ use chatgate_protocol::{DisconnectReason, ErrorBody, ErrorType};
 use chatgate_store::{Op, TokenKind};
 use serde_json::{Value, json};
 
-/// Lifetime of a bot token, seconds.
-pub const BOT_TOKEN_TTL: i64 = 24 * 3600;
-
 fn not_found(what: &str, id: impl std::fmt::Display) -> ErrorBody {
     err(ErrorType::NotFound, format!("{what} `{id}` not found"))
 }
@@ -865,7 +862,7 @@ impl Engine {
         }
         let token = format!("{}{}", random_hex(), random_hex());
         let hash = hash_secret(&token);
-        let expires_at = now_secs() + BOT_TOKEN_TTL;
+        let expires_at = now_secs() + self.inner.config.bot_token_ttl as i64;
         let reservation = reserve(&self.inner.store)?;
         let pending = {
             let state = org.lock();

@@ -60,6 +60,12 @@ pub struct EngineConfig {
     /// Connections per address that have not logged in yet; more are closed
     /// at once (`too_many_unauthorized_connections`).
     pub max_unauthenticated_per_address: usize,
+    /// Lifetime of customer tokens (`POST /customer/token`), seconds.
+    pub customer_token_ttl: u64,
+    /// Lifetime of bot tokens (`issue_bot_token`), seconds.
+    pub bot_token_ttl: u64,
+    /// Lifetime of access tokens from `/v1/auth`, seconds.
+    pub access_token_ttl: u64,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +78,9 @@ impl Default for EngineConfig {
             }),
             max_sessions_per_agent: 16,
             max_unauthenticated_per_address: 1024,
+            customer_token_ttl: 8 * 3600,
+            bot_token_ttl: 24 * 3600,
+            access_token_ttl: 3600,
         }
     }
 }

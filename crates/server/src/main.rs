@@ -87,6 +87,15 @@ struct Serve {
         default_value_t = 1024
     )]
     max_unauthenticated_per_address: usize,
+    /// Lifetime of customer tokens, seconds.
+    #[arg(long, env = "CHATGATE_CUSTOMER_TOKEN_TTL_SECS", default_value_t = 8 * 3600)]
+    customer_token_ttl_secs: u64,
+    /// Lifetime of bot tokens, seconds.
+    #[arg(long, env = "CHATGATE_BOT_TOKEN_TTL_SECS", default_value_t = 24 * 3600)]
+    bot_token_ttl_secs: u64,
+    /// Lifetime of access tokens from /v1/auth, seconds.
+    #[arg(long, env = "CHATGATE_ACCESS_TOKEN_TTL_SECS", default_value_t = 3600)]
+    access_token_ttl_secs: u64,
     /// Base URL clients reach this deployment at, returned by GET /v1/apis
     /// (default: http://<Host header>).
     #[arg(long, env = "CHATGATE_PUBLIC_URL")]
@@ -171,6 +180,15 @@ fn config_from(args: &Serve) -> Result<ServerConfig, String> {
     }
     config.engine.max_sessions_per_agent = args.max_sessions_per_agent;
     config.engine.max_unauthenticated_per_address = args.max_unauthenticated_per_address;
+    if args.customer_token_ttl_secs == 0
+        || args.bot_token_ttl_secs == 0
+        || args.access_token_ttl_secs == 0
+    {
+        return Err("token lifetimes must be at least 1 second".into());
+    }
+    config.engine.customer_token_ttl = args.customer_token_ttl_secs;
+    config.engine.bot_token_ttl = args.bot_token_ttl_secs;
+    config.engine.access_token_ttl = args.access_token_ttl_secs;
     if let Some(url) = &args.public_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err("--public-url must start with http:// or https://".into());

@@ -869,3 +869,83 @@ async fn revoking_an_agents_tokens_ends_its_sessions_at_once() {
     let (code, _) = s.web("list_chats", NORMAL, json!({})).await;
     assert_eq!(code, 401);
 }
+
+#[tokio::test]
+async fn every_method_checks_its_scopes() {
+    let s = TestServer::start().await;
+    // A token with no scope at all beyond reading its own profile.
+    let spec = toml_spec(
+        r#"
+[[organization]]
+id = "acme"
+name = "Acme"
+[[organization.agent]]
+id = "min@acme.test"
+tokens = [{ token = "min-token-1", scopes = ["agents--my:ro"] }]
+"#,
+    );
+    s.running
+        .as_ref()
+        .unwrap()
+        .engine
+        .provision(&spec)
+        .await
+        .unwrap();
+    let minimal = Some("Bearer min-token-1");
+    let _alice = s.login("alice-pat-1").await;
+    let mut checked = 0;
+    for (method, transports) in chatgate_protocol::methods::AGENT_METHODS {
+        if *transports == chatgate_protocol::methods::Transports::RtmOnly {
+            continue;
+        }
+        // set_routing_status checks scopes against its target: give one.
+        let payload = if *method == "set_routing_status" {
+            json!({"status": "accepting_chats"})
+        } else {
+            json!({})
+        };
+        let (_, body) = s.web(method, minimal, payload).await;
+        let refused = body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("missing scope"));
+        let needs_nothing = [
+            "list_agents_for_transfer",
+            "unfollow_chat",
+            "upload_file",
+            "get_license_info",
+        ]
+        .contains(method);
+        assert_eq!(refused, !needs_nothing, "{method}: {body}");
+        if refused {
+            assert_eq!(body["error"]["type"], "authorization", "{method}");
+        }
+        checked += 1;
+    }
+    for method in chatgate_protocol::config::CONFIGURATION_METHODS {
+        if *method == "issue_bot_token" {
+            continue;
+        }
+        let (_, body) = s.config(method, minimal, json!({"id": "x"})).await;
+        let refused = body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("missing scope"));
+        // get_agent and update_agent of oneself need only agents--my.
+        let allowed_mine = ["get_agent"].contains(method);
+        assert_eq!(refused, !allowed_mine, "{method}: {body}");
+        checked += 1;
+    }
+    assert!(checked > 40, "{checked}");
+    // With the owner's token no method is refused for scopes.
+    for (method, transports) in chatgate_protocol::methods::AGENT_METHODS {
+        if *transports == chatgate_protocol::methods::Transports::RtmOnly {
+            continue;
+        }
+        let (_, body) = s.web(method, OWNER, json!({})).await;
+        assert!(
+            !body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("missing scope")),
+            "{method}: {body}"
+        );
+    }
+}

@@ -107,3 +107,83 @@ async fn unauthenticated_connections_per_address_are_capped() {
     let r = e.request("ping", json!({})).await;
     assert_eq!(r["success"], true);
 }
+
+#[tokio::test]
+async fn customer_bot_and_access_tokens_expire() {
+    let s = server(|c| {
+        c.engine.customer_token_ttl = 1;
+        c.engine.bot_token_ttl = 1;
+        c.engine.access_token_ttl = 1;
+    })
+    .await;
+    let (customer, _) = s.customer_token("acme", None).await;
+    let (_, bot) = s
+        .config(
+            "create_bot",
+            Some("Bearer alice-pat-1"),
+            json!({"name": "B"}),
+        )
+        .await;
+    let issue = json!({"bot_id": bot["id"], "bot_secret": bot["secret"], "client_id": "c", "organization_id": "acme"});
+    let (_, token) = s.config("issue_bot_token", None, issue).await;
+    let bot_auth = format!("Bearer {}", token["token"].as_str().unwrap());
+    let access = reqwest::Client::new()
+        .post(s.url("/v1/auth"))
+        .header("x-api-key", "alice-key-1")
+        .body(json!({"secret": "alice-secret-0123456789"}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(access["expires_in"], 1);
+    let access_auth = format!("Bearer {}", access["access_token"].as_str().unwrap());
+    // Valid now (a bot token also logs in over RTM, as a documented extension).
+    let (code, _) = s
+        .customer_web("acme", "get_customer", &customer, json!({}))
+        .await;
+    assert_eq!(code, 200);
+    let (code, _) = s.web("list_chats", Some(&bot_auth), json!({})).await;
+    assert_eq!(code, 200);
+    let mut rtm = s.rtm().await;
+    let r = rtm.request("login", json!({"token": bot_auth})).await;
+    assert_eq!(r["payload"]["my_profile"]["type"], "bot", "{r}");
+    let (code, _) = s.web("list_chats", Some(&access_auth), json!({})).await;
+    assert_eq!(code, 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for (what, code, body) in [
+        (
+            "customer",
+            s.customer_web("acme", "get_customer", &customer, json!({}))
+                .await
+                .0,
+            json!(null),
+        ),
+        (
+            "bot",
+            s.web("list_chats", Some(&bot_auth), json!({})).await.0,
+            json!(null),
+        ),
+        (
+            "access",
+            s.web("list_chats", Some(&access_auth), json!({})).await.0,
+            json!(null),
+        ),
+    ] {
+        assert_eq!(code, 401, "{what} token should have expired {body}");
+    }
+    let (_, body) = s.web("list_chats", Some(&access_auth), json!({})).await;
+    assert_eq!(body["error"]["message"], "Access token expired");
+    let refresh = reqwest::Client::new()
+        .post(s.url("/v1/refresh_token"))
+        .header("authorization", &access_auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refresh.status(),
+        401,
+        "an expired token cannot be refreshed"
+    );
+}
