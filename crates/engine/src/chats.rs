@@ -351,16 +351,30 @@ pub(crate) fn recipients(
     let mut out: Vec<Arc<Connection>> = Vec::new();
     let mut agents: BTreeSet<&str> = chat.present_agents().collect();
     agents.extend(chat.followers.iter().map(String::as_str));
-    if audience == Audience::Everyone {
-        for (id, a) in &state.agents {
-            if has_group_access(a, &chat.access) {
-                agents.insert(id.as_str());
-            }
+    for id in &agents {
+        if let Some(a) = state.agents.get(*id) {
+            out.extend(a.sessions.iter().map(|s| s.conn.clone()));
         }
     }
-    for id in agents {
-        if let Some(a) = state.agents.get(id) {
-            out.extend(a.sessions.iter().map(|s| s.conn.clone()));
+    if audience == Audience::Everyone {
+        // Agents who see the chat only through access: each session by the
+        // scopes it logged in with (a restricted token narrows its role).
+        for (id, a) in &state.agents {
+            if agents.contains(id.as_str()) || !has_group_access(a, &chat.access) {
+                continue;
+            }
+            let in_groups = in_groups(a, &chat.access);
+            for s in &a.sessions {
+                let reads_all = || match s.conn.login_state().and_then(|l| l.scopes.as_ref()) {
+                    None => true, // role defaults: has_group_access said yes
+                    Some(token) => token
+                        .intersect(&ScopeSet::defaults(a.agent.kind, a.agent.role))
+                        .has("chats--all:ro"),
+                };
+                if in_groups || reads_all() {
+                    out.push(s.conn.clone());
+                }
+            }
         }
     }
     let to_customer = match audience {

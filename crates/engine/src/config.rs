@@ -754,6 +754,48 @@ impl Engine {
                         json!({})
                     }
                 }
+                "create_agent_token" => {
+                    // chatgate extension: a new personal access token,
+                    // optionally restricted to some of the agent's scopes.
+                    let req: CreateAgentToken = parse(payload)?;
+                    let target = agent_of(state, &req.id, AgentKind::Agent)?.agent.clone();
+                    if target.id != me.id {
+                        may_manage(&me, &target)?;
+                    }
+                    let scopes = match &req.scopes {
+                        Some(list) => Some(
+                            chatgate_domain::scopes::ScopeSet::parse(list).map_err(validation)?,
+                        ),
+                        None => None,
+                    };
+                    let token = format!("{}{}", random_hex(), random_hex());
+                    let hash = hash_secret(&token);
+                    ops.push(Op::PutToken {
+                        hash,
+                        org: org.clone(),
+                        agent: req.id.clone(),
+                        kind: TokenKind::Pat,
+                        created_at: now_secs(),
+                        expires_at: None,
+                    });
+                    if let Some(sc) = &scopes {
+                        ops.push(Op::SetTokenScopes {
+                            hash,
+                            scopes: sc.iter().collect::<Vec<_>>().join(" "),
+                        });
+                    }
+                    new_tokens.push((
+                        hash,
+                        TokenEntry {
+                            scopes: scopes.map(std::sync::Arc::new),
+                            org: org.0.clone(),
+                            agent: req.id.clone(),
+                            kind: TokenKind::Pat,
+                            expires_at: None,
+                        },
+                    ));
+                    json!({ "token": token })
+                }
                 "revoke_agent_tokens" => {
                     // chatgate extension: revoke an agent's personal access
                     // tokens and API access tokens; its sessions end.

@@ -154,7 +154,9 @@ fn config_method_scopes(action: &str) -> &'static [&'static str] {
         "create_agent" | "delete_agent" | "suspend_agent" | "unsuspend_agent" => {
             &["agents--all:rw"]
         }
-        "update_agent" | "revoke_agent_tokens" => &["agents--all:rw", "agents--my:rw"],
+        "update_agent" | "revoke_agent_tokens" | "create_agent_token" => {
+            &["agents--all:rw", "agents--my:rw"]
+        }
         "get_group" | "list_groups" => &["groups--all:ro"],
         "create_group" | "update_group" | "delete_group" => &["groups--all:rw"],
         "get_bot" | "list_bots" => &["agents-bot--all:ro", "agents-bot--my:ro"],

@@ -171,6 +171,14 @@ pub struct BotToken {
     pub token: String,
 }
 
+/// `create_agent_token` request (chatgate extension).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CreateAgentToken {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+}
+
 /// The Configuration API methods chatgate serves.
 pub const CONFIGURATION_METHODS: &[&str] = &[
     "create_agent",
@@ -192,6 +200,7 @@ pub const CONFIGURATION_METHODS: &[&str] = &[
     "delete_bot",
     "reset_bot_secret",
     "issue_bot_token",
-    // chatgate extension
+    // chatgate extensions
+    "create_agent_token",
     "revoke_agent_tokens",
 ];

@@ -949,3 +949,112 @@ tokens = [{ token = "min-token-1", scopes = ["agents--my:ro"] }]
         );
     }
 }
+
+#[tokio::test]
+async fn tokens_from_the_configuration_api_and_push_audiences_by_scope() {
+    let s = TestServer::start().await;
+    // An administrator issues a read-only token for a normal agent.
+    let (code, body) = s
+        .config(
+            "create_agent_token",
+            ADMIN,
+            json!({"id": "bob@acme.test", "scopes": ["chats--access:ro"]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let ro = format!("Bearer {}", body["token"].as_str().unwrap());
+    let (code, _) = s.web("list_chats", Some(&ro), json!({})).await;
+    assert_eq!(code, 200);
+    let (code, _) = s
+        .web(
+            "multicast",
+            Some(&ro),
+            json!({"recipients": {"agents": {"all": true}}, "content": 1}),
+        )
+        .await;
+    assert_eq!(code, 403);
+    let (code, _) = s
+        .config(
+            "create_agent_token",
+            NORMAL,
+            json!({"id": "alice@acme.test"}),
+        )
+        .await;
+    assert_eq!(code, 403, "a normal agent issues tokens only for itself");
+    let (code, _) = s
+        .config(
+            "create_agent_token",
+            NORMAL,
+            json!({"id": "bob@acme.test", "scopes": ["bogus"]}),
+        )
+        .await;
+    assert_eq!(code, 400);
+    // The owner issues itself a token limited to its groups' chats.
+    let (_, body) = s
+        .config(
+            "create_agent_token",
+            OWNER,
+            json!({"id": "alice@acme.test", "scopes": ["chats--access:rw", "agents--my:rw"]}),
+        )
+        .await;
+    let limited = body["token"].as_str().unwrap().to_owned();
+    // A group Alice is not in, with Carol accepting.
+    let (_, g) = s
+        .config(
+            "create_group",
+            OWNER,
+            json!({"name": "Carol only", "agent_priorities": {"carol@acme.test": "normal"}}),
+        )
+        .await;
+    let group = g["id"].as_u64().unwrap();
+    let mut carol = s.login("carol-pat-1").await;
+    carol
+        .request("set_routing_status", json!({"status": "accepting_chats"}))
+        .await;
+    let mut full = s.login("alice-pat-1").await;
+    let mut narrow = s.login(&limited).await;
+    let mut bob = s.login("bob-pat-1").await;
+    let (token, _) = s.customer_token("acme", None).await;
+    let (code, r) = s
+        .customer_web(
+            "acme",
+            "start_chat",
+            &token,
+            json!({"chat": {"access": {"group_ids": [group]}}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{r}");
+    let chat_id = r["chat_id"].as_str().unwrap().to_owned();
+    carol.push("incoming_chat").await;
+    assert_eq!(
+        full.push("incoming_chat").await["payload"]["chat"]["id"],
+        chat_id,
+        "the owner's full session sees every chat"
+    );
+    narrow
+        .no_push("incoming_chat", Duration::from_millis(300))
+        .await;
+    bob.no_push("incoming_chat", Duration::from_millis(10))
+        .await;
+    let (code, _) = s
+        .web(
+            "get_chat",
+            Some(&format!("Bearer {limited}")),
+            json!({"chat_id": chat_id}),
+        )
+        .await;
+    assert_eq!(code, 403, "nor can the limited token read it");
+    // Issued tokens and their scopes survive a restart.
+    drop((full, narrow, bob, carol));
+    let s = s.restart().await;
+    let (code, _) = s.web("list_chats", Some(&ro), json!({})).await;
+    assert_eq!(code, 200);
+    let (code, _) = s
+        .web(
+            "multicast",
+            Some(&ro),
+            json!({"recipients": {"agents": {"all": true}}, "content": 1}),
+        )
+        .await;
+    assert_eq!(code, 403);
+}
