@@ -111,9 +111,10 @@ async fn unauthenticated_connections_per_address_are_capped() {
 #[tokio::test]
 async fn customer_bot_and_access_tokens_expire() {
     let s = server(|c| {
-        c.engine.customer_token_ttl = 1;
-        c.engine.bot_token_ttl = 1;
-        c.engine.access_token_ttl = 1;
+        // Lifetimes are whole seconds: 2 s leaves at least 1 s of validity.
+        c.engine.customer_token_ttl = 2;
+        c.engine.bot_token_ttl = 2;
+        c.engine.access_token_ttl = 2;
     })
     .await;
     let (customer, _) = s.customer_token("acme", None).await;
@@ -137,7 +138,7 @@ async fn customer_bot_and_access_tokens_expire() {
         .json::<serde_json::Value>()
         .await
         .unwrap();
-    assert_eq!(access["expires_in"], 1);
+    assert_eq!(access["expires_in"], 2);
     let access_auth = format!("Bearer {}", access["access_token"].as_str().unwrap());
     // Valid now (a bot token also logs in over RTM, as a documented extension).
     let (code, _) = s
@@ -151,7 +152,7 @@ async fn customer_bot_and_access_tokens_expire() {
     assert_eq!(r["payload"]["my_profile"]["type"], "bot", "{r}");
     let (code, _) = s.web("list_chats", Some(&access_auth), json!({})).await;
     assert_eq!(code, 200);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     for (what, code, body) in [
         (
             "customer",
