@@ -76,6 +76,9 @@ type Pending = Pin<Box<dyn Future<Output = Answer> + Send>>;
 struct Answer {
     frame: String,
     after: AfterReply,
+    /// A `login` answer: written before any push queued meanwhile, since
+    /// those pushes are about changes after the login's snapshot.
+    is_login: bool,
 }
 
 fn response_ok(request_id: Option<String>, action: &str, payload: Value) -> String {
@@ -140,6 +143,7 @@ pub async fn run<S, R, E1, E2>(
         config,
         sink,
         inflight: FuturesUnordered::new(),
+        logins_pending: 0,
     };
     let end = session.run_loop(stream, rx.outbound).await;
     session.finish(end).await;
@@ -153,6 +157,10 @@ struct Session<S> {
     config: RtmConfig,
     sink: S,
     inflight: FuturesUnordered<Pending>,
+    /// `login` requests in flight: pushes wait until their answer is
+    /// written, so a client never sees a change before the snapshot it
+    /// follows.
+    logins_pending: usize,
 }
 
 impl<S, E1> Session<S>
@@ -181,17 +189,25 @@ where
             tokio::select! {
                 biased;
                 (reason, data) = conn.closed() => return End::Disconnect(reason, data),
-                Some(frame) = outbound.recv() => {
+                Some(frame) = outbound.recv(), if self.logins_pending == 0 => {
                     if !self.write_pushes(frame, &mut outbound).await {
                         return End::Gone;
                     }
                 }
                 Some(answer) = self.inflight.next(), if !self.inflight.is_empty() => {
-                    // Pushes already queued (e.g. the one this request caused)
-                    // go out before the response.
-                    while let Ok(frame) = outbound.try_recv() {
-                        if !self.write_pushes(frame, &mut outbound).await {
-                            return End::Gone;
+                    if answer.is_login {
+                        // Everything queued while the login was in flight is
+                        // newer than its snapshot: the answer goes first.
+                        self.logins_pending -= 1;
+                    } else {
+                        // Pushes already queued (e.g. the one this request
+                        // caused) go out before the response.
+                        while self.logins_pending == 0
+                            && let Ok(frame) = outbound.try_recv()
+                        {
+                            if !self.write_pushes(frame, &mut outbound).await {
+                                return End::Gone;
+                            }
                         }
                     }
                     if !self.write(Message::Text(answer.frame.into())).await {
@@ -337,15 +353,21 @@ where
         };
         let limit = self.config.request_timeout;
         let (request_id, action) = (frame.request_id, frame.action);
+        let is_login = action == "login";
+        if is_login {
+            self.logins_pending += 1;
+        }
         self.inflight.push(Box::pin(async move {
             match timeout(limit, engine.execute(request)).await {
                 Ok(Ok(reply)) => Answer {
                     frame: response_ok(request_id, &action, reply.payload),
                     after: reply.after,
+                    is_login,
                 },
                 Ok(Err(error)) => Answer {
                     frame: response_err(request_id, Some(action), error),
                     after: AfterReply::Nothing,
+                    is_login,
                 },
                 Err(_) => Answer {
                     frame: response_err(
@@ -357,6 +379,7 @@ where
                         ),
                     ),
                     after: AfterReply::Nothing,
+                    is_login,
                 },
             }
         }));

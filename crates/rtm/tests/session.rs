@@ -432,3 +432,80 @@ async fn version_lower_than_the_connection_is_refused() {
             .contains("lower than")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_login_response_precedes_every_push_after_its_snapshot() {
+    let store = Arc::new(GatedStore::default());
+    let engine = Engine::start(store.clone(), EngineConfig::default()).unwrap();
+    let (to_server, server_rx) = mpsc::channel::<Message>(64);
+    let (server_tx, mut from_server) = mpsc::channel::<Message>(256);
+    let stream = Box::pin(futures_util::stream::unfold(
+        server_rx,
+        |mut rx| async move { rx.recv().await.map(|m| (Ok::<_, Infallible>(m), rx)) },
+    ));
+    let sink = Box::pin(futures_util::sink::unfold(
+        server_tx,
+        |tx, m: Message| async move { tx.send(m).await.map(|_| tx) },
+    ));
+    tokio::spawn(run(
+        engine.clone(),
+        chatgate_engine::Side::Agent,
+        chatgate_protocol::Version::V3_5,
+        None,
+        sink,
+        stream,
+        RtmConfig::default(),
+    ));
+    // The login's commit is held; meanwhile another change (after the
+    // login's snapshot) commits and pushes to the new session.
+    store.hold();
+    to_server
+        .send(Message::Text(
+            json!({"action":"login","request_id":"L","payload":{"token":"Bearer alice-token"}})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let web = chatgate_engine::Request {
+        requester: chatgate_engine::Requester::Web {
+            authorization: Some("Bearer alice-token".into()),
+        },
+        version: chatgate_protocol::Version::V3_5,
+        action: "set_routing_status".into(),
+        payload: json!({"status": "not_accepting_chats"}),
+        request_id: None,
+        author_id: None,
+    };
+    let change = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.execute(web).await }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    store.release();
+    change.await.unwrap().unwrap();
+    let first = loop {
+        match from_server.recv().await.unwrap() {
+            Message::Text(t) => break serde_json::from_str::<Value>(t.as_str()).unwrap(),
+            _ => continue,
+        }
+    };
+    assert_eq!(
+        first["request_id"], "L",
+        "the login response comes first: {first}"
+    );
+    assert_eq!(
+        first["payload"]["my_profile"]["routing_status"],
+        "accepting_chats"
+    );
+    let second = loop {
+        match from_server.recv().await.unwrap() {
+            Message::Text(t) => break serde_json::from_str::<Value>(t.as_str()).unwrap(),
+            _ => continue,
+        }
+    };
+    assert_eq!(second["action"], "routing_status_set", "{second}");
+    assert_eq!(second["payload"]["status"], "not_accepting_chats");
+}
