@@ -51,6 +51,9 @@ pub struct RtmConfig {
     /// Time allowed for one write to the socket before the client is
     /// considered gone.
     pub write_timeout: Duration,
+    /// When the server closes a session, time allowed for the requests
+    /// already in flight to be answered before `agent_disconnected`.
+    pub close_drain: Duration,
 }
 
 impl Default for RtmConfig {
@@ -63,6 +66,7 @@ impl Default for RtmConfig {
             request_timeout: Duration::from_secs(15),
             max_request_frame: 256 * 1024,
             write_timeout: Duration::from_secs(10),
+            close_drain: Duration::from_secs(5),
         }
     }
 }
@@ -424,6 +428,19 @@ where
         match end {
             End::Gone => {}
             End::Disconnect(reason, data) => {
+                // Requests already in flight are answered first (their
+                // changes may already be committed), within a bound.
+                let deadline = Instant::now() + self.config.close_drain;
+                while !self.inflight.is_empty() {
+                    match tokio::time::timeout_at(deadline, self.inflight.next()).await {
+                        Ok(Some(answer)) => {
+                            if !self.write(Message::Text(answer.frame.into())).await {
+                                break;
+                            }
+                        }
+                        _ => break,
+                    }
+                }
                 tracing::info!(
                     connection = self.conn.id(),
                     reason = reason.as_str(),

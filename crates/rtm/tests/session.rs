@@ -118,6 +118,7 @@ struct Client {
     to_server: mpsc::Sender<Message>,
     from_server: mpsc::Receiver<Message>,
     store: Arc<GatedStore>,
+    engine: Engine,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -135,7 +136,7 @@ fn start(config: RtmConfig) -> Client {
         |tx, m: Message| async move { tx.send(m).await.map(|_| tx) },
     ));
     let task = tokio::spawn(run(
-        engine,
+        engine.clone(),
         chatgate_engine::Side::Agent,
         chatgate_protocol::Version::V3_5,
         None,
@@ -147,11 +148,19 @@ fn start(config: RtmConfig) -> Client {
         to_server,
         from_server,
         store,
+        engine,
         task,
     }
 }
 
 impl Client {
+    fn shutdown_engine(&self) {
+        self.engine.shutdown(
+            chatgate_protocol::DisconnectReason::InternalError,
+            "shutdown",
+        );
+    }
+
     async fn send(&self, v: Value) {
         self.to_server
             .send(Message::Text(v.to_string().into()))
@@ -508,4 +517,31 @@ async fn the_login_response_precedes_every_push_after_its_snapshot() {
     };
     assert_eq!(second["action"], "routing_status_set", "{second}");
     assert_eq!(second["payload"]["status"], "not_accepting_chats");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_close_answers_requests_in_flight_first() {
+    let mut c = start(RtmConfig::default());
+    c.login().await;
+    c.store.hold();
+    c.send(json!({"action":"list_routing_statuses","request_id":"inflight"}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // The server shuts down while the request waits for its commit.
+    let engine_closer = tokio::spawn({
+        let store = c.store.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            store.release();
+        }
+    });
+    c.shutdown_engine();
+    let r = c.next_json().await;
+    assert_eq!(
+        r["request_id"], "inflight",
+        "the in-flight request is answered first: {r}"
+    );
+    assert_eq!(r["success"], true);
+    c.expect_disconnect("internal_error").await;
+    engine_closer.await.unwrap();
 }
