@@ -545,3 +545,136 @@ async fn a_server_close_answers_requests_in_flight_first() {
     c.expect_disconnect("internal_error").await;
     engine_closer.await.unwrap();
 }
+
+mod fuzz {
+    //! Property test (a stable-toolchain fuzzer): random frames never kill a
+    //! session, each answerable frame is answered, and the session still
+    //! works afterwards. 64 cases by default; `PROPTEST_CASES=100000` for a
+    //! long run by hand. Failing inputs are kept by proptest in
+    //! `proptest-regressions/` and replayed first.
+    use super::*;
+    use proptest::prelude::*;
+
+    const FIELDS: &[&str] = &[
+        "chat_id",
+        "id",
+        "event",
+        "type",
+        "text",
+        "status",
+        "agent_id",
+        "filters",
+        "group_ids",
+        "thread_id",
+        "event_id",
+        "postback",
+        "visibility",
+        "token",
+        "pushes",
+        "away",
+        "target",
+        "ids",
+        "seen_up_to",
+        "is_typing",
+        "recipients",
+        "content",
+        "limit",
+        "page_id",
+        "chat",
+        "users",
+    ];
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "\\PC{0,24}".prop_map(Value::String),
+            prop::sample::select(vec![
+                "accepting_chats",
+                "message",
+                "agent",
+                "all",
+                "3.6",
+                "Bearer alice-token"
+            ])
+            .prop_map(|s| json!(s)),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((prop::sample::select(FIELDS.to_vec()), inner), 0..5)
+                    .prop_map(|kv| Value::Object(
+                        kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                    )),
+            ]
+        })
+    }
+
+    fn frame() -> impl Strategy<Value = Message> {
+        let names: Vec<&'static str> = chatgate_protocol::methods::AGENT_METHODS
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(["", "nope", "LOGIN"])
+            .collect();
+        prop_oneof![
+            "\\PC{0,64}".prop_map(|t| Message::Text(t.into())),
+            (
+                prop::sample::select(names),
+                json_value(),
+                prop::option::of(prop::sample::select(vec!["3.5", "3.6", "9"]))
+            )
+                .prop_map(|(action, payload, version)| {
+                    let mut f = json!({"action": action, "request_id": "fz", "payload": payload});
+                    if let Some(v) = version {
+                        f["version"] = json!(v);
+                    }
+                    Message::Text(f.to_string().into())
+                }),
+            prop::collection::vec(any::<u8>(), 0..32).prop_map(|b| Message::Binary(b.into())),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64)
+        ))]
+        #[test]
+        fn random_frames_never_break_a_session(frames in prop::collection::vec(frame(), 1..8)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+            rt.block_on(async move {
+                let mut c = start(RtmConfig { max_request_frame: 4096, ..RtmConfig::default() });
+                c.login().await;
+                let logs_out = frames.iter().any(|f| matches!(f, Message::Text(t) if t.as_str().contains("\"logout\"")));
+                for f in frames {
+                    c.send_raw(f).await;
+                }
+                c.send(json!({"action": "ping", "request_id": "final"})).await;
+                loop {
+                    let m = tokio::time::timeout(Duration::from_secs(60), c.from_server.recv())
+                        .await
+                        .expect("the session answers");
+                    match m {
+                        Some(Message::Text(t)) => {
+                            let f: Value = serde_json::from_str(t.as_str()).expect("every frame is JSON");
+                            assert!(f["type"] == "response" || f["type"] == "push", "{f}");
+                            if f["request_id"] == "final" {
+                                assert_eq!(f["success"], true);
+                                break;
+                            }
+                        }
+                        Some(Message::Ping(p)) => c.send_raw(Message::Pong(p)).await,
+                        // Only a (random) logout ends the session.
+                        Some(Message::Close(_)) | None => {
+                            assert!(logs_out, "the session closed without a logout");
+                            break;
+                        }
+                        Some(other) => panic!("unexpected {other:?}"),
+                    }
+                }
+            });
+        }
+    }
+}
