@@ -141,8 +141,12 @@ pub(crate) async fn issue_customer_token(
         let mut ops = Vec::new();
         let customer_id = match &req.customer_id {
             Some(id) => {
-                if !state.customers.contains_key(id) {
-                    return Err(not_found("customer", id));
+                let c = state
+                    .customers
+                    .get(id)
+                    .ok_or_else(|| not_found("customer", id))?;
+                if crate::customers::is_banned(c) {
+                    return Err(crate::customers::banned_error());
                 }
                 id.clone()
             }
@@ -154,6 +158,7 @@ pub(crate) async fn issue_customer_token(
                     avatar: None,
                     session_fields: Vec::new(),
                     created_at_us: now_us(),
+                    banned_until_us: None,
                     sessions: Vec::new(),
                     chat_ids: Vec::new(),
                 };
@@ -214,7 +219,7 @@ fn monitoring_group(group: u32) -> serde_json::Map<String, Value> {
     m
 }
 
-fn apply_fields(c: &mut CustomerState, f: &CustomerFields) -> Result<(), ErrorBody> {
+pub(crate) fn apply_fields(c: &mut CustomerState, f: &CustomerFields) -> Result<(), ErrorBody> {
     if let Some(fields) = &f.session_fields
         && fields.len() > 100
     {
@@ -262,6 +267,9 @@ pub(crate) async fn customer_login(
             .customers
             .get_mut(&entry.agent)
             .ok_or_else(|| err(ErrorType::Authentication, "Invalid access token"))?;
+        if crate::customers::is_banned(customer) {
+            return Err(crate::customers::banned_error());
+        }
         let mut ops = Vec::new();
         if let Some(fields) = &req.customer {
             apply_fields(customer, fields)?;

@@ -267,6 +267,8 @@ pub(crate) struct CustomerState {
     pub avatar: Option<String>,
     pub session_fields: Vec<BTreeMap<String, String>>,
     pub created_at_us: i64,
+    /// Microseconds; the customer is banned until then.
+    pub banned_until_us: Option<i64>,
     /// Live RTM connections.
     pub sessions: Vec<Arc<Connection>>,
     /// Chats of this customer, oldest first.
@@ -283,6 +285,7 @@ impl CustomerState {
             avatar: self.avatar.clone(),
             session_fields: serde_json::to_string(&self.session_fields).expect("serializes"),
             created_at_us: self.created_at_us,
+            banned_until_us: self.banned_until_us,
         }
     }
 

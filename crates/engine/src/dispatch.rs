@@ -349,6 +349,18 @@ impl Engine {
                 chat_more::rich_message_postback(self, &chat_caller(), parse(req.payload)?).await
             }
             "multicast" => chat_more::multicast(self, &chat_caller(), parse(req.payload)?).await,
+            "get_customer" => self.agent_get_customer(&caller, req.payload).await,
+            "list_customers" => {
+                self.agent_list_customers(&caller, req.version, req.payload)
+                    .await
+            }
+            "create_customer" => {
+                self.agent_create_customer(&caller, req.version, req.payload)
+                    .await
+            }
+            "update_customer" => self.agent_update_customer(&caller, req.payload).await,
+            "ban_customer" => self.agent_ban_customer(&caller, req.payload).await,
+            "get_license_info" => Ok(self.agent_license_info(&caller)),
             "list_agents_for_transfer" => {
                 chat_more::list_agents_for_transfer(self, &chat_caller(), parse(req.payload)?).await
             }
@@ -454,6 +466,14 @@ impl Engine {
         let org = self
             .org(&org_id)
             .ok_or_else(|| err(ErrorType::Authentication, "Invalid access token"))?;
+        if org
+            .lock()
+            .customers
+            .get(&customer)
+            .is_some_and(crate::customers::is_banned)
+        {
+            return Err(crate::customers::banned_error());
+        }
         Ok(ChatCaller {
             org,
             actor: Actor::Customer(customer),

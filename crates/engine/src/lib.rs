@@ -22,6 +22,7 @@ mod chat_more;
 mod chats;
 mod config;
 mod connection;
+mod customers;
 mod dispatch;
 mod error;
 mod limits;
@@ -186,6 +187,7 @@ impl Engine {
                     avatar: c.avatar,
                     session_fields,
                     created_at_us: c.created_at_us,
+                    banned_until_us: c.banned_until_us,
                     sessions: Vec::new(),
                     chat_ids: Vec::new(),
                 },

@@ -28,7 +28,7 @@ use std::sync::Arc;
 const MONITORING_LEVELS: &[&str] = &["my", "chatting", "invited", "online", "highest_available"];
 
 /// Far-future expiration reported for self-hosted licenses (2100-01-01).
-const LICENSE_EXPIRATION: i64 = 4_102_444_800;
+pub(crate) const LICENSE_EXPIRATION: i64 = 4_102_444_800;
 
 pub(crate) fn to_wire(s: RoutingStatus) -> WireStatus {
     match s {

@@ -590,3 +590,46 @@ pub struct ApiAccessToken {
     /// Unix seconds.
     pub expires_at: i64,
 }
+
+/// `list_customers` request (3.5; removed in 3.6).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ListCustomersRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort_order: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Value>,
+}
+
+/// `update_customer` request (agent side).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UpdateCustomerRequest {
+    pub id: String,
+    #[serde(flatten)]
+    pub fields: CustomerFields,
+}
+
+/// `ban` of `ban_customer`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ban {
+    pub days: u32,
+}
+
+/// `ban_customer` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BanCustomerRequest {
+    pub id: String,
+    pub ban: Ban,
+}
+
+/// `get_license_info` response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LicenseInfo {
+    pub license_id: String,
+    pub expires_at: String,
+    pub created_at: String,
+    pub in_trial: bool,
+}

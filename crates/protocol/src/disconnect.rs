@@ -43,6 +43,7 @@ reasons! {
     TooManyConnections = "too_many_connections", false, "too many connections for this agent";
     TooManyUnauthorizedConnections = "too_many_unauthorized_connections", true, "too many unauthenticated connections";
     RolePermissionsChanged = "role_permissions_changed", true, "v3.6: the agent's role or permissions changed";
+    CustomerBanned = "customer_banned", false, "customer side: the customer was banned";
 }
 
 #[cfg(test)]

@@ -191,6 +191,8 @@ pub struct CustomerRecord {
     /// JSON array of single-key objects.
     pub session_fields: String,
     pub created_at_us: i64,
+    /// Microseconds; banned until then.
+    pub banned_until_us: Option<i64>,
 }
 
 /// A stored thread.

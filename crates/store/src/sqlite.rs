@@ -492,10 +492,11 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
         }
         Op::UpsertCustomer(c) => {
             tx.prepare_cached(
-                "INSERT INTO customers (org_id, id, name, email, avatar, session_fields, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO customers (org_id, id, name, email, avatar, session_fields, created_at, banned_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (org_id, id) DO UPDATE SET name = excluded.name, email = excluded.email,
-                   avatar = excluded.avatar, session_fields = excluded.session_fields",
+                   avatar = excluded.avatar, session_fields = excluded.session_fields,
+                   banned_until = excluded.banned_until",
             )?
             .execute(params![
                 c.org.0,
@@ -504,7 +505,8 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
                 c.email,
                 c.avatar,
                 c.session_fields,
-                c.created_at_us
+                c.created_at_us,
+                c.banned_until_us
             ])?;
         }
         Op::UpdateChat {
@@ -854,7 +856,8 @@ fn events_where(
 
 fn load_customers(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreError> {
     let mut stmt = conn.prepare(
-        "SELECT org_id, id, name, email, avatar, session_fields, created_at FROM customers ORDER BY org_id, id",
+        "SELECT org_id, id, name, email, avatar, session_fields, created_at, banned_until
+         FROM customers ORDER BY org_id, id",
     )?;
     for c in stmt.query_map([], |r| {
         Ok(CustomerRecord {
@@ -867,6 +870,7 @@ fn load_customers(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), Stor
                 .get::<_, Option<String>>(5)?
                 .unwrap_or_else(|| "[]".into()),
             created_at_us: r.get(6)?,
+            banned_until_us: r.get(7)?,
         })
     })? {
         snapshot.customers.push(c?);

@@ -340,6 +340,7 @@ fn chats_threads_users_and_customers_load_back() {
                     avatar: None,
                     session_fields: "[]".into(),
                     created_at_us: 5,
+                    banned_until_us: None,
                 }),
                 Op::PutToken {
                     hash: [9; 32],

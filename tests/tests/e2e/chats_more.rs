@@ -764,3 +764,130 @@ async fn a_repeated_custom_id_returns_the_original_event() {
         3
     );
 }
+
+#[tokio::test]
+async fn agents_manage_customers_and_bans_take_effect() {
+    let s = TestServer::start().await;
+    let mut bob = s.login("bob-pat-1").await;
+    let owner = Some("Bearer alice-pat-1");
+    // create_customer (3.5) pushes incoming_customer.
+    let (code, body) = s
+        .web(
+            "create_customer",
+            owner,
+            json!({"name": "Ann", "email": "ann@example.com", "session_fields": [{"vip": "yes"}]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let id = body["customer_id"].as_str().unwrap().to_owned();
+    let p = bob.push("incoming_customer").await;
+    assert_eq!(
+        (p["payload"]["id"].as_str(), p["payload"]["name"].as_str()),
+        (Some(id.as_str()), Some("Ann"))
+    );
+    let (code, c) = s.web("get_customer", owner, json!({"id": id})).await;
+    assert_eq!((code, c["email"].as_str()), (200, Some("ann@example.com")));
+    let (code, _) = s.web("get_customer", owner, json!({"id": "nope"})).await;
+    assert_eq!(code, 404);
+    // update_customer pushes customer_updated to agents and to the customer itself.
+    let (token, _) = s.customer_token("acme", Some(&id)).await;
+    let mut cust = Rtm::connect_path(s.addr, "/v3.5/customer/rtm/ws?organization_id=acme").await;
+    let r = cust
+        .request("login", json!({"token": format!("Bearer {token}")}))
+        .await;
+    assert_eq!(r["success"], true);
+    let (code, _) = s
+        .web(
+            "update_customer",
+            owner,
+            json!({"id": id, "name": "Ann B."}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        bob.push("customer_updated").await["payload"],
+        json!({"id": id, "name": "Ann B."})
+    );
+    assert_eq!(
+        cust.push("customer_updated").await["payload"]["name"],
+        "Ann B."
+    );
+    // list_customers (3.5), removed in 3.6.
+    let (code, list) = s.web("list_customers", owner, json!({"limit": 5})).await;
+    assert_eq!(code, 200, "{list}");
+    assert!(
+        list["customers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == id.as_str())
+    );
+    assert_eq!(list["total_customers"], 1);
+    let (code, _) = web_call(
+        &s.url("/v3.6/agent/action/list_customers"),
+        owner,
+        "{}".into(),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 400);
+    let (code, _) = web_call(
+        &s.url("/v3.6/agent/action/create_customer"),
+        owner,
+        "{}".into(),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 400);
+    // Bans: a normal agent lacks customers.ban; the owner bans; the customer is cut off.
+    let (code, _) = s
+        .web(
+            "ban_customer",
+            Some("Bearer bob-pat-1"),
+            json!({"id": id, "ban": {"days": 2}}),
+        )
+        .await;
+    assert_eq!(code, 403);
+    let (code, _) = s
+        .web("ban_customer", owner, json!({"id": id, "ban": {"days": 2}}))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        bob.push("customer_banned").await["payload"],
+        json!({"customer_id": id, "ban": {"days": 2}})
+    );
+    let d = cust.push("customer_disconnected").await;
+    assert_eq!(d["payload"]["reason"], "customer_banned");
+    let (code, body) = s
+        .customer_web("acme", "start_chat", &token, json!({}))
+        .await;
+    assert_eq!(
+        (code, body["error"]["type"].as_str()),
+        (403, Some("customer_banned"))
+    );
+    let (code, _) = web_call(
+        &s.url("/customer/token"),
+        None,
+        json!({"organization_id": "acme", "customer_id": id}).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 403, "a banned customer gets no new token");
+    let mut again = Rtm::connect_path(s.addr, "/v3.5/customer/rtm/ws?organization_id=acme").await;
+    let r = again
+        .request("login", json!({"token": format!("Bearer {token}")}))
+        .await;
+    assert_eq!(r["payload"]["error"]["type"], "customer_banned");
+    // The ban survives a restart.
+    drop((bob, cust, again));
+    let s = s.restart().await;
+    let (code, _) = s
+        .customer_web("acme", "get_customer", &token, json!({}))
+        .await;
+    assert_eq!(code, 403);
+    // License information (Web only).
+    let (code, info) = s.web("get_license_info", owner, json!({})).await;
+    assert_eq!(code, 200);
+    assert!(info["license_id"].as_str().unwrap().parse::<u64>().is_ok());
+    assert_eq!(info["in_trial"], false);
+}
