@@ -553,6 +553,7 @@ pub(crate) async fn start_chat(
             closed_at_us: (!active).then_some(now),
             queued_at_us: None,
             properties: initial.properties.unwrap_or_default(),
+            tags: Vec::new(),
         };
         let thread_id = thread.id.clone();
         ops.push(Op::CreateThread {

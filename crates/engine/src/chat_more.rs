@@ -999,3 +999,77 @@ pub(crate) fn reroute_offline_agent(
     }
     (ops, pushes)
 }
+
+/// Longest tag name accepted.
+pub(crate) const MAX_TAG_CHARS: usize = 100;
+/// Most tags one thread can carry.
+pub(crate) const MAX_TAGS_PER_THREAD: usize = 50;
+
+/// `tag_thread` (`add`) and `untag_thread`. Any thread of a readable chat,
+/// active or not. Adding a tag the thread has, or removing one it lacks,
+/// succeeds without a write or a push, so retries are harmless.
+pub(crate) async fn tag_thread(
+    engine: &Engine,
+    caller: &ChatCaller,
+    req: ThreadTag,
+    add: bool,
+) -> Result<Reply, ErrorBody> {
+    let tag = req.tag.trim();
+    if tag.is_empty() {
+        return Err(validation("`tag` must not be empty"));
+    }
+    if tag.chars().count() > MAX_TAG_CHARS {
+        return Err(validation(format!(
+            "`tag` is longer than {MAX_TAG_CHARS} characters"
+        )));
+    }
+    let tag = tag.to_owned();
+    let org_id = caller.org.org.id.clone();
+    let reservation = reserve(&engine.inner.store)?;
+    let pending = {
+        let mut guard = caller.org.lock();
+        let state = &mut *guard;
+        readable(state, caller, &req.chat_id)?;
+        let chat = state.chats.get_mut(&req.chat_id).expect("checked");
+        let Some(thread) = chat.threads.iter_mut().find(|t| t.id == req.thread_id) else {
+            return Err(not_found("thread", &req.thread_id));
+        };
+        let has = thread.tags.contains(&tag);
+        if has == add {
+            return Ok(Reply::ok(json!({})));
+        }
+        if add {
+            if thread.tags.len() >= MAX_TAGS_PER_THREAD {
+                return Err(validation(format!(
+                    "a thread carries at most {MAX_TAGS_PER_THREAD} tags"
+                )));
+            }
+            thread.tags.push(tag.clone());
+        } else {
+            thread.tags.retain(|t| *t != tag);
+        }
+        let op = Op::SetThreadTags {
+            org: org_id,
+            thread_id: req.thread_id.clone(),
+            tags: serde_json::to_string(&thread.tags).expect("tags serialize"),
+        };
+        let chat = &state.chats[&req.chat_id];
+        let push = Outgoing::new(
+            if add {
+                "thread_tagged"
+            } else {
+                "thread_untagged"
+            },
+            ThreadTag {
+                chat_id: req.chat_id.clone(),
+                thread_id: req.thread_id.clone(),
+                tag,
+            },
+            recipients(state, chat, Audience::Members { customer: false }),
+            caller.cause.clone(),
+        );
+        commit(reservation, vec![op], vec![push])
+    };
+    pending.wait().await?;
+    Ok(Reply::ok(json!({})))
+}

@@ -118,6 +118,8 @@ pub(crate) struct ThreadState {
     /// Set while the thread waits in the queue.
     pub queued_at_us: Option<i64>,
     pub properties: Properties,
+    /// Tags, in the order they were added.
+    pub tags: Vec<String>,
 }
 
 impl ThreadState {
@@ -129,6 +131,7 @@ impl ThreadState {
             closed_at_us: self.closed_at_us,
             queued_at_us: self.queued_at_us,
             properties: serde_json::to_string(&self.properties).expect("properties serialize"),
+            tags: serde_json::to_string(&self.tags).expect("tags serialize"),
         }
     }
 }
@@ -200,6 +203,8 @@ impl ChatState {
             threads.push(ThreadState {
                 properties: serde_json::from_str(&t.properties)
                     .map_err(|e| format!("thread {}: {e}", t.id))?,
+                tags: serde_json::from_str(&t.tags)
+                    .map_err(|e| format!("thread {} tags: {e}", t.id))?,
                 id: t.id,
                 active: t.active,
                 created_at_us: t.created_at_us,
@@ -502,6 +507,7 @@ pub(crate) fn wire_thread(
         access: Some(Access {
             group_ids: chat.access.clone(),
         }),
+        tags: (!for_customer).then(|| t.tags.clone()),
         queue: if is_last {
             queue_of(state, chat, now)
         } else {
@@ -587,7 +593,8 @@ pub(crate) fn summary(
             access: Some(Access {
                 group_ids: chat.access.clone(),
             }),
-            tags: None,
+            // Tags are the agents' bookkeeping; customers never see them.
+            tags: (!for_customer).then(|| t.tags.clone()),
             queue: queue_of(state, chat, now),
         }),
         users: wire_users(state, chat, for_customer),

@@ -349,6 +349,12 @@ impl Engine {
                 chat_more::rich_message_postback(self, &chat_caller(), parse(req.payload)?).await
             }
             "multicast" => chat_more::multicast(self, &chat_caller(), parse(req.payload)?).await,
+            "tag_thread" => {
+                chat_more::tag_thread(self, &chat_caller(), parse(req.payload)?, true).await
+            }
+            "untag_thread" => {
+                chat_more::tag_thread(self, &chat_caller(), parse(req.payload)?, false).await
+            }
             "get_customer" => self.agent_get_customer(&caller, req.payload).await,
             "list_customers" => {
                 self.agent_list_customers(&caller, req.version, req.payload)

@@ -633,3 +633,12 @@ pub struct LicenseInfo {
     pub created_at: String,
     pub in_trial: bool,
 }
+
+/// `tag_thread` / `untag_thread` request, and the `thread_tagged` /
+/// `thread_untagged` push (the same three fields).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThreadTag {
+    pub chat_id: String,
+    pub thread_id: String,
+    pub tag: String,
+}

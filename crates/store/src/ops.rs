@@ -115,6 +115,12 @@ pub enum Op {
         closed_at_us: Option<i64>,
         queued_at_us: Option<i64>,
     },
+    /// Replace a thread's tags (JSON array of names).
+    SetThreadTags {
+        org: OrgId,
+        thread_id: String,
+        tags: String,
+    },
     /// Replace the JSON of an existing event (e.g. rich-message button state).
     UpdateEvent {
         org: OrgId,
@@ -205,6 +211,8 @@ pub struct ThreadRecord {
     pub queued_at_us: Option<i64>,
     /// JSON object.
     pub properties: String,
+    /// JSON array of tag names.
+    pub tags: String,
 }
 
 /// A stored chat user.

@@ -530,8 +530,8 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
             thread,
         } => {
             tx.prepare_cached(
-                "INSERT INTO threads (org_id, chat_id, id, active, created_at, closed_at, queued_at, properties)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO threads (org_id, chat_id, id, active, created_at, closed_at, queued_at, properties, tags)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 org.0,
@@ -541,8 +541,21 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
                 thread.created_at_us,
                 thread.closed_at_us,
                 thread.queued_at_us,
-                thread.properties
+                thread.properties,
+                thread.tags
             ])?;
+        }
+        Op::SetThreadTags {
+            org,
+            thread_id,
+            tags,
+        } => {
+            let n = tx
+                .prepare_cached("UPDATE threads SET tags = ?3 WHERE org_id = ?1 AND id = ?2")?
+                .execute(params![org.0, thread_id, tags])?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("no thread {thread_id}")));
+            }
         }
         Op::UpdateThread {
             org,
@@ -888,7 +901,7 @@ fn load_chats(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreErr
          WHERE org_id = ?1 AND chat_id = ?2 ORDER BY rowid",
     )?;
     let mut threads = conn.prepare(
-        "SELECT id, active, created_at, closed_at, queued_at, properties FROM threads
+        "SELECT id, active, created_at, closed_at, queued_at, properties, tags FROM threads
          WHERE org_id = ?1 AND chat_id = ?2 ORDER BY created_at, rowid",
     )?;
     let rows: Vec<ChatRecord> = chats
@@ -928,6 +941,7 @@ fn load_chats(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreErr
                 closed_at_us: r.get(3)?,
                 queued_at_us: r.get(4)?,
                 properties: r.get(5)?,
+                tags: r.get(6)?,
             })
         })? {
             chat.threads.push(t?);

@@ -328,6 +328,7 @@ fn chats_threads_users_and_customers_load_back() {
             closed_at_us: None,
             queued_at_us: None,
             properties: "{}".into(),
+            tags: "[]".into(),
         };
         write(
             &store,
@@ -398,6 +399,26 @@ fn chats_threads_users_and_customers_load_back() {
             }],
         )
         .unwrap();
+        write(
+            &store,
+            vec![Op::SetThreadTags {
+                org: o.clone(),
+                thread_id: "T1".into(),
+                tags: r#"["bug","vip"]"#.into(),
+            }],
+        )
+        .unwrap();
+        assert!(matches!(
+            write(
+                &store,
+                vec![Op::SetThreadTags {
+                    org: o.clone(),
+                    thread_id: "nope".into(),
+                    tags: "[]".into(),
+                }]
+            ),
+            Err(StoreError::Conflict(_))
+        ));
         assert!(matches!(
             write(
                 &store,
@@ -434,6 +455,8 @@ fn chats_threads_users_and_customers_load_back() {
         .map(|t| (t.id.as_str(), t.active, t.closed_at_us))
         .collect();
     assert_eq!(threads, vec![("T1", false, None), ("T2", false, Some(30))]);
+    let tags: Vec<_> = c.threads.iter().map(|t| t.tags.as_str()).collect();
+    assert_eq!(tags, vec![r#"["bug","vip"]"#, "[]"]);
     assert_eq!(c.users.len(), 1);
     assert_eq!(c.users[0].seen_up_to_us, Some(7));
     let last: Vec<_> = c.last_thread_events.iter().map(|e| e.id.as_str()).collect();

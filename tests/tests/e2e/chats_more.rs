@@ -891,3 +891,122 @@ async fn agents_manage_customers_and_bans_take_effect() {
     assert!(info["license_id"].as_str().unwrap().parse::<u64>().is_ok());
     assert_eq!(info["in_trial"], false);
 }
+
+#[tokio::test]
+async fn threads_are_tagged_and_untagged() {
+    let s = TestServer::start().await;
+    let (mut alice, mut cust, chat_id) = chat_with_alice(&s).await;
+    let chat = alice.request("get_chat", json!({"chat_id": chat_id})).await;
+    let thread_id = chat["payload"]["thread"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(chat["payload"]["thread"]["tags"], json!([]));
+    // A follower hears about tags; the customer never does.
+    let mut bob = s.login("bob-pat-1").await;
+    assert_eq!(
+        bob.request("follow_chat", json!({"id": chat_id})).await["success"],
+        true
+    );
+    bob.push("incoming_chat").await;
+    let tag = json!({"chat_id": chat_id, "thread_id": thread_id, "tag": "bug_report"});
+    let r = alice.request("tag_thread", tag.clone()).await;
+    assert_eq!(r["success"], true, "{r}");
+    assert_eq!(r["payload"], json!({}));
+    for agent in [&mut alice, &mut bob] {
+        let p = agent.push("thread_tagged").await;
+        assert_eq!(p["payload"], tag);
+    }
+    // Tagging again changes nothing and pushes nothing.
+    assert_eq!(
+        alice.request("tag_thread", tag.clone()).await["success"],
+        true
+    );
+    alice.no_push("thread_tagged", QUIET).await;
+    cust.no_push("thread_tagged", QUIET).await;
+    let r = alice
+        .request(
+            "tag_thread",
+            json!({"chat_id": chat_id, "thread_id": thread_id, "tag": "vip"}),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    alice.push("thread_tagged").await;
+    let r = cust.request("get_chat", json!({"chat_id": chat_id})).await;
+    assert_eq!(r["success"], true, "{r}");
+    assert!(
+        r["payload"]["thread"].get("tags").is_none(),
+        "customers never see tags: {r}"
+    );
+    // Errors: empty or overlong tag, unknown thread, read-only token,
+    // another organization.
+    for (payload, want) in [
+        (
+            json!({"chat_id": chat_id, "thread_id": thread_id, "tag": " "}),
+            "validation",
+        ),
+        (
+            json!({"chat_id": chat_id, "thread_id": thread_id, "tag": "x".repeat(101)}),
+            "validation",
+        ),
+        (
+            json!({"chat_id": chat_id, "thread_id": thread_id}),
+            "validation",
+        ),
+        (
+            json!({"chat_id": chat_id, "thread_id": "NOPE", "tag": "a"}),
+            "not_found",
+        ),
+    ] {
+        let r = alice.request("tag_thread", payload.clone()).await;
+        assert_eq!(r["payload"]["error"]["type"], want, "{payload}: {r}");
+    }
+    let (status, r) = s
+        .web("tag_thread", Some("Bearer alice-ro-1"), tag.clone())
+        .await;
+    assert_eq!(
+        (status, r["error"]["type"].as_str()),
+        (403, Some("authorization")),
+        "{r}"
+    );
+    let (status, r) = s
+        .web("untag_thread", Some("Bearer eve-pat-1"), tag.clone())
+        .await;
+    assert_eq!(
+        (status, r["error"]["type"].as_str()),
+        (404, Some("not_found")),
+        "{r}"
+    );
+    // The tags are on the thread in order, over Web too, and survive a restart.
+    let (status, chat) = s
+        .web(
+            "get_chat",
+            Some("Bearer alice-pat-1"),
+            json!({"chat_id": chat_id}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(chat["thread"]["tags"], json!(["bug_report", "vip"]));
+    drop((alice, bob, cust));
+    let s = s.restart().await;
+    let mut alice = s.login("alice-pat-1").await;
+    let chat = alice.request("get_chat", json!({"chat_id": chat_id})).await;
+    assert_eq!(
+        chat["payload"]["thread"]["tags"],
+        json!(["bug_report", "vip"])
+    );
+    // Untagging over Web pushes thread_untagged; untagging again is a no-op.
+    let (status, r) = s
+        .web("untag_thread", Some("Bearer alice-pat-1"), tag.clone())
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(alice.push("thread_untagged").await["payload"], tag);
+    let (status, _) = s
+        .web("untag_thread", Some("Bearer alice-pat-1"), tag.clone())
+        .await;
+    assert_eq!(status, 200);
+    alice.no_push("thread_untagged", QUIET).await;
+    let r = alice.request("list_chats", json!({})).await;
+    assert_eq!(
+        r["payload"]["chats_summary"][0]["last_thread_summary"]["tags"],
+        json!(["vip"]),
+        "{r}"
+    );
+}

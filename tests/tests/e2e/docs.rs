@@ -69,6 +69,7 @@ fn request_payload(action: &str, p: &Value) {
         "send_event" => typed::<SendEventRequest>(action, p),
         "deactivate_chat" => typed::<DeactivateChatRequest>(action, p),
         "transfer_chat" => typed::<TransferChatRequest>(action, p),
+        "tag_thread" | "untag_thread" => typed::<ThreadTag>(action, p),
         other => panic!("the docs test has no request type for `{other}`: add it"),
     }
 }
@@ -95,6 +96,7 @@ fn push_payload(action: &str, p: &Value) {
         "chat_access_updated" => typed::<ChatAccessUpdated>(action, p),
         "queue_positions_updated" => typed::<Vec<QueuePositionEntry>>(action, p),
         "queue_position_updated" => typed::<QueuePositionEntry>(action, p),
+        "thread_tagged" | "thread_untagged" => typed::<ThreadTag>(action, p),
         other => panic!("the docs test has no push type for `{other}`: add it"),
     }
 }
