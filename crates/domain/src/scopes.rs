@@ -20,6 +20,8 @@ pub const ALL_SCOPES: &[&str] = &[
     "agents-bot--all:rw",
     "agents-bot--my:rw",
     "groups--all:rw",
+    "tags--all:rw",
+    "tags--groups:rw",
 ];
 
 const NORMAL: &[&str] = &[
@@ -30,6 +32,7 @@ const NORMAL: &[&str] = &[
     "agents--all:ro",
     "agents-bot--all:ro",
     "groups--all:ro",
+    "tags--groups:ro",
 ];
 
 /// What a bot token carries (the vendor's list).

@@ -1000,8 +1000,8 @@ pub(crate) fn reroute_offline_agent(
     (ops, pushes)
 }
 
-/// Longest tag name accepted.
-pub(crate) const MAX_TAG_CHARS: usize = 100;
+use crate::tags::MAX_TAG_CHARS;
+
 /// Most tags one thread can carry.
 pub(crate) const MAX_TAGS_PER_THREAD: usize = 50;
 
@@ -1030,14 +1030,23 @@ pub(crate) async fn tag_thread(
         let mut guard = caller.org.lock();
         let state = &mut *guard;
         readable(state, caller, &req.chat_id)?;
-        let chat = state.chats.get_mut(&req.chat_id).expect("checked");
-        let Some(thread) = chat.threads.iter_mut().find(|t| t.id == req.thread_id) else {
+        let chat = &state.chats[&req.chat_id];
+        let Some(thread) = chat.threads.iter().find(|t| t.id == req.thread_id) else {
             return Err(not_found("thread", &req.thread_id));
         };
         let has = thread.tags.contains(&tag);
         if has == add {
             return Ok(Reply::ok(json!({})));
         }
+        if add {
+            crate::tags::check_applicable(state, &tag, &chat.access)?;
+        }
+        let chat = state.chats.get_mut(&req.chat_id).expect("checked");
+        let thread = chat
+            .threads
+            .iter_mut()
+            .find(|t| t.id == req.thread_id)
+            .expect("found above");
         if add {
             if thread.tags.len() >= MAX_TAGS_PER_THREAD {
                 return Err(validation(format!(

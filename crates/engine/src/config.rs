@@ -254,9 +254,8 @@ impl Engine {
         let caller = caller
             .ok_or_else(|| err(ErrorType::Authentication, "missing `Authorization` header"))?;
         match action {
-            "get_agent" | "list_agents" | "get_group" | "list_groups" | "get_bot" | "list_bots" => {
-                self.config_read(caller, action, payload).await
-            }
+            "get_agent" | "list_agents" | "get_group" | "list_groups" | "get_bot" | "list_bots"
+            | "list_tags" => self.config_read(caller, action, payload).await,
             _ => self.config_write(caller, action, payload).await,
         }
     }
@@ -291,6 +290,10 @@ impl Engine {
                     let req: IdRequest<u32> = parse(payload)?;
                     let g = state.groups.get(&req.id).ok_or_else(|| err(ErrorType::GroupNotFound, format!("group {} not found", req.id)))?;
                     serde_json::to_value(config_group(&state, g))
+                }
+                "list_tags" => {
+                    let me = requester(&state, caller);
+                    Ok(crate::tags::list_tags(&state, &me, &caller.scopes, payload)?)
                 }
                 "list_groups" => serde_json::to_value(state.groups.values().map(|g| config_group(&state, g)).collect::<Vec<_>>()),
                 "get_bot" => {
@@ -863,6 +866,15 @@ impl Engine {
                     ));
                     json!({ "secret": secret })
                 }
+                "create_tag" | "update_tag" | "delete_tag" => crate::tags::write_tag(
+                    state,
+                    &org,
+                    &me,
+                    &caller.scopes,
+                    action,
+                    payload,
+                    &mut ops,
+                )?,
                 other => return Err(validation(format!("unknown action `{other}`"))),
             };
             // Capacity may have appeared (groups, limits, statuses).

@@ -158,6 +158,8 @@ fn config_method_scopes(action: &str) -> &'static [&'static str] {
             &["agents--all:rw", "agents--my:rw"]
         }
         "get_group" | "list_groups" => &["groups--all:ro"],
+        "list_tags" => &["tags--all:ro", "tags--groups:ro"],
+        "create_tag" | "update_tag" | "delete_tag" => &["tags--all:rw", "tags--groups:rw"],
         "create_group" | "update_group" | "delete_group" => &["groups--all:rw"],
         "get_bot" | "list_bots" => &["agents-bot--all:ro", "agents-bot--my:ro"],
         "create_bot" | "update_bot" | "delete_bot" | "reset_bot_secret" => {

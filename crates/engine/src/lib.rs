@@ -30,6 +30,7 @@ mod provision;
 mod push;
 mod state;
 mod status;
+mod tags;
 
 pub use auth::hash_secret;
 pub use connection::{Connection, ConnectionRx, Side, Subscriptions};
@@ -190,6 +191,22 @@ impl Engine {
                     banned_until_us: c.banned_until_us,
                     sessions: Vec::new(),
                     chat_ids: Vec::new(),
+                },
+            );
+        }
+        for t in snapshot.tags {
+            let Some(org) = inner.orgs.get(&t.org.0) else {
+                continue;
+            };
+            let group_ids = serde_json::from_str(&t.group_ids)
+                .map_err(|e| EngineError::Corrupt(format!("tag {}: {e}", t.name)))?;
+            org.lock().tags.insert(
+                t.name.clone(),
+                state::TagDef {
+                    name: t.name,
+                    group_ids,
+                    author_id: t.author_id,
+                    created_at_us: t.created_at_us,
                 },
             );
         }

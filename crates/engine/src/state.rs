@@ -53,6 +53,17 @@ pub(crate) struct OrgState {
     pub queue: Vec<String>,
     /// Browser origins allowed to request customer tokens; empty = any.
     pub allowed_origins: Vec<String>,
+    /// Tag definitions by name (case-sensitive).
+    pub tags: BTreeMap<String, TagDef>,
+}
+
+/// A tag definition: the groups whose threads may carry it.
+#[derive(Clone, Debug)]
+pub(crate) struct TagDef {
+    pub name: String,
+    pub group_ids: Vec<GroupId>,
+    pub author_id: String,
+    pub created_at_us: i64,
 }
 
 /// A live RTM session of an agent.
@@ -122,6 +133,7 @@ impl Org {
                     })
                     .collect(),
                 customers: HashMap::new(),
+                tags: BTreeMap::new(),
                 chats: HashMap::new(),
                 queue: Vec::new(),
                 allowed_origins,

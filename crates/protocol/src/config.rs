@@ -200,6 +200,10 @@ pub const CONFIGURATION_METHODS: &[&str] = &[
     "delete_bot",
     "reset_bot_secret",
     "issue_bot_token",
+    "create_tag",
+    "list_tags",
+    "update_tag",
+    "delete_tag",
     // chatgate extensions
     "create_agent_token",
     "revoke_agent_tokens",

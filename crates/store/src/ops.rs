@@ -115,6 +115,10 @@ pub enum Op {
         closed_at_us: Option<i64>,
         queued_at_us: Option<i64>,
     },
+    /// Create or update a tag definition.
+    UpsertTag(TagRecord),
+    /// Delete a tag definition (threads keep the tag).
+    DeleteTag { org: OrgId, name: String },
     /// Replace a thread's tags (JSON array of names).
     SetThreadTags {
         org: OrgId,
@@ -215,6 +219,17 @@ pub struct ThreadRecord {
     pub tags: String,
 }
 
+/// A tag definition (Configuration API `create_tag`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagRecord {
+    pub org: OrgId,
+    pub name: String,
+    /// JSON array of group ids.
+    pub group_ids: String,
+    pub author_id: String,
+    pub created_at_us: i64,
+}
+
 /// A stored chat user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChatUserRecord {
@@ -256,4 +271,5 @@ pub struct Snapshot {
     pub tokens: Vec<TokenRecord>,
     pub customers: Vec<CustomerRecord>,
     pub chats: Vec<ChatRecord>,
+    pub tags: Vec<TagRecord>,
 }

@@ -8,7 +8,8 @@
 
 use crate::{
     AgentRecord, ChatRecord, ChatUserRecord, Committed, Completion, CustomerRecord, EventRecord,
-    Op, OrgRecord, Snapshot, Store, StoreError, StoreStats, ThreadRecord, TokenKind, TokenRecord,
+    Op, OrgRecord, Snapshot, Store, StoreError, StoreStats, TagRecord, ThreadRecord, TokenKind,
+    TokenRecord,
 };
 use chatgate_domain::{
     Agent, AgentId, AgentKind, AgentProfile, Group, GroupPriority, OrgId, Organization, Role,
@@ -160,6 +161,16 @@ CREATE INDEX tokens_by_agent ON tokens (org_id, agent_id);
 "#,
     r#"
 ALTER TABLE organizations ADD COLUMN allowed_origins TEXT NOT NULL DEFAULT '';
+"#,
+    r#"
+CREATE TABLE tags (
+    org_id      TEXT NOT NULL REFERENCES organizations(id),
+    name        TEXT NOT NULL,
+    group_ids   TEXT NOT NULL,
+    author_id   TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    PRIMARY KEY (org_id, name)
+);
 "#,
 ];
 
@@ -545,6 +556,28 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
                 thread.tags
             ])?;
         }
+        Op::UpsertTag(t) => {
+            tx.prepare_cached(
+                "INSERT INTO tags (org_id, name, group_ids, author_id, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (org_id, name) DO UPDATE SET group_ids = excluded.group_ids",
+            )?
+            .execute(params![
+                t.org.0,
+                t.name,
+                t.group_ids,
+                t.author_id,
+                t.created_at_us
+            ])?;
+        }
+        Op::DeleteTag { org, name } => {
+            let n = tx
+                .prepare_cached("DELETE FROM tags WHERE org_id = ?1 AND name = ?2")?
+                .execute(params![org.0, name])?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("no tag {name}")));
+            }
+        }
         Op::SetThreadTags {
             org,
             thread_id,
@@ -783,6 +816,7 @@ impl Store for SqliteStore {
             });
         }
         load_customers(&conn, &mut snapshot)?;
+        load_tags(&conn, &mut snapshot)?;
         load_chats(&conn, &mut snapshot)?;
         Ok(snapshot)
     }
@@ -887,6 +921,24 @@ fn load_customers(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), Stor
         })
     })? {
         snapshot.customers.push(c?);
+    }
+    Ok(())
+}
+
+fn load_tags(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT org_id, name, group_ids, author_id, created_at FROM tags ORDER BY org_id, name",
+    )?;
+    for t in stmt.query_map([], |r| {
+        Ok(TagRecord {
+            org: OrgId(r.get(0)?),
+            name: r.get(1)?,
+            group_ids: r.get(2)?,
+            author_id: r.get(3)?,
+            created_at_us: r.get(4)?,
+        })
+    })? {
+        snapshot.tags.push(t?);
     }
     Ok(())
 }

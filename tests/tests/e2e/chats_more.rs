@@ -907,6 +907,30 @@ async fn threads_are_tagged_and_untagged() {
     );
     bob.push("incoming_chat").await;
     let tag = json!({"chat_id": chat_id, "thread_id": thread_id, "tag": "bug_report"});
+    // Only defined tags of the chat's groups (the chat is in group 0).
+    let r = alice.request("tag_thread", tag.clone()).await;
+    assert_eq!(r["payload"]["error"]["type"], "not_found", "{r}");
+    for (name, groups) in [
+        ("bug_report", json!([0, 1])),
+        ("vip", json!([0])),
+        ("sales_only", json!([1])),
+    ] {
+        let (code, body) = s
+            .config(
+                "create_tag",
+                Some("Bearer alice-pat-1"),
+                json!({"name": name, "group_ids": groups}),
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let r = alice
+        .request(
+            "tag_thread",
+            json!({"chat_id": chat_id, "thread_id": thread_id, "tag": "sales_only"}),
+        )
+        .await;
+    assert_eq!(r["payload"]["error"]["type"], "validation", "{r}");
     let r = alice.request("tag_thread", tag.clone()).await;
     assert_eq!(r["success"], true, "{r}");
     assert_eq!(r["payload"], json!({}));

@@ -1058,3 +1058,123 @@ async fn tokens_from_the_configuration_api_and_push_audiences_by_scope() {
         .await;
     assert_eq!(code, 403);
 }
+
+#[tokio::test]
+async fn tags_are_defined_per_group() {
+    let s = TestServer::start().await;
+    let create = |name: &str, groups: Value| json!({"name": name, "group_ids": groups});
+    let (code, body) = s
+        .config("create_tag", OWNER, create("bug_report", json!([0])))
+        .await;
+    assert_eq!((code, &body), (200, &json!({})));
+    let (code, _) = s
+        .config("create_tag", OWNER, json!({"name": "sales"}))
+        .await;
+    assert_eq!(code, 200, "group_ids default to [0]");
+    // Names are unique regardless of case; groups must exist; names must not be blank.
+    let (code, body) = s
+        .config("create_tag", OWNER, create("Bug_Report", json!([1])))
+        .await;
+    assert_eq!(
+        (code, body["error"]["type"].as_str()),
+        (400, Some("validation")),
+        "{body}"
+    );
+    let (code, body) = s.config("create_tag", OWNER, create("x", json!([9]))).await;
+    assert_eq!(body["error"]["type"], "group_not_found", "{code} {body}");
+    let (code, _) = s
+        .config("create_tag", OWNER, create("  ", json!([0])))
+        .await;
+    assert_eq!(code, 400);
+    let (code, _) = s
+        .config("update_tag", OWNER, create("sales", json!([1])))
+        .await;
+    assert_eq!(code, 200);
+    let (code, body) = s
+        .config("update_tag", OWNER, create("nope", json!([1])))
+        .await;
+    assert_eq!(body["error"]["type"], "not_found", "{code} {body}");
+    // Listing, with a group filter.
+    let (code, list) = s.config("list_tags", OWNER, json!({})).await;
+    assert_eq!(code, 200);
+    let names: Vec<(&str, &Value, &str)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap(),
+                &t["group_ids"],
+                t["author_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("bug_report", &json!([0]), "alice@acme.test"),
+            ("sales", &json!([1]), "alice@acme.test")
+        ]
+    );
+    assert!(list[0]["created_at"].as_str().unwrap().ends_with('Z'));
+    let (_, list) = s
+        .config("list_tags", OWNER, json!({"filters": {"group_ids": [1]}}))
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["name"], "sales");
+    // A normal agent (group 0) reads only its groups' tags and manages none.
+    let (code, list) = s.config("list_tags", NORMAL, json!({})).await;
+    assert_eq!(code, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["name"], "bug_report");
+    let (code, _) = s
+        .config("delete_tag", NORMAL, json!({"name": "bug_report"}))
+        .await;
+    assert_eq!(code, 403);
+    // `tags--groups:rw` manages the requester's own groups' tags only
+    // (Carol is in group 1).
+    let (_, body) = s
+        .config(
+            "create_agent_token",
+            OWNER,
+            json!({"id": "carol@acme.test", "scopes": ["tags--groups:rw"]}),
+        )
+        .await;
+    let carol = format!("Bearer {}", body["token"].as_str().unwrap());
+    let (code, _) = s
+        .config("create_tag", Some(&carol), create("leads", json!([1])))
+        .await;
+    assert_eq!(code, 200);
+    let (code, body) = s
+        .config("create_tag", Some(&carol), create("ops", json!([0])))
+        .await;
+    assert_eq!(
+        (code, body["error"]["type"].as_str()),
+        (403, Some("authorization"))
+    );
+    let (code, _) = s
+        .config("delete_tag", Some(&carol), json!({"name": "bug_report"}))
+        .await;
+    assert_eq!(code, 403);
+    // Definitions survive a restart; deleting is by exact name.
+    let s = s.restart().await;
+    let (_, list) = s.config("list_tags", OWNER, json!({})).await;
+    assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
+    let (code, _) = s
+        .config("delete_tag", OWNER, json!({"name": "BUG_REPORT"}))
+        .await;
+    assert_eq!(code, 404);
+    let (code, _) = s
+        .config("delete_tag", OWNER, json!({"name": "bug_report"}))
+        .await;
+    assert_eq!(code, 200);
+    let s = s.restart().await;
+    let (_, list) = s.config("list_tags", OWNER, json!({})).await;
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["leads", "sales"]);
+}
