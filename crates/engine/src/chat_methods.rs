@@ -846,33 +846,33 @@ pub(crate) async fn get_chat(
     Ok(Reply::ok(serde_json::to_value(chat).expect("serializes")))
 }
 
-/// `list_chats` (first page; `page_id` arrives with the pagination work).
+/// `list_chats`, paged by [`crate::paging`]: chats sorted by their last
+/// thread's creation, newest first unless `sort_order` is `asc`.
 pub(crate) async fn list_chats(
     engine: &Engine,
     caller: &ChatCaller,
     req: ListChatsRequest,
 ) -> Result<Reply, ErrorBody> {
-    if req.page_id.is_some() {
-        return Err(validation(
-            "`page_id` is not supported by this chatgate build yet",
-        ));
-    }
     let for_customer = caller.actor.is_customer();
     let max = if for_customer { 25 } else { MAX_LIST_LIMIT };
-    let limit = req.limit.unwrap_or(10);
-    if limit == 0 || limit > max {
-        return Err(validation(format!("`limit` must be 1-{max}")));
-    }
-    let ascending = match req.sort_order.as_deref() {
-        None | Some("desc") => false,
-        Some("asc") => true,
-        Some(other) => {
-            return Err(validation(format!(
-                "`sort_order` must be asc or desc, not `{other}`"
-            )));
-        }
-    };
-    let filters = req.filters.unwrap_or(Value::Null);
+    let ids = (
+        caller.org.org.id.0.as_str(),
+        caller.actor.id(),
+        "list_chats",
+    );
+    let key = &engine.inner.page_key;
+    let paging = crate::paging::Paging::from_request(
+        key,
+        ids,
+        req.page_id.as_deref(),
+        req.sort_order.as_deref(),
+        req.limit,
+        req.filters,
+        10,
+        max,
+        now_us(),
+    )?;
+    let filters = paging.filters.clone();
     // 3.5 filters with `include_active`; 3.6 replaced it with `active`.
     let v36 = caller.version >= chatgate_protocol::Version::V3_6;
     let include_active = filters
@@ -894,7 +894,7 @@ pub(crate) async fn list_chats(
     let now = now_us();
     let (pending, body) = {
         let state = caller.org.lock();
-        let mut chats: Vec<&ChatState> = state
+        let chats: Vec<&ChatState> = state
             .chats
             .values()
             .filter(|c| match &caller.actor {
@@ -909,36 +909,43 @@ pub(crate) async fn list_chats(
                     .is_none_or(|g| c.access.iter().any(|a| g.contains(a)))
             })
             .collect();
-        let key = |c: &&ChatState| {
-            (
-                c.threads
+        let keyed = chats
+            .into_iter()
+            .map(|c| {
+                let at = c
+                    .threads
                     .last()
                     .map(|t| t.created_at_us)
-                    .unwrap_or(c.created_at_us),
-                c.id.clone(),
-            )
-        };
-        chats.sort_by_key(key);
-        if !ascending {
-            chats.reverse();
-        }
-        let found = chats.len() as u64;
+                    .unwrap_or(c.created_at_us);
+                ((at, c.id.clone()), c.created_at_us, c)
+            })
+            .collect();
+        let (page, found, next_page_id, previous_page_id) = paging.page(key, ids, keyed);
+        let found = found as u64;
         let viewer = (!for_customer).then(|| caller.actor.id());
-        let page = chats.into_iter().take(limit as usize);
         let body = if for_customer {
             let summaries: Vec<_> = page
+                .into_iter()
                 .map(|c| crate::chats::customer_summary(&state, c))
                 .collect();
-            json!({"chats_summary": summaries, "total_chats": found})
+            let mut body = json!({"chats_summary": summaries, "total_chats": found});
+            if let Some(p) = next_page_id {
+                body["next_page_id"] = p.into();
+            }
+            if let Some(p) = previous_page_id {
+                body["previous_page_id"] = p.into();
+            }
+            body
         } else {
             let summaries: Vec<_> = page
+                .into_iter()
                 .map(|c| summary(&state, c, for_customer, viewer, now))
                 .collect();
             serde_json::to_value(ListChatsResponse {
                 chats_summary: summaries,
                 found_chats: found,
-                next_page_id: None,
-                previous_page_id: None,
+                next_page_id,
+                previous_page_id,
             })
             .expect("serializes")
         };

@@ -858,38 +858,46 @@ pub(crate) async fn list_threads(
     caller: &ChatCaller,
     req: ListThreadsRequest,
 ) -> Result<Reply, ErrorBody> {
-    if req.page_id.is_some() {
-        return Err(validation(
-            "`page_id` is not supported by this chatgate build yet",
-        ));
-    }
-    let limit = req.limit.unwrap_or(3);
-    if limit == 0 || limit > 100 {
-        return Err(validation("`limit` must be 1-100"));
-    }
-    let ascending = match req.sort_order.as_deref() {
-        None | Some("desc") => false,
-        Some("asc") => true,
-        Some(other) => {
-            return Err(validation(format!(
-                "`sort_order` must be asc or desc, not `{other}`"
-            )));
+    // The chat is part of what a page id freezes.
+    let ids = (
+        caller.org.org.id.0.as_str(),
+        caller.actor.id(),
+        "list_threads",
+    );
+    let key = &engine.inner.page_key;
+    let paging = crate::paging::Paging::from_request(
+        key,
+        ids,
+        req.page_id.as_deref(),
+        req.sort_order.as_deref(),
+        req.limit,
+        Some(json!({ "chat_id": req.chat_id })),
+        3,
+        100,
+        now_us(),
+    )
+    .map_err(|e| match req.page_id {
+        Some(_) if e.message.starts_with("`filters`") => {
+            validation("`chat_id` differs from the one frozen in `page_id`")
         }
-    };
+        _ => e,
+    })?;
     let for_customer = caller.actor.is_customer();
-    let (indices, ids, total) = {
+    let (indices, thread_ids, total, next_page_id, previous_page_id) = {
         let state = caller.org.lock();
         let chat = readable(&state, caller, &req.chat_id)?;
-        let mut idx: Vec<usize> = (0..chat.threads.len()).collect();
-        if !ascending {
-            idx.reverse();
-        }
-        idx.truncate(limit as usize);
-        let ids: Vec<String> = idx.iter().map(|i| chat.threads[*i].id.clone()).collect();
-        (idx, ids, chat.threads.len() as u64)
+        let keyed = chat
+            .threads
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ((t.created_at_us, t.id.clone()), t.created_at_us, i))
+            .collect();
+        let (idx, total, next, prev) = paging.page(key, ids, keyed);
+        let thread_ids: Vec<String> = idx.iter().map(|i| chat.threads[*i].id.clone()).collect();
+        (idx, thread_ids, total as u64, next, prev)
     };
     // Older threads' events come from the store, outside the lock.
-    let loaded = load_thread_events(&engine.inner.store, &caller.org.org.id.0, ids).await?;
+    let loaded = load_thread_events(&engine.inner.store, &caller.org.org.id.0, thread_ids).await?;
     let now = now_us();
     let (pending, threads) = {
         let state = caller.org.lock();
@@ -916,8 +924,8 @@ pub(crate) async fn list_threads(
     let body = ListThreadsResponse {
         threads,
         found_threads: total,
-        next_page_id: None,
-        previous_page_id: None,
+        next_page_id,
+        previous_page_id,
     };
     Ok(Reply::ok(serde_json::to_value(body).expect("serializes")))
 }

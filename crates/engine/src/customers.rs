@@ -71,41 +71,49 @@ impl Engine {
             return Err(validation("`list_customers` was removed in 3.6"));
         }
         let req: ListCustomersRequest = crate::dispatch::parse(payload)?;
-        if req.page_id.is_some() {
-            return Err(validation(
-                "`page_id` is not supported by this chatgate build yet",
-            ));
-        }
-        let limit = req.limit.unwrap_or(10);
-        if limit == 0 || limit > 100 {
-            return Err(validation("`limit` must be 1-100"));
-        }
-        let ascending = match req.sort_order.as_deref() {
-            None | Some("desc") => false,
-            Some("asc") => true,
-            Some(other) => {
-                return Err(validation(format!(
-                    "`sort_order` must be asc or desc, not `{other}`"
-                )));
+        let filters = match req.filters {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) if m.is_empty() => None,
+            Some(_) => {
+                return Err(validation(
+                    "`list_customers` filters are not supported by this chatgate build yet",
+                ));
             }
         };
+        let ids = (
+            caller.org.org.id.0.as_str(),
+            caller.agent.as_str(),
+            "list_customers",
+        );
+        let key = &self.inner.page_key;
+        let paging = crate::paging::Paging::from_request(
+            key,
+            ids,
+            req.page_id.as_deref(),
+            req.sort_order.as_deref(),
+            req.limit,
+            filters,
+            10,
+            100,
+            crate::chats::now_us(),
+        )?;
         let (pending, body) = {
             let state = caller.org.lock();
-            let mut list: Vec<&CustomerState> = state.customers.values().collect();
-            list.sort_by_key(|c| (c.created_at_us, c.id.clone()));
-            if !ascending {
-                list.reverse();
-            }
-            let total = list.len();
-            let customers: Vec<Customer> = list
-                .into_iter()
-                .take(limit as usize)
-                .map(|c| c.to_wire(&state))
+            let keyed = state
+                .customers
+                .values()
+                .map(|c| ((c.created_at_us, c.id.clone()), c.created_at_us, c))
                 .collect();
-            (
-                submit(&self.inner.store, Vec::new(), Vec::new())?,
-                json!({ "customers": customers, "total_customers": total }),
-            )
+            let (page, total, next, prev) = paging.page(key, ids, keyed);
+            let customers: Vec<Customer> = page.into_iter().map(|c| c.to_wire(&state)).collect();
+            let mut body = json!({ "customers": customers, "total_customers": total });
+            if let Some(p) = next {
+                body["next_page_id"] = p.into();
+            }
+            if let Some(p) = prev {
+                body["previous_page_id"] = p.into();
+            }
+            (submit(&self.inner.store, Vec::new(), Vec::new())?, body)
         };
         pending.wait().await?;
         Ok(Reply::ok(body))

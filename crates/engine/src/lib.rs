@@ -26,6 +26,7 @@ mod customers;
 mod dispatch;
 mod error;
 mod limits;
+mod paging;
 mod provision;
 mod push;
 mod state;
@@ -134,6 +135,8 @@ pub(crate) struct Inner {
     /// Set by [`Engine::shutdown`]: connections opened afterwards are closed
     /// at once with the same reason.
     pub(crate) shutting_down: OnceLock<(DisconnectReason, String)>,
+    /// Signs page ids (drawn at start; page ids do not outlive the process).
+    pub(crate) page_key: [u8; 32],
 }
 
 impl Engine {
@@ -150,6 +153,12 @@ impl Engine {
             unauthenticated: Default::default(),
             config,
             shutting_down: OnceLock::new(),
+            page_key: {
+                let mut k = [0u8; 32];
+                k[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+                k[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+                k
+            },
         };
         for rec in snapshot.orgs {
             let id = rec.org.id.0.clone();

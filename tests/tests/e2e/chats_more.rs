@@ -571,6 +571,30 @@ async fn threads_and_rerouting_when_an_agent_drops() {
         older["payload"]["thread"]["events"][0]["text"], "hello",
         "older threads come from the store"
     );
+    // Paged one thread at a time, forwards then back; the chat is frozen
+    // in the page id.
+    let p1 = alice
+        .request("list_threads", json!({"chat_id": chat_id, "limit": 1}))
+        .await;
+    assert_eq!(p1["payload"]["threads"][0]["id"], list[0]["id"]);
+    let next = p1["payload"]["next_page_id"].as_str().unwrap().to_owned();
+    let p2 = alice
+        .request("list_threads", json!({"chat_id": chat_id, "page_id": next}))
+        .await;
+    assert_eq!(p2["payload"]["threads"][0]["id"], list[1]["id"], "{p2}");
+    assert_eq!(p2["payload"]["threads"][0]["events"][0]["text"], "hello");
+    assert!(p2["payload"].get("next_page_id").is_none(), "{p2}");
+    let back = alice
+        .request(
+            "list_threads",
+            json!({"chat_id": chat_id, "page_id": p2["payload"]["previous_page_id"]}),
+        )
+        .await;
+    assert_eq!(back["payload"]["threads"][0]["id"], list[0]["id"], "{back}");
+    let wrong = alice
+        .request("list_threads", json!({"chat_id": "OTHER", "page_id": next}))
+        .await;
+    assert_eq!(wrong["payload"]["error"]["type"], "validation", "{wrong}");
     // Alice's connection drops; Bob is accepting: the chat moves to him.
     let mut bob = s.login("bob-pat-1").await;
     drop(alice);
@@ -823,6 +847,33 @@ async fn agents_manage_customers_and_bans_take_effect() {
             .any(|c| c["id"] == id.as_str())
     );
     assert_eq!(list["total_customers"], 1);
+    // Paged: two more customers, one per page, oldest first.
+    for name in ["Cy", "Di"] {
+        let (code, _) = s.web("create_customer", owner, json!({"name": name})).await;
+        assert_eq!(code, 200);
+    }
+    let mut names = Vec::new();
+    let mut body = json!({"limit": 1, "sort_order": "asc"});
+    loop {
+        let (code, page) = s.web("list_customers", owner, body).await;
+        assert_eq!(code, 200, "{page}");
+        assert_eq!(page["total_customers"], 3);
+        names.push(page["customers"][0]["name"].as_str().unwrap().to_owned());
+        match page.get("next_page_id") {
+            Some(next) => body = json!({"page_id": next}),
+            None => break,
+        }
+        assert!(names.len() < 5, "paging must end");
+    }
+    assert_eq!(names, vec!["Ann B.", "Cy", "Di"]);
+    let (code, _) = s
+        .web(
+            "list_customers",
+            owner,
+            json!({"filters": {"name": {"values": ["Cy"]}}}),
+        )
+        .await;
+    assert_eq!(code, 400, "filters are refused, not ignored");
     let (code, _) = web_call(
         &s.url("/v3.6/agent/action/list_customers"),
         owner,
@@ -1033,4 +1084,102 @@ async fn threads_are_tagged_and_untagged() {
         json!(["vip"]),
         "{r}"
     );
+}
+
+#[tokio::test]
+async fn list_chats_pages_forwards_and_backwards() {
+    let s = TestServer::start().await;
+    // Someone must accept chats, or customers get group_offline.
+    let mut alice = s.login("alice-pat-1").await;
+    let mut customers = Vec::new();
+    for _ in 0..5 {
+        let (mut c, _) = s.customer("acme").await;
+        let r = c.request("start_chat", json!({})).await;
+        assert_eq!(r["success"], true, "{r}");
+        customers.push(c);
+    }
+    const ALICE: Option<&str> = Some("Bearer alice-pat-1");
+    let ids = |r: &Value| -> Vec<String> {
+        r["chats_summary"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, all) = s.web("list_chats", ALICE, json!({"limit": 100})).await;
+    let all = ids(&all);
+    assert_eq!(all.len(), 5);
+    assert!(all.iter().collect::<std::collections::HashSet<_>>().len() == 5);
+    // Page 1, then a chat arrives, then pages 2 and 3: nothing shifts.
+    let (code, p1) = s.web("list_chats", ALICE, json!({"limit": 2})).await;
+    assert_eq!(code, 200, "{p1}");
+    assert_eq!(ids(&p1), all[0..2]);
+    assert_eq!(p1["found_chats"], 5);
+    assert!(p1.get("previous_page_id").is_none(), "{p1}");
+    let (mut late, _) = s.customer("acme").await;
+    let r = late.request("start_chat", json!({})).await;
+    assert_eq!(r["success"], true, "{r}");
+    let next = p1["next_page_id"].as_str().unwrap();
+    let (code, p2) = s.web("list_chats", ALICE, json!({"page_id": next})).await;
+    assert_eq!(code, 200, "{p2}");
+    assert_eq!(ids(&p2), all[2..4], "the limit is kept in the page id");
+    let (_, p3) = s
+        .web("list_chats", ALICE, json!({"page_id": p2["next_page_id"]}))
+        .await;
+    assert_eq!(ids(&p3), all[4..5]);
+    assert!(p3.get("next_page_id").is_none(), "{p3}");
+    // Backwards from page 3 gives page 2 again.
+    let (_, back) = s
+        .web(
+            "list_chats",
+            ALICE,
+            json!({"page_id": p3["previous_page_id"]}),
+        )
+        .await;
+    assert_eq!(ids(&back), all[2..4]);
+    // A fresh listing sees the late chat first.
+    let (_, fresh) = s.web("list_chats", ALICE, json!({"limit": 1})).await;
+    assert_eq!(fresh["found_chats"], 6);
+    assert!(!all.contains(&ids(&fresh)[0]));
+    // Frozen filters, sort order and owner; forged or foreign page ids.
+    let (_, f1) = s
+        .web(
+            "list_chats",
+            ALICE,
+            json!({"limit": 1, "sort_order": "asc", "filters": {"group_ids": [0]}}),
+        )
+        .await;
+    assert_eq!(ids(&f1), all[4..5], "ascending starts with the oldest");
+    let page = f1["next_page_id"].as_str().unwrap().to_owned();
+    for (auth, body) in [
+        (
+            ALICE,
+            json!({"page_id": page, "filters": {"group_ids": [1]}}),
+        ),
+        (ALICE, json!({"page_id": page, "sort_order": "desc"})),
+        (ALICE, json!({"page_id": format!("x{page}")})),
+        (Some("Bearer bob-pat-1"), json!({"page_id": page})),
+        (Some("Bearer eve-pat-1"), json!({"page_id": page})),
+    ] {
+        let (code, r) = s.web("list_chats", auth, body.clone()).await;
+        assert_eq!(
+            (code, r["error"]["type"].as_str()),
+            (400, Some("validation")),
+            "{body}: {r}"
+        );
+    }
+    let (code, same) = s
+        .web(
+            "list_chats",
+            ALICE,
+            json!({"page_id": page, "filters": {"group_ids": [0]}}),
+        )
+        .await;
+    assert_eq!(code, 200, "the same filters may be repeated: {same}");
+    assert_eq!(ids(&same), all[3..4]);
+    // Over RTM too.
+    let r = alice.request("list_chats", json!({"page_id": next})).await;
+    assert_eq!(r["success"], true, "{r}");
+    assert_eq!(ids(&r["payload"]), all[2..4]);
 }
