@@ -281,7 +281,7 @@ pub(crate) async fn customer_login(
                 org: entry.org.clone(),
                 agent: entry.agent.clone(),
                 subs,
-                scopes: None,
+                scopes: Default::default(),
             })
             .is_err()
         {

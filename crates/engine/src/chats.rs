@@ -373,7 +373,7 @@ pub(crate) fn recipients(
             }
             let in_groups = in_groups(a, &chat.access);
             for s in &a.sessions {
-                let reads_all = || match s.conn.login_state().and_then(|l| l.scopes.as_ref()) {
+                let reads_all = || match s.conn.login_state().and_then(|l| l.scopes()) {
                     None => true, // role defaults: has_group_access said yes
                     Some(token) => token
                         .intersect(&ScopeSet::defaults(a.agent.kind, a.agent.role))

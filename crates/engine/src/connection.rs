@@ -95,14 +95,25 @@ impl Subscriptions {
 }
 
 /// Who a logged-in connection belongs to.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct LoginState {
     pub org: String,
     /// The agent, or the customer on the customer side.
     pub agent: String,
     pub subs: Subscriptions,
-    /// Scopes of the token the session logged in with, if restricted.
-    pub scopes: Option<Arc<chatgate_domain::scopes::ScopeSet>>,
+    /// Scopes of the session's token, if restricted. Replaced by the 3.6
+    /// `update_session`.
+    pub scopes: std::sync::Mutex<Option<Arc<chatgate_domain::scopes::ScopeSet>>>,
+}
+
+impl LoginState {
+    /// Scopes of the session's current token, if restricted.
+    pub(crate) fn scopes(&self) -> Option<Arc<chatgate_domain::scopes::ScopeSet>> {
+        self.scopes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// The engine's record of one RTM connection.

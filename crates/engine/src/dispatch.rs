@@ -302,6 +302,7 @@ impl Engine {
             }
             "set_away_status" => status::set_away_status(self, &caller, parse(req.payload)?).await,
             "logout" => status::logout(self, &caller).await,
+            "update_session" => status::update_session(self, &caller, req.version, req.payload),
             "start_chat" => {
                 chat_methods::start_chat(self, &chat_caller(), parse(req.payload)?, false).await
             }
@@ -504,7 +505,7 @@ impl Engine {
                     login.org.clone(),
                     login.agent.clone(),
                     Some(conn.clone()),
-                    login.scopes.clone(),
+                    login.scopes(),
                 )
             }
             Requester::Web { authorization } | Requester::ConfigWeb { authorization } => {

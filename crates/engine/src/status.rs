@@ -116,7 +116,7 @@ pub(crate) async fn login(
                 org: entry.org.clone(),
                 agent: entry.agent.clone(),
                 subs,
-                scopes: entry.scopes.clone(),
+                scopes: std::sync::Mutex::new(entry.scopes.clone()),
             })
             .is_err()
         {
@@ -424,4 +424,39 @@ pub(crate) async fn session_ended(engine: &Engine, conn: &Arc<Connection>) {
     if let Err(e) = pending.wait().await {
         tracing::warn!(error = %e.message, "status change after disconnect failed");
     }
+}
+
+/// `update_session` (3.6, RTM): the session goes on under a new token of
+/// the same agent and from now on has that token's scopes, so a connection
+/// can outlive the token it logged in with.
+pub(crate) fn update_session(
+    engine: &Engine,
+    caller: &Caller,
+    version: chatgate_protocol::Version,
+    payload: Value,
+) -> Result<Reply, ErrorBody> {
+    #[derive(serde::Deserialize)]
+    struct UpdateSession {
+        token: String,
+    }
+    if version < chatgate_protocol::Version::V3_6 {
+        return Err(validation(
+            "`update_session` is a 3.6 method: send it with \"version\": \"3.6\"",
+        ));
+    }
+    let req: UpdateSession = parse(payload)?;
+    let login = caller
+        .conn
+        .as_ref()
+        .and_then(|c| c.login_state())
+        .ok_or_else(|| validation("`update_session` is an RTM method"))?;
+    let entry = authenticate(&engine.inner, &req.token, Side::Agent)?;
+    if entry.org != login.org || entry.agent != login.agent {
+        return Err(err(
+            ErrorType::Authorization,
+            "the token belongs to another agent: a session keeps its agent",
+        ));
+    }
+    *login.scopes.lock().unwrap_or_else(|e| e.into_inner()) = entry.scopes;
+    Ok(Reply::ok(serde_json::json!({})))
 }

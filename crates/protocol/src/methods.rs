@@ -57,6 +57,8 @@ pub const AGENT_METHODS: &[(&str, Transports)] = &[
     ("list_agents_for_transfer", Transports::Both),
     ("get_license_info", Transports::WebOnly),
     ("ping", Transports::RtmOnly),
+    // v3.6
+    ("update_session", Transports::RtmOnly),
 ];
 
 /// The Customer Chat API v3.5 method catalogue (§14.3) with transports.

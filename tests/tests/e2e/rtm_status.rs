@@ -298,3 +298,48 @@ async fn shutdown_tells_every_session_why() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn update_session_swaps_the_token_of_a_live_session() {
+    let s = TestServer::start().await;
+    // Logged in with a read-only token: status changes are refused.
+    let mut alice = s.login("alice-ro-1").await;
+    let set = json!({"status": "not_accepting_chats"});
+    let r = alice.request("set_routing_status", set.clone()).await;
+    assert_eq!(r["payload"]["error"]["type"], "authorization", "{r}");
+    let update = |token: &str| json!({"action": "update_session", "version": "3.6", "payload": {"token": format!("Bearer {token}")}});
+    // 3.6 only; the token must be valid and the same agent's.
+    let r = alice
+        .request("update_session", json!({"token": "Bearer alice-pat-1"}))
+        .await;
+    assert_eq!(r["payload"]["error"]["type"], "validation", "{r}");
+    let r = alice.request_frame(update("nope")).await;
+    assert_eq!(r["payload"]["error"]["type"], "authentication", "{r}");
+    let r = alice.request_frame(update("bob-pat-1")).await;
+    assert_eq!(r["payload"]["error"]["type"], "authorization", "{r}");
+    let r = alice.request("set_routing_status", set.clone()).await;
+    assert_eq!(r["payload"]["error"]["type"], "authorization", "unchanged");
+    // The full token widens the session; the connection stays.
+    let r = alice.request_frame(update("alice-pat-1")).await;
+    assert_eq!(
+        (r["success"].as_bool(), &r["payload"]),
+        (Some(true), &json!({})),
+        "{r}"
+    );
+    let r = alice.request("set_routing_status", set.clone()).await;
+    assert_eq!(r["success"], true, "{r}");
+    // And a restricted token narrows it again.
+    let r = alice.request_frame(update("alice-ro-1")).await;
+    assert_eq!(r["success"], true, "{r}");
+    let r = alice.request("set_routing_status", set).await;
+    assert_eq!(r["payload"]["error"]["type"], "authorization", "{r}");
+    // Not a Web method.
+    let (code, _) = s
+        .web(
+            "update_session",
+            Some("Bearer alice-pat-1"),
+            json!({"token": "Bearer alice-pat-1"}),
+        )
+        .await;
+    assert_eq!(code, 400);
+}
