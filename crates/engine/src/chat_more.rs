@@ -610,28 +610,62 @@ pub(crate) async fn typing(
                 "the requester is not a user of this chat",
             ));
         }
+        // Members other than the requester's own sessions; the customer
+        // only for `visibility: all` from an agent.
+        let others = |visibility: Visibility| {
+            let to_customer = !caller.actor.is_customer() && visibility == Visibility::All;
+            let mut to = recipients(
+                &state,
+                chat,
+                Audience::Members {
+                    customer: to_customer,
+                },
+            );
+            let mine: Vec<u64> = match &caller.actor {
+                Actor::Agent(a) => agent_sessions(&state, a).iter().map(|c| c.id()).collect(),
+                Actor::Customer(c) => state
+                    .customers
+                    .get(c)
+                    .map(|c| c.sessions.iter().map(|s| s.id()).collect())
+                    .unwrap_or_default(),
+            };
+            to.retain(|c| !mine.contains(&c.id()));
+            to
+        };
         let push = match what {
+            Typing::Thinking {
+                title,
+                description,
+                visibility,
+                custom_id,
+            } => {
+                let mut payload = json!({
+                    "chat_id": chat_id,
+                    "thread_id": thread_id,
+                    "author_id": me,
+                    "sent_at": rfc3339(now_us()),
+                });
+                for (k, v) in [
+                    ("title", title),
+                    ("description", description),
+                    ("custom_id", custom_id),
+                ] {
+                    if let Some(v) = v {
+                        payload[k] = v.into();
+                    }
+                }
+                Outgoing::new(
+                    "incoming_thinking_indicator",
+                    payload,
+                    others(visibility),
+                    None,
+                )
+            }
             Typing::Indicator {
                 is_typing,
                 visibility,
             } => {
-                let to_customer = !caller.actor.is_customer() && visibility == Visibility::All;
-                let mut to = recipients(
-                    &state,
-                    chat,
-                    Audience::Members {
-                        customer: to_customer,
-                    },
-                );
-                let mine: Vec<u64> = match &caller.actor {
-                    Actor::Agent(a) => agent_sessions(&state, a).iter().map(|c| c.id()).collect(),
-                    Actor::Customer(c) => state
-                        .customers
-                        .get(c)
-                        .map(|c| c.sessions.iter().map(|s| s.id()).collect())
-                        .unwrap_or_default(),
-                };
-                to.retain(|c| !mine.contains(&c.id()));
+                let to = others(visibility);
                 Outgoing::new(
                     "incoming_typing_indicator",
                     IncomingTypingIndicator {
@@ -677,6 +711,13 @@ pub(crate) enum Typing {
     },
     SneakPeek {
         text: String,
+    },
+    /// v3.6 `send_thinking_indicator` (agents and bots).
+    Thinking {
+        title: Option<String>,
+        description: Option<String>,
+        visibility: Visibility,
+        custom_id: Option<String>,
     },
 }
 

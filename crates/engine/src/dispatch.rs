@@ -12,7 +12,8 @@ use crate::{Engine, status};
 use chatgate_domain::AgentKind;
 use chatgate_domain::scopes::ScopeSet;
 use chatgate_protocol::chats::{
-    CustomerFields, SendSneakPeekRequest, SendTypingIndicatorRequest, SessionFieldsRequest,
+    CustomerFields, SendSneakPeekRequest, SendThinkingIndicatorRequest, SendTypingIndicatorRequest,
+    SessionFieldsRequest,
 };
 use chatgate_protocol::methods::{Transports, agent_method, customer_method};
 use chatgate_protocol::{ErrorBody, ErrorType, Version};
@@ -128,6 +129,7 @@ fn agent_method_scopes(action: &str) -> &'static [&'static str] {
         | "send_event"
         | "send_rich_message_postback"
         | "send_typing_indicator"
+        | "send_thinking_indicator"
         | "update_chat_properties"
         | "delete_chat_properties"
         | "update_thread_properties"
@@ -345,6 +347,32 @@ impl Engine {
                 let what = Typing::Indicator {
                     is_typing: r.is_typing,
                     visibility: r.visibility.unwrap_or_default(),
+                };
+                chat_more::typing(self, &chat_caller(), &r.chat_id, what).await
+            }
+            "send_thinking_indicator" => {
+                if version < chatgate_protocol::Version::V3_6 {
+                    return Err(validation(
+                        "`send_thinking_indicator` is a 3.6 method: send it with version 3.6",
+                    ));
+                }
+                let r: SendThinkingIndicatorRequest = parse(req.payload)?;
+                for (name, v, max) in [
+                    ("title", &r.title, 256),
+                    ("description", &r.description, 1024),
+                    ("custom_id", &r.custom_id, 256),
+                ] {
+                    if v.as_ref().is_some_and(|v| v.chars().count() > max) {
+                        return Err(validation(format!(
+                            "`{name}` is longer than {max} characters"
+                        )));
+                    }
+                }
+                let what = Typing::Thinking {
+                    title: r.title,
+                    description: r.description,
+                    visibility: r.visibility.unwrap_or_default(),
+                    custom_id: r.custom_id,
                 };
                 chat_more::typing(self, &chat_caller(), &r.chat_id, what).await
             }

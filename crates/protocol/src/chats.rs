@@ -642,3 +642,17 @@ pub struct ThreadTag {
     pub thread_id: String,
     pub tag: String,
 }
+
+/// v3.6 `send_thinking_indicator` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SendThinkingIndicatorRequest {
+    pub chat_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<crate::data::Visibility>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_id: Option<String>,
+}

@@ -59,6 +59,7 @@ pub const AGENT_METHODS: &[(&str, Transports)] = &[
     ("ping", Transports::RtmOnly),
     // v3.6
     ("update_session", Transports::RtmOnly),
+    ("send_thinking_indicator", Transports::Both),
 ];
 
 /// The Customer Chat API v3.5 method catalogue (§14.3) with transports.

@@ -1183,3 +1183,45 @@ async fn list_chats_pages_forwards_and_backwards() {
     assert_eq!(r["success"], true, "{r}");
     assert_eq!(ids(&r["payload"]), all[2..4]);
 }
+
+#[tokio::test]
+async fn thinking_indicators_reach_other_36_sessions() {
+    let s = TestServer::start().await;
+    let (mut alice, mut cust, chat_id) = chat_with_alice(&s).await;
+    // Bob follows the chat on a 3.6 connection.
+    let mut bob = Rtm::connect(s.addr, "v3.6").await;
+    let r = bob
+        .request("login", json!({"token": "Bearer bob-pat-1"}))
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    bob.request("follow_chat", json!({"id": chat_id})).await;
+    bob.push("incoming_chat").await;
+    let send = |payload: Value| json!({"action": "send_thinking_indicator", "version": "3.6", "payload": payload});
+    let r = alice
+        .request_frame(send(
+            json!({"chat_id": chat_id, "title": "Checking your order", "custom_id": "t1"}),
+        ))
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let p = bob.push("incoming_thinking_indicator").await;
+    assert_eq!(p["payload"]["chat_id"], chat_id);
+    assert_eq!(p["payload"]["author_id"], "alice@acme.test");
+    assert_eq!(p["payload"]["title"], "Checking your order");
+    assert_eq!(p["payload"]["custom_id"], "t1");
+    assert!(p["payload"]["sent_at"].as_str().unwrap().ends_with('Z'));
+    assert!(p["payload"].get("description").is_none());
+    // Not to the sender, and not to 3.5 sessions (a 3.6 push).
+    alice.no_push("incoming_thinking_indicator", QUIET).await;
+    cust.no_push("incoming_thinking_indicator", QUIET).await;
+    // 3.6 only; bounded fields; the chat must be readable.
+    let r = alice
+        .request("send_thinking_indicator", json!({"chat_id": chat_id}))
+        .await;
+    assert_eq!(r["payload"]["error"]["type"], "validation", "{r}");
+    let r = alice
+        .request_frame(send(json!({"chat_id": chat_id, "title": "x".repeat(257)})))
+        .await;
+    assert_eq!(r["payload"]["error"]["type"], "validation", "{r}");
+    let r = alice.request_frame(send(json!({"chat_id": "NOPE"}))).await;
+    assert_eq!(r["payload"]["error"]["type"], "not_found", "{r}");
+}
