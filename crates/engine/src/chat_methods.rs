@@ -861,17 +861,14 @@ pub(crate) async fn list_chats(
         "list_chats",
     );
     let key = &engine.inner.page_key;
-    let paging = crate::paging::Paging::from_request(
-        key,
-        ids,
-        req.page_id.as_deref(),
-        req.sort_order.as_deref(),
-        req.limit,
-        req.filters,
-        10,
-        max,
-        now_us(),
-    )?;
+    let list = crate::paging::ListRequest {
+        page_id: req.page_id.as_deref(),
+        sort_order: req.sort_order.as_deref(),
+        limit: req.limit,
+        filters: req.filters,
+        filters_name: None,
+    };
+    let paging = crate::paging::Paging::from_request(key, ids, list, (10, max), now_us())?;
     let filters = paging.filters.clone();
     // 3.5 filters with `include_active`; 3.6 replaced it with `active`.
     let v36 = caller.version >= chatgate_protocol::Version::V3_6;

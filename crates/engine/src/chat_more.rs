@@ -14,6 +14,7 @@ use crate::dispatch::Reply;
 use crate::error::{err, validation};
 use crate::push::{Outgoing, commit, reserve, submit};
 use crate::state::OrgState;
+use crate::tags::MAX_TAG_CHARS;
 use chatgate_domain::{OrgId, RoutingStatus};
 use chatgate_protocol::chats::*;
 use chatgate_protocol::data::{Event, SneakPeek, TypingIndicator, User, Visibility};
@@ -906,23 +907,14 @@ pub(crate) async fn list_threads(
         "list_threads",
     );
     let key = &engine.inner.page_key;
-    let paging = crate::paging::Paging::from_request(
-        key,
-        ids,
-        req.page_id.as_deref(),
-        req.sort_order.as_deref(),
-        req.limit,
-        Some(json!({ "chat_id": req.chat_id })),
-        3,
-        100,
-        now_us(),
-    )
-    .map_err(|e| match req.page_id {
-        Some(_) if e.message.starts_with("`filters`") => {
-            validation("`chat_id` differs from the one frozen in `page_id`")
-        }
-        _ => e,
-    })?;
+    let list = crate::paging::ListRequest {
+        page_id: req.page_id.as_deref(),
+        sort_order: req.sort_order.as_deref(),
+        limit: req.limit,
+        filters: Some(json!({ "chat_id": req.chat_id })),
+        filters_name: Some("`chat_id`"),
+    };
+    let paging = crate::paging::Paging::from_request(key, ids, list, (3, 100), now_us())?;
     let for_customer = caller.actor.is_customer();
     let (indices, thread_ids, total, next_page_id, previous_page_id) = {
         let state = caller.org.lock();
@@ -1048,8 +1040,6 @@ pub(crate) fn reroute_offline_agent(
     }
     (ops, pushes)
 }
-
-use crate::tags::MAX_TAG_CHARS;
 
 /// Most tags one thread can carry.
 pub(crate) const MAX_TAGS_PER_THREAD: usize = 50;

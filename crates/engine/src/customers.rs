@@ -86,17 +86,15 @@ impl Engine {
             "list_customers",
         );
         let key = &self.inner.page_key;
-        let paging = crate::paging::Paging::from_request(
-            key,
-            ids,
-            req.page_id.as_deref(),
-            req.sort_order.as_deref(),
-            req.limit,
+        let list = crate::paging::ListRequest {
+            page_id: req.page_id.as_deref(),
+            sort_order: req.sort_order.as_deref(),
+            limit: req.limit,
             filters,
-            10,
-            100,
-            crate::chats::now_us(),
-        )?;
+            filters_name: None,
+        };
+        let paging =
+            crate::paging::Paging::from_request(key, ids, list, (10, 100), crate::chats::now_us())?;
         let (pending, body) = {
             let state = caller.org.lock();
             let keyed = state

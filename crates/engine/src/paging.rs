@@ -75,6 +75,19 @@ pub(crate) fn decode(
     Ok(c)
 }
 
+/// What a list request says about paging.
+#[derive(Default)]
+pub(crate) struct ListRequest<'a> {
+    pub page_id: Option<&'a str>,
+    pub sort_order: Option<&'a str>,
+    pub limit: Option<u32>,
+    /// What the page id freezes besides order and limit: the request's
+    /// `filters` (and, for `list_threads`, its `chat_id`).
+    pub filters: Option<Value>,
+    /// How refusals name `filters` (default "`filters`").
+    pub filters_name: Option<&'static str>,
+}
+
 /// How a request pages.
 pub(crate) struct Paging {
     pub asc: bool,
@@ -89,18 +102,20 @@ impl Paging {
     /// request's own `sort_order`, `limit` (default `default_limit`, at most
     /// `max`) and `filters`. With a page id, `filters` other than the frozen
     /// ones (or a `sort_order`) are `validation`; `limit` may change.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn from_request(
         key: &[u8; 32],
         ids: (&str, &str, &str),
-        page_id: Option<&str>,
-        sort_order: Option<&str>,
-        limit: Option<u32>,
-        filters: Option<Value>,
-        default_limit: u32,
-        max: u32,
+        req: ListRequest<'_>,
+        (default_limit, max): (u32, u32),
         now: i64,
     ) -> Result<Paging, ErrorBody> {
+        let ListRequest {
+            page_id,
+            sort_order,
+            limit,
+            filters,
+            filters_name,
+        } = req;
         if let Some(l) = limit
             && (l == 0 || l > max)
         {
@@ -111,9 +126,10 @@ impl Paging {
             if let Some(f) = filters
                 && f != c.filters
             {
-                return Err(validation(
-                    "`filters` cannot change while paging: they are frozen in `page_id`",
-                ));
+                return Err(validation(format!(
+                    "{} cannot change while paging: frozen in `page_id`",
+                    filters_name.unwrap_or("`filters`")
+                )));
             }
             if sort_order.is_some() {
                 return Err(validation(
@@ -219,7 +235,13 @@ mod tests {
     }
 
     fn paging(page_id: Option<&str>, sort: Option<&str>, limit: Option<u32>) -> Paging {
-        Paging::from_request(&KEY, IDS, page_id, sort, limit, None, 10, 100, 1_000).unwrap()
+        let req = ListRequest {
+            page_id,
+            sort_order: sort,
+            limit,
+            ..Default::default()
+        };
+        Paging::from_request(&KEY, IDS, req, (10, 100), 1_000).unwrap()
     }
 
     #[test]
@@ -243,8 +265,12 @@ mod tests {
     #[test]
     fn items_arriving_while_paging_do_not_shift_pages() {
         // The listing starts at time 40, when items 1-4 exist.
-        let p =
-            Paging::from_request(&KEY, IDS, None, Some("asc"), Some(2), None, 10, 100, 40).unwrap();
+        let req = ListRequest {
+            sort_order: Some("asc"),
+            limit: Some(2),
+            ..Default::default()
+        };
+        let p = Paging::from_request(&KEY, IDS, req, (10, 100), 40).unwrap();
         let (_, _, next, _) = p.page(&KEY, IDS, items(4));
         // Two newer items arrive (created after as_of) plus one older one
         // that sorts into the first page's range.
@@ -283,57 +309,28 @@ mod tests {
 
     #[test]
     fn filters_are_frozen() {
-        let p = Paging::from_request(
-            &KEY,
-            IDS,
-            None,
-            None,
-            Some(1),
-            Some(json!({"group_ids": [0]})),
-            10,
-            100,
-            1_000,
-        )
-        .unwrap();
+        let with = |page_id: Option<&str>, sort_order, limit, group: Option<u32>| {
+            let req = ListRequest {
+                page_id,
+                sort_order,
+                limit,
+                filters: group.map(|g| json!({"group_ids": [g]})),
+                filters_name: None,
+            };
+            Paging::from_request(&KEY, IDS, req, (10, 100), 1_000)
+        };
+        let p = with(None, None, Some(1), Some(0)).unwrap();
         let (_, _, next, _) = p.page(&KEY, IDS, items(3));
         let next = next.unwrap();
-        let same = Paging::from_request(
-            &KEY,
-            IDS,
-            Some(&next),
-            None,
-            None,
-            Some(json!({"group_ids": [0]})),
-            10,
-            100,
-            1_000,
-        );
+        let same = with(Some(&next), None, None, Some(0));
         assert_eq!(same.unwrap().filters, json!({"group_ids": [0]}));
-        let other = Paging::from_request(
-            &KEY,
-            IDS,
-            Some(&next),
-            None,
-            None,
-            Some(json!({"group_ids": [1]})),
-            10,
-            100,
-            1_000,
+        let other = with(Some(&next), None, None, Some(1)).err().unwrap();
+        assert!(
+            other.message.starts_with("`filters` cannot change"),
+            "{other:?}"
         );
-        assert!(other.is_err());
-        let sort = Paging::from_request(
-            &KEY,
-            IDS,
-            Some(&next),
-            Some("asc"),
-            None,
-            None,
-            10,
-            100,
-            1_000,
-        );
-        assert!(sort.is_err());
-        let limit = Paging::from_request(&KEY, IDS, None, None, Some(101), None, 10, 100, 1_000);
-        assert!(limit.is_err());
+        assert!(with(Some(&next), Some("asc"), None, None).is_err());
+        assert!(with(None, None, Some(101), None).is_err());
+        assert!(with(None, None, Some(0), None).is_err());
     }
 }

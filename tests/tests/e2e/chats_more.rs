@@ -595,6 +595,13 @@ async fn threads_and_rerouting_when_an_agent_drops() {
         .request("list_threads", json!({"chat_id": "OTHER", "page_id": next}))
         .await;
     assert_eq!(wrong["payload"]["error"]["type"], "validation", "{wrong}");
+    assert!(
+        wrong["payload"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("`chat_id` cannot change"),
+        "{wrong}"
+    );
     // Alice's connection drops; Bob is accepting: the chat moves to him.
     let mut bob = s.login("bob-pat-1").await;
     drop(alice);
@@ -1224,4 +1231,47 @@ async fn thinking_indicators_reach_other_36_sessions() {
     assert_eq!(r["payload"]["error"]["type"], "validation", "{r}");
     let r = alice.request_frame(send(json!({"chat_id": "NOPE"}))).await;
     assert_eq!(r["payload"]["error"]["type"], "not_found", "{r}");
+    // A follower is not a user of the chat; a closed chat has no thread.
+    let r = bob.request_frame(send(json!({"chat_id": chat_id}))).await;
+    assert_eq!(r["payload"]["error"]["type"], "missing_access", "{r}");
+    alice
+        .request("deactivate_chat", json!({"id": chat_id}))
+        .await;
+    let r = alice.request_frame(send(json!({"chat_id": chat_id}))).await;
+    assert_eq!(r["payload"]["error"]["type"], "chat_inactive", "{r}");
+}
+
+#[tokio::test]
+async fn a_thread_carries_at_most_fifty_tags() {
+    let s = TestServer::start().await;
+    let (mut alice, _cust, chat_id) = chat_with_alice(&s).await;
+    let chat = alice.request("get_chat", json!({"chat_id": chat_id})).await;
+    let thread_id = chat["payload"]["thread"]["id"].as_str().unwrap().to_owned();
+    for i in 0..51 {
+        let name = format!("t{i}");
+        let (code, _) = s
+            .config(
+                "create_tag",
+                Some("Bearer alice-pat-1"),
+                json!({"name": name}),
+            )
+            .await;
+        assert_eq!(code, 200);
+        let r = alice
+            .request(
+                "tag_thread",
+                json!({"chat_id": chat_id, "thread_id": thread_id, "tag": name}),
+            )
+            .await;
+        if i < 50 {
+            assert_eq!(r["success"], true, "{r}");
+        } else {
+            assert_eq!(r["payload"]["error"]["type"], "validation", "{r}");
+        }
+    }
+    let chat = alice.request("get_chat", json!({"chat_id": chat_id})).await;
+    assert_eq!(
+        chat["payload"]["thread"]["tags"].as_array().unwrap().len(),
+        50
+    );
 }
