@@ -108,6 +108,20 @@ impl Store for GatedStore {
     fn thread_events(&self, _: &str, _: &str) -> Result<Vec<EventRecord>, StoreError> {
         Ok(vec![])
     }
+    fn search_text(
+        &self,
+        _: &str,
+        _: &chatgate_store::TextQuery,
+    ) -> Result<Vec<chatgate_store::TextHit>, StoreError> {
+        Ok(vec![])
+    }
+    fn thread_facts(
+        &self,
+        _: &str,
+        ids: &[String],
+    ) -> Result<Vec<Vec<chatgate_store::EventFact>>, StoreError> {
+        Ok(vec![Vec::new(); ids.len()])
+    }
     fn stats(&self) -> StoreStats {
         StoreStats::default()
     }

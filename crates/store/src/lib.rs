@@ -90,6 +90,36 @@ impl std::fmt::Debug for Reservation {
     }
 }
 
+/// A full-text search.
+#[derive(Clone, Debug)]
+pub struct TextQuery {
+    /// The user's words; all must occur.
+    pub text: String,
+    /// Marks put around each matched word.
+    pub pre_tag: String,
+    pub post_tag: String,
+    /// At most this many events are returned.
+    pub max_hits: u32,
+}
+
+/// An event found by [`Store::search_text`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TextHit {
+    pub chat_id: String,
+    pub thread_id: String,
+    pub event_id: String,
+    /// The event's text with each match between the query's tags.
+    pub highlighted: String,
+}
+
+/// What the archive filters need to know of one event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventFact {
+    pub kind: String,
+    pub author_id: Option<String>,
+    pub created_at_us: i64,
+}
+
 /// Durable state.
 pub trait Store: Send + Sync + 'static {
     /// Everything the engine keeps hot, read once at start.
@@ -111,6 +141,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Events of one thread in sequence order.
     fn thread_events(&self, org: &str, thread_id: &str) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Events of the organization whose text has every word of
+    /// `query.text` (full-text index), each with its text highlighted.
+    fn search_text(&self, org: &str, query: &TextQuery) -> Result<Vec<TextHit>, StoreError>;
+
+    /// Kind, author and time of every event of each thread (for the archive
+    /// filters that look at events), in the order of `thread_ids`.
+    fn thread_facts(
+        &self,
+        org: &str,
+        thread_ids: &[String],
+    ) -> Result<Vec<Vec<EventFact>>, StoreError>;
 
     /// Counters.
     fn stats(&self) -> StoreStats;

@@ -172,6 +172,24 @@ CREATE TABLE tags (
     PRIMARY KEY (org_id, name)
 );
 "#,
+    // Full-text index over the text of events (message, system_message and
+    // every other event with a `text`; a file's `name`). Only the text is
+    // tokenized; the ids ride along unindexed. Backfilled from what exists.
+    r#"
+CREATE VIRTUAL TABLE events_fts USING fts5(
+    text,
+    org_id UNINDEXED,
+    chat_id UNINDEXED,
+    thread_id UNINDEXED,
+    event_id UNINDEXED,
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+INSERT INTO events_fts (text, org_id, chat_id, thread_id, event_id)
+    SELECT COALESCE(json_extract(body, '$.text'), json_extract(body, '$.name')),
+           org_id, chat_id, thread_id, id
+    FROM events
+    WHERE COALESCE(json_extract(body, '$.text'), json_extract(body, '$.name')) IS NOT NULL;
+"#,
 ];
 
 struct Job {
@@ -675,6 +693,13 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
                     e.body
                 ],
             )?;
+            tx.prepare_cached(
+                "INSERT INTO events_fts (text, org_id, chat_id, thread_id, event_id)
+                 SELECT t, ?1, ?2, ?3, ?4
+                 FROM (SELECT COALESCE(json_extract(?5, '$.text'), json_extract(?5, '$.name')) AS t)
+                 WHERE t IS NOT NULL",
+            )?
+            .execute(params![e.org.0, e.chat_id, e.thread_id, e.id, e.body])?;
             return Ok(Some(seq as u64));
         }
     }
@@ -856,6 +881,65 @@ impl Store for SqliteStore {
         events_where(&conn, "org_id = ?1 AND thread_id = ?2", org, thread_id)
     }
 
+    fn search_text(
+        &self,
+        org: &str,
+        query: &crate::TextQuery,
+    ) -> Result<Vec<crate::TextHit>, StoreError> {
+        let Some(expr) = fts_expression(&query.text) else {
+            return Ok(Vec::new());
+        };
+        let conn = self.reader.lock().expect("reader lock poisoned");
+        let mut stmt = conn.prepare_cached(
+            "SELECT chat_id, thread_id, event_id, highlight(events_fts, 0, ?3, ?4)
+             FROM events_fts
+             WHERE events_fts MATCH ?2 AND org_id = ?1
+             LIMIT ?5",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                org,
+                expr,
+                query.pre_tag,
+                query.post_tag,
+                query.max_hits as i64
+            ],
+            |r| {
+                Ok(crate::TextHit {
+                    chat_id: r.get(0)?,
+                    thread_id: r.get(1)?,
+                    event_id: r.get(2)?,
+                    highlighted: r.get(3)?,
+                })
+            },
+        )?;
+        rows.map(|r| r.map_err(StoreError::from)).collect()
+    }
+
+    fn thread_facts(
+        &self,
+        org: &str,
+        thread_ids: &[String],
+    ) -> Result<Vec<Vec<crate::EventFact>>, StoreError> {
+        let conn = self.reader.lock().expect("reader lock poisoned");
+        let mut stmt = conn.prepare_cached(
+            "SELECT kind, author_id, created_at FROM events
+             WHERE org_id = ?1 AND thread_id = ?2 ORDER BY seq",
+        )?;
+        let mut out = Vec::with_capacity(thread_ids.len());
+        for id in thread_ids {
+            let rows = stmt.query_map(params![org, id], |r| {
+                Ok(crate::EventFact {
+                    kind: r.get(0)?,
+                    author_id: r.get(1)?,
+                    created_at_us: r.get(2)?,
+                })
+            })?;
+            out.push(rows.collect::<Result<Vec<_>, _>>()?);
+        }
+        Ok(out)
+    }
+
     fn stats(&self) -> StoreStats {
         StoreStats {
             transactions: self.stats.transactions.load(Ordering::Relaxed),
@@ -872,6 +956,19 @@ impl Store for SqliteStore {
             tracing::error!("store writer panicked");
         }
     }
+}
+
+/// A user's words as an FTS5 expression: every word must occur (like
+/// PostgreSQL's `plainto_tsquery`); each is quoted, so no user input is
+/// read as FTS syntax. `None` when there is no word.
+fn fts_expression(text: &str) -> Option<String> {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(32)
+        .map(|w| format!("\"{w}\""))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
 }
 
 fn events_where(

@@ -473,3 +473,131 @@ fn chats_threads_users_and_customers_load_back() {
         .collect();
     assert_eq!(t1, vec!["T1_1"]);
 }
+
+fn text_event(chat: &str, thread: &str, id: &str, body: &str) -> Op {
+    Op::AppendEvent(EventRecord {
+        org: OrgId("acme".into()),
+        chat_id: chat.into(),
+        seq: 0,
+        thread_id: thread.into(),
+        id: id.into(),
+        author_id: Some("alice@acme.test".into()),
+        custom_id: None,
+        kind: "message".into(),
+        created_at_us: 5,
+        body: body.into(),
+    })
+}
+
+fn query(text: &str) -> TextQuery {
+    TextQuery {
+        text: text.into(),
+        pre_tag: "[".into(),
+        post_tag: "]".into(),
+        max_hits: 100,
+    }
+}
+
+#[test]
+fn full_text_search_finds_every_word_in_its_organization_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
+    let mut ops = base_ops();
+    ops.push(Op::UpsertOrganization(org("globex")));
+    write(&store, ops).unwrap();
+    write(
+        &store,
+        vec![
+            chat("A"),
+            chat("B"),
+            Op::CreateChat {
+                org: OrgId("globex".into()),
+                chat_id: "G".into(),
+                customer_id: None,
+                created_at_us: 1,
+            },
+        ],
+    )
+    .unwrap();
+    write(
+        &store,
+        vec![
+            text_event("A", "TA", "a1", r#"{"text":"My parcel never arrived"}"#),
+            text_event(
+                "A",
+                "TA",
+                "a2",
+                r#"{"text":"Sorry about the Parcel délai"}"#,
+            ),
+            text_event("B", "TB", "b1", r#"{"name":"parcel-photo.png","url":"x"}"#),
+            text_event("B", "TB", "b2", r#"{"elements":[]}"#),
+            Op::AppendEvent(EventRecord {
+                org: OrgId("globex".into()),
+                chat_id: "G".into(),
+                seq: 0,
+                thread_id: "TG".into(),
+                id: "g1".into(),
+                author_id: None,
+                custom_id: None,
+                kind: "message".into(),
+                created_at_us: 5,
+                body: r#"{"text":"parcel"}"#.into(),
+            }),
+        ],
+    )
+    .unwrap();
+    let mut hits = store.search_text("acme", &query("PARCEL")).unwrap();
+    hits.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+    let got: Vec<_> = hits
+        .iter()
+        .map(|h| {
+            (
+                h.thread_id.as_str(),
+                h.event_id.as_str(),
+                h.highlighted.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("TA", "a1", "My [parcel] never arrived"),
+            ("TA", "a2", "Sorry about the [Parcel] délai"),
+            ("TB", "b1", "[parcel]-photo.png"),
+        ]
+    );
+    // Every word must occur; diacritics fold; FTS syntax is never obeyed.
+    let hits = store.search_text("acme", &query("parcel arrived")).unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(store.search_text("acme", &query("delai")).unwrap().len(), 1);
+    assert!(
+        store
+            .search_text("acme", &query("parcel NOT arrived"))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .search_text("acme", &query("\"*) OR ("))
+            .unwrap()
+            .is_empty()
+    );
+    // The index survives a reopen, and new events are indexed as they land.
+    drop(store);
+    let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
+    write(
+        &store,
+        vec![text_event("B", "TB", "b3", r#"{"text":"parcel found"}"#)],
+    )
+    .unwrap();
+    assert_eq!(
+        store.search_text("acme", &query("parcel")).unwrap().len(),
+        4
+    );
+    let facts = store
+        .thread_facts("acme", &["TB".to_string(), "nope".to_string()])
+        .unwrap();
+    assert_eq!(facts.len(), 2);
+    assert_eq!(facts[0].len(), 3);
+    assert!(facts[1].is_empty());
+}
