@@ -538,7 +538,7 @@ pub(crate) async fn remove_user_from_chat(
     Ok(Reply::ok(json!({})))
 }
 
-fn parse_time_us(s: &str) -> Result<i64, ErrorBody> {
+pub(crate) fn parse_time_us(s: &str) -> Result<i64, ErrorBody> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .map_err(|e| validation(format!("`seen_up_to` is not an RFC 3339 date-time: {e}")))?;
     Ok((t.unix_timestamp_nanos() / 1000) as i64)

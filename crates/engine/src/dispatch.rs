@@ -324,6 +324,9 @@ impl Engine {
             "list_threads" => {
                 chat_more::list_threads(self, &chat_caller(), parse(req.payload)?).await
             }
+            "list_archives" => {
+                crate::archives::list_archives(self, &chat_caller(), parse(req.payload)?).await
+            }
             "follow_chat" => {
                 chat_more::follow_chat(self, &chat_caller(), parse(req.payload)?).await
             }

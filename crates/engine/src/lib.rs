@@ -16,6 +16,7 @@
 //! the order of state changes to the order of commits.
 
 mod apikeys;
+mod archives;
 mod auth;
 mod chat_methods;
 mod chat_more;

@@ -235,6 +235,42 @@ pub struct ListChatsRequest {
     pub filters: Option<Value>,
 }
 
+/// `list_archives` request (filters are read by the engine).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ListArchivesRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort_order: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub highlights: Option<Highlights>,
+}
+
+/// `list_archives` `highlights`: an empty object enables the defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Highlights {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_tag: Option<String>,
+}
+
+/// `list_archives` response: one chat per matching thread.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ListArchivesResponse {
+    pub chats: Vec<Chat>,
+    pub found_chats: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_page_id: Option<String>,
+}
+
 /// Agent `list_chats` response.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ListChatsResponse {

@@ -348,7 +348,19 @@ pub struct Thread {
     /// v3.6 only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer_visit: Option<Value>,
+    /// `list_archives` with `highlights`: the thread's events that matched
+    /// `filters.query`, their text with each match marked (a chatgate
+    /// field; see proto-docs/archives.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub highlight: Option<Vec<Highlight>>,
     pub created_at: String,
+}
+
+/// One event's matched text in `list_archives`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Highlight {
+    pub event_id: String,
+    pub text: String,
 }
 
 /// A chat (§10.6).

@@ -70,6 +70,7 @@ fn request_payload(action: &str, p: &Value) {
         "deactivate_chat" => typed::<DeactivateChatRequest>(action, p),
         "transfer_chat" => typed::<TransferChatRequest>(action, p),
         "tag_thread" | "untag_thread" => typed::<ThreadTag>(action, p),
+        "list_archives" => typed::<ListArchivesRequest>(action, p),
         other => panic!("the docs test has no request type for `{other}`: add it"),
     }
 }
@@ -81,6 +82,7 @@ fn response_payload(action: &str, p: &Value) {
         "set_routing_status" | "set_away_status" | "logout" | "ping" => empty_object(action, p),
         "start_chat" | "resume_chat" => typed::<StartChatResponse>(action, p),
         "send_event" => typed::<SendEventResponse>(action, p),
+        "list_archives" => typed::<ListArchivesResponse>(action, p),
         other => panic!("the docs test has no response type for `{other}`: add it"),
     }
 }

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod archives;
 mod chats;
 mod chats_more;
 mod configuration;
