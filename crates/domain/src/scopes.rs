@@ -22,6 +22,7 @@ pub const ALL_SCOPES: &[&str] = &[
     "groups--all:rw",
     "tags--all:rw",
     "tags--groups:rw",
+    "properties--my:rw",
 ];
 
 const NORMAL: &[&str] = &[

@@ -441,6 +441,21 @@ pub(crate) async fn start_chat(
     let (pending, response) = {
         let mut guard = caller.org.lock();
         let state = &mut *guard;
+        {
+            use crate::properties::{Location, check_write};
+            let by_customer = caller.actor.is_customer();
+            if let Some(p) = &chat_req.properties {
+                check_write(state, Location::Chat, by_customer, p)?;
+            }
+            if let Some(p) = &initial.properties {
+                check_write(state, Location::Thread, by_customer, p)?;
+            }
+            for e in &initial.events {
+                if let Some(p) = &e.common().properties {
+                    check_write(state, Location::Event, by_customer, p)?;
+                }
+            }
+        }
         let access: Option<Vec<u32>> = chat_req.access.as_ref().map(|a| a.group_ids.clone());
         if let Some(groups) = &access {
             if groups.is_empty() || groups.len() > 200 {
@@ -668,6 +683,14 @@ pub(crate) async fn send_event(
         let mut guard = caller.org.lock();
         let state = &mut *guard;
         readable(state, caller, &req.chat_id)?;
+        if let Some(p) = &req.event.common().properties {
+            crate::properties::check_write(
+                state,
+                crate::properties::Location::Event,
+                caller.actor.is_customer(),
+                p,
+            )?;
+        }
         let chat = &state.chats[&req.chat_id];
         let me = caller.actor.id();
         let Some(user) = chat.user(me) else {
@@ -715,25 +738,49 @@ pub(crate) async fn send_event(
         }
         let chat = &state.chats[&req.chat_id];
         let thread_id = chat.threads.last().expect("a thread").id.clone();
+        // A customer hears the event with only the properties it may read.
+        let to_customer = visible_to_customer(&event);
+        let split = to_customer && event.common().properties.is_some();
         let recipients = recipients(
             state,
             chat,
             Audience::Members {
-                customer: visible_to_customer(&event),
+                customer: to_customer && !split,
             },
         );
         let event_id = event.common().id.clone().expect("assigned");
-        let push = Outgoing::new(
-            "incoming_event",
-            IncomingEvent {
-                chat_id: req.chat_id.clone(),
-                thread_id,
-                event,
-            },
-            recipients,
-            caller.cause.clone(),
+        let mut pushes = Vec::new();
+        if split
+            && let Some(c) = chat
+                .customer_id
+                .as_ref()
+                .and_then(|c| state.customers.get(c))
+        {
+            pushes.push(Outgoing::new(
+                "incoming_event",
+                IncomingEvent {
+                    chat_id: req.chat_id.clone(),
+                    thread_id: thread_id.clone(),
+                    event: crate::properties::customer_event(state, &event),
+                },
+                c.sessions.clone(),
+                caller.cause.clone(),
+            ));
+        }
+        pushes.insert(
+            0,
+            Outgoing::new(
+                "incoming_event",
+                IncomingEvent {
+                    chat_id: req.chat_id.clone(),
+                    thread_id,
+                    event,
+                },
+                recipients,
+                caller.cause.clone(),
+            ),
         );
-        (commit(reservation, ops, vec![push]), event_id)
+        (commit(reservation, ops, pushes), event_id)
     };
     pending.wait().await?;
     Ok(Reply::ok(

@@ -480,6 +480,13 @@ pub(crate) fn wire_thread(
     let events: Vec<Event> = events
         .into_iter()
         .filter(|e| !for_customer || visible_to_customer(e))
+        .map(|e| {
+            if for_customer {
+                crate::properties::customer_event(state, &e)
+            } else {
+                e
+            }
+        })
         .collect();
     let mut user_ids: Vec<String> = Vec::new();
     let is_last = index + 1 == chat.threads.len();
@@ -503,7 +510,12 @@ pub(crate) fn wire_thread(
         active: t.active,
         user_ids,
         events: Some(events),
-        properties: Some(t.properties.clone()),
+        properties: Some(crate::properties::view(
+            state,
+            crate::properties::Location::Thread,
+            &t.properties,
+            for_customer,
+        )),
         access: Some(Access {
             group_ids: chat.access.clone(),
         }),
@@ -536,7 +548,12 @@ pub(crate) fn wire_chat(
     Chat {
         id: chat.id.clone(),
         users: wire_users(state, chat, for_customer),
-        properties: Some(chat.properties.clone()),
+        properties: Some(crate::properties::view(
+            state,
+            crate::properties::Location::Chat,
+            &chat.properties,
+            for_customer,
+        )),
         access: Some(Access {
             group_ids: chat.access.clone(),
         }),
@@ -571,7 +588,12 @@ pub(crate) fn summary(
                     LastEvent {
                         thread_id: t.id.clone(),
                         thread_created_at: rfc3339(t.created_at_us),
-                        event: serde_json::to_value(e).expect("events serialize"),
+                        event: if for_customer {
+                            serde_json::to_value(crate::properties::customer_event(state, e))
+                        } else {
+                            serde_json::to_value(e)
+                        }
+                        .expect("events serialize"),
                     },
                 );
             }
@@ -588,7 +610,12 @@ pub(crate) fn summary(
                 .filter(|u| u.present)
                 .map(|u| u.id.clone())
                 .collect(),
-            properties: Some(t.properties.clone()),
+            properties: Some(crate::properties::view(
+                state,
+                crate::properties::Location::Thread,
+                &t.properties,
+                for_customer,
+            )),
             active: t.active,
             access: Some(Access {
                 group_ids: chat.access.clone(),
@@ -599,7 +626,12 @@ pub(crate) fn summary(
         }),
         users: wire_users(state, chat, for_customer),
         last_event_per_type,
-        properties: Some(chat.properties.clone()),
+        properties: Some(crate::properties::view(
+            state,
+            crate::properties::Location::Chat,
+            &chat.properties,
+            for_customer,
+        )),
         access: Some(Access {
             group_ids: chat.access.clone(),
         }),
@@ -621,7 +653,8 @@ pub(crate) fn customer_summary(
                 LastEvent {
                     thread_id: t.id.clone(),
                     thread_created_at: rfc3339(t.created_at_us),
-                    event: serde_json::to_value(e).expect("events serialize"),
+                    event: serde_json::to_value(crate::properties::customer_event(state, e))
+                        .expect("events serialize"),
                 },
             );
         }
@@ -636,7 +669,11 @@ pub(crate) fn customer_summary(
         access: Some(Access {
             group_ids: chat.access.clone(),
         }),
-        properties: Some(chat.properties.clone()),
+        properties: Some(crate::properties::customer_view(
+            state,
+            crate::properties::Location::Chat,
+            &chat.properties,
+        )),
     }
 }
 

@@ -255,7 +255,7 @@ impl Engine {
             .ok_or_else(|| err(ErrorType::Authentication, "missing `Authorization` header"))?;
         match action {
             "get_agent" | "list_agents" | "get_group" | "list_groups" | "get_bot" | "list_bots"
-            | "list_tags" => self.config_read(caller, action, payload).await,
+            | "list_tags" | "list_properties" => self.config_read(caller, action, payload).await,
             _ => self.config_write(caller, action, payload).await,
         }
     }
@@ -291,6 +291,7 @@ impl Engine {
                     let g = state.groups.get(&req.id).ok_or_else(|| err(ErrorType::GroupNotFound, format!("group {} not found", req.id)))?;
                     serde_json::to_value(config_group(&state, g))
                 }
+                "list_properties" => Ok(crate::properties::list_definitions(&state, payload)?),
                 "list_tags" => {
                     let me = requester(&state, caller);
                     Ok(crate::tags::list_tags(&state, &me, &caller.scopes, payload)?)
@@ -865,6 +866,9 @@ impl Engine {
                         },
                     ));
                     json!({ "secret": secret })
+                }
+                "register_property" | "unregister_property" => {
+                    crate::properties::write_definition(state, &org, action, payload, &mut ops)?
                 }
                 "create_tag" | "update_tag" | "delete_tag" => crate::tags::write_tag(
                     state,

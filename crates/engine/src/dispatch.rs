@@ -161,6 +161,8 @@ fn config_method_scopes(action: &str) -> &'static [&'static str] {
         }
         "get_group" | "list_groups" => &["groups--all:ro"],
         "list_tags" => &["tags--all:ro", "tags--groups:ro"],
+        "list_properties" => &["properties--my:ro"],
+        "register_property" | "unregister_property" => &["properties--my:rw"],
         "create_tag" | "update_tag" | "delete_tag" => &["tags--all:rw", "tags--groups:rw"],
         "create_group" | "update_group" | "delete_group" => &["groups--all:rw"],
         "get_bot" | "list_bots" => &["agents-bot--all:ro", "agents-bot--my:ro"],
@@ -327,6 +329,15 @@ impl Engine {
             "list_archives" => {
                 crate::archives::list_archives(self, &chat_caller(), parse(req.payload)?).await
             }
+            "update_chat_properties"
+            | "delete_chat_properties"
+            | "update_thread_properties"
+            | "delete_thread_properties"
+            | "update_event_properties"
+            | "delete_event_properties" => {
+                crate::properties::properties_method(self, &chat_caller(), &req.action, req.payload)
+                    .await
+            }
             "follow_chat" => {
                 chat_more::follow_chat(self, &chat_caller(), parse(req.payload)?).await
             }
@@ -424,6 +435,14 @@ impl Engine {
             }
             "get_chat" => chat_methods::get_chat(self, &caller, parse(req.payload)?).await,
             "list_chats" => chat_methods::list_chats(self, &caller, parse(req.payload)?).await,
+            "update_chat_properties"
+            | "delete_chat_properties"
+            | "update_thread_properties"
+            | "delete_thread_properties"
+            | "update_event_properties"
+            | "delete_event_properties" => {
+                crate::properties::properties_method(self, &caller, &req.action, req.payload).await
+            }
             "get_customer" => chat_methods::get_customer(&caller),
             "update_customer" => {
                 chat_methods::update_customer(self, &caller, parse(req.payload)?).await

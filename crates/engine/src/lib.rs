@@ -28,6 +28,7 @@ mod dispatch;
 mod error;
 mod limits;
 mod paging;
+mod properties;
 mod provision;
 mod push;
 mod state;
@@ -219,6 +220,15 @@ impl Engine {
                     created_at_us: t.created_at_us,
                 },
             );
+        }
+        for p in &snapshot.property_defs {
+            let Some(org) = inner.orgs.get(&p.org.0) else {
+                continue;
+            };
+            let def = properties::from_record(p).map_err(EngineError::Corrupt)?;
+            org.lock()
+                .property_defs
+                .insert((p.namespace.clone(), p.name.clone()), def);
         }
         for rec in snapshot.chats {
             let Some(org) = inner.orgs.get(&rec.org.0).map(|o| o.value().clone()) else {

@@ -55,6 +55,9 @@ pub(crate) struct OrgState {
     pub allowed_origins: Vec<String>,
     /// Tag definitions by name (case-sensitive).
     pub tags: BTreeMap<String, TagDef>,
+    /// Registered property definitions by (namespace, name); the built-in
+    /// namespaces live in [`crate::properties`].
+    pub property_defs: BTreeMap<(String, String), crate::properties::PropertyDef>,
 }
 
 /// A tag definition: the groups whose threads may carry it.
@@ -134,6 +137,7 @@ impl Org {
                     .collect(),
                 customers: HashMap::new(),
                 tags: BTreeMap::new(),
+                property_defs: BTreeMap::new(),
                 chats: HashMap::new(),
                 queue: Vec::new(),
                 allowed_origins,

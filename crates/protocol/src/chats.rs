@@ -692,3 +692,34 @@ pub struct SendThinkingIndicatorRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_id: Option<String>,
 }
+
+/// Names to delete per namespace (`delete_*_properties`).
+pub type PropertyNames = BTreeMap<String, Vec<String>>;
+
+/// A property method's request: `update_*_properties` carry
+/// [`Properties`], `delete_*_properties` carry [`PropertyNames`]. The chat
+/// methods name the chat `id`; the thread and event methods `chat_id`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PropertiesRequest<P> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    pub properties: P,
+}
+
+/// The six property pushes (`chat_properties_updated`, …): the changed or
+/// deleted properties.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PropertiesPush<P> {
+    pub chat_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    pub properties: P,
+}

@@ -204,6 +204,9 @@ pub const CONFIGURATION_METHODS: &[&str] = &[
     "list_tags",
     "update_tag",
     "delete_tag",
+    "register_property",
+    "list_properties",
+    "unregister_property",
     // chatgate extensions
     "create_agent_token",
     "revoke_agent_tokens",

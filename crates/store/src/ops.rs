@@ -125,6 +125,29 @@ pub enum Op {
         thread_id: String,
         tags: String,
     },
+    /// Register or replace a property definition.
+    UpsertPropertyDef(PropertyDefRecord),
+    /// Unregister a property definition (values already set stay).
+    DeletePropertyDef {
+        org: OrgId,
+        namespace: String,
+        name: String,
+    },
+    /// Replace a thread's properties (JSON object).
+    SetThreadProperties {
+        org: OrgId,
+        thread_id: String,
+        properties: String,
+    },
+    /// Merge a JSON merge patch (RFC 7396) into an event's JSON: keys set
+    /// to `null` are removed. Merged in the committing transaction, so two
+    /// patches of different keys never undo each other.
+    PatchEvent {
+        org: OrgId,
+        chat_id: String,
+        event_id: String,
+        patch: String,
+    },
     /// Replace the JSON of an existing event (e.g. rich-message button state).
     UpdateEvent {
         org: OrgId,
@@ -230,6 +253,18 @@ pub struct TagRecord {
     pub created_at_us: i64,
 }
 
+/// A registered property (Configuration API `register_property`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PropertyDefRecord {
+    pub org: OrgId,
+    /// The owner's client id.
+    pub namespace: String,
+    pub name: String,
+    /// JSON: type, access, description, domain, range, default value.
+    pub definition: String,
+    pub created_at_us: i64,
+}
+
 /// A stored chat user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChatUserRecord {
@@ -272,4 +307,5 @@ pub struct Snapshot {
     pub customers: Vec<CustomerRecord>,
     pub chats: Vec<ChatRecord>,
     pub tags: Vec<TagRecord>,
+    pub property_defs: Vec<PropertyDefRecord>,
 }

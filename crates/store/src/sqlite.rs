@@ -8,8 +8,8 @@
 
 use crate::{
     AgentRecord, ChatRecord, ChatUserRecord, Committed, Completion, CustomerRecord, EventRecord,
-    Op, OrgRecord, Snapshot, Store, StoreError, StoreStats, TagRecord, ThreadRecord, TokenKind,
-    TokenRecord,
+    Op, OrgRecord, PropertyDefRecord, Snapshot, Store, StoreError, StoreStats, TagRecord,
+    ThreadRecord, TokenKind, TokenRecord,
 };
 use chatgate_domain::{
     Agent, AgentId, AgentKind, AgentProfile, Group, GroupPriority, OrgId, Organization, Role,
@@ -189,6 +189,16 @@ INSERT INTO events_fts (text, org_id, chat_id, thread_id, event_id)
            org_id, chat_id, thread_id, id
     FROM events
     WHERE COALESCE(json_extract(body, '$.text'), json_extract(body, '$.name')) IS NOT NULL;
+"#,
+    r#"
+CREATE TABLE property_defs (
+    org_id      TEXT NOT NULL REFERENCES organizations(id),
+    namespace   TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    definition  TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    PRIMARY KEY (org_id, namespace, name)
+);
 "#,
 ];
 
@@ -588,6 +598,64 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
                 t.created_at_us
             ])?;
         }
+        Op::UpsertPropertyDef(p) => {
+            tx.prepare_cached(
+                "INSERT INTO property_defs (org_id, namespace, name, definition, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (org_id, namespace, name) DO UPDATE SET definition = excluded.definition",
+            )?
+            .execute(params![
+                p.org.0,
+                p.namespace,
+                p.name,
+                p.definition,
+                p.created_at_us
+            ])?;
+        }
+        Op::DeletePropertyDef {
+            org,
+            namespace,
+            name,
+        } => {
+            let n = tx
+                .prepare_cached(
+                    "DELETE FROM property_defs WHERE org_id = ?1 AND namespace = ?2 AND name = ?3",
+                )?
+                .execute(params![org.0, namespace, name])?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "no property {namespace}.{name}"
+                )));
+            }
+        }
+        Op::SetThreadProperties {
+            org,
+            thread_id,
+            properties,
+        } => {
+            let n = tx
+                .prepare_cached("UPDATE threads SET properties = ?3 WHERE org_id = ?1 AND id = ?2")?
+                .execute(params![org.0, thread_id, properties])?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("no thread {thread_id}")));
+            }
+        }
+        Op::PatchEvent {
+            org,
+            chat_id,
+            event_id,
+            patch,
+        } => {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE events SET body = json_patch(body, ?4)
+                     WHERE org_id = ?1 AND chat_id = ?2 AND id = ?3",
+                )?
+                .execute(params![org.0, chat_id, event_id, patch])?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("no event {event_id}")));
+            }
+        }
         Op::DeleteTag { org, name } => {
             let n = tx
                 .prepare_cached("DELETE FROM tags WHERE org_id = ?1 AND name = ?2")?
@@ -842,6 +910,7 @@ impl Store for SqliteStore {
         }
         load_customers(&conn, &mut snapshot)?;
         load_tags(&conn, &mut snapshot)?;
+        load_property_defs(&conn, &mut snapshot)?;
         load_chats(&conn, &mut snapshot)?;
         Ok(snapshot)
     }
@@ -1018,6 +1087,25 @@ fn load_customers(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), Stor
         })
     })? {
         snapshot.customers.push(c?);
+    }
+    Ok(())
+}
+
+fn load_property_defs(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT org_id, namespace, name, definition, created_at FROM property_defs
+         ORDER BY org_id, namespace, name",
+    )?;
+    for p in stmt.query_map([], |r| {
+        Ok(PropertyDefRecord {
+            org: OrgId(r.get(0)?),
+            namespace: r.get(1)?,
+            name: r.get(2)?,
+            definition: r.get(3)?,
+            created_at_us: r.get(4)?,
+        })
+    })? {
+        snapshot.property_defs.push(p?);
     }
     Ok(())
 }

@@ -71,6 +71,12 @@ fn request_payload(action: &str, p: &Value) {
         "transfer_chat" => typed::<TransferChatRequest>(action, p),
         "tag_thread" | "untag_thread" => typed::<ThreadTag>(action, p),
         "list_archives" => typed::<ListArchivesRequest>(action, p),
+        "update_chat_properties" | "update_thread_properties" | "update_event_properties" => {
+            typed::<PropertiesRequest<chatgate_protocol::data::Properties>>(action, p)
+        }
+        "delete_chat_properties" | "delete_thread_properties" | "delete_event_properties" => {
+            typed::<PropertiesRequest<PropertyNames>>(action, p)
+        }
         other => panic!("the docs test has no request type for `{other}`: add it"),
     }
 }
@@ -83,6 +89,7 @@ fn response_payload(action: &str, p: &Value) {
         "start_chat" | "resume_chat" => typed::<StartChatResponse>(action, p),
         "send_event" => typed::<SendEventResponse>(action, p),
         "list_archives" => typed::<ListArchivesResponse>(action, p),
+        a if a.ends_with("_properties") => empty_object(action, p),
         other => panic!("the docs test has no response type for `{other}`: add it"),
     }
 }
@@ -99,6 +106,12 @@ fn push_payload(action: &str, p: &Value) {
         "queue_positions_updated" => typed::<Vec<QueuePositionEntry>>(action, p),
         "queue_position_updated" => typed::<QueuePositionEntry>(action, p),
         "thread_tagged" | "thread_untagged" => typed::<ThreadTag>(action, p),
+        a if a.ends_with("_properties_updated") => {
+            typed::<PropertiesPush<chatgate_protocol::data::Properties>>(action, p)
+        }
+        a if a.ends_with("_properties_deleted") => {
+            typed::<PropertiesPush<PropertyNames>>(action, p)
+        }
         other => panic!("the docs test has no push type for `{other}`: add it"),
     }
 }
