@@ -592,12 +592,19 @@ pub(crate) async fn start_chat(
             });
         }
         let mut event_ids = Vec::new();
-        for e in initial.events {
+        for mut e in initial.events {
+            ops.extend(crate::uploads::adopt_in(
+                &mut state.uploads,
+                &org_id.0,
+                &mut e,
+            )?);
+            let chat = state.chats.get_mut(&chat_id).expect("chat exists");
             let author = e.common().author_id.clone().unwrap_or_else(|| me.clone());
             let (e, op) = append_event(&org_id, chat, e, Some(&author), now);
             event_ids.push(e.common().id.clone().expect("assigned"));
             ops.push(op);
         }
+        let chat = state.chats.get_mut(&chat_id).expect("chat exists");
         if let Actor::Agent(a) = &caller.actor
             && active
         {
@@ -724,9 +731,12 @@ pub(crate) async fn send_event(
                 format!("chat `{}` has no active thread", req.chat_id),
             ));
         }
+        let mut event = req.event;
+        let adopted = crate::uploads::adopt(state, &org_id.0, &mut event)?;
         let chat = state.chats.get_mut(&req.chat_id).expect("checked");
-        let (event, op) = append_event(&org_id, chat, req.event, Some(me), now);
+        let (event, op) = append_event(&org_id, chat, event, Some(me), now);
         let mut ops = vec![op];
+        ops.extend(adopted);
         if let Some(u) = chat.user_mut(me) {
             u.seen_up_to_us = Some(now);
             let rec = u.record();

@@ -39,7 +39,7 @@ pub enum Requester {
 }
 
 impl Requester {
-    fn side(&self) -> Side {
+    pub(crate) fn side(&self) -> Side {
         match self {
             Requester::Rtm(c) => c.side(),
             Requester::Web { .. } | Requester::ConfigWeb { .. } => Side::Agent,
@@ -540,6 +540,27 @@ impl Engine {
             version: req.version,
             scopes: None,
         })
+    }
+
+    /// The organization of an authenticated agent or bot request (rate
+    /// limited like any method).
+    pub(crate) fn authenticate_agent(
+        &self,
+        req: &Request,
+    ) -> Result<Arc<crate::state::Org>, ErrorBody> {
+        let caller = self.caller(req)?;
+        self.rate_check(&format!("a:{}:{}", caller.org.org.id, caller.agent))?;
+        Ok(caller.org)
+    }
+
+    /// The organization of an authenticated customer request.
+    pub(crate) fn authenticate_customer(
+        &self,
+        req: &Request,
+    ) -> Result<Arc<crate::state::Org>, ErrorBody> {
+        let caller = self.customer_caller(req)?;
+        self.rate_check(&format!("c:{}:{}", caller.org.org.id, caller.actor.id()))?;
+        Ok(caller.org)
     }
 
     fn caller(&self, req: &Request) -> Result<Caller, ErrorBody> {

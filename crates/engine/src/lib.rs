@@ -34,6 +34,7 @@ mod push;
 mod state;
 mod status;
 mod tags;
+mod uploads;
 
 pub use auth::hash_secret;
 pub use connection::{Connection, ConnectionRx, Side, Subscriptions};
@@ -41,6 +42,9 @@ pub use dispatch::{AfterReply, Reply, Request, Requester};
 pub use error::{internal, validation};
 pub use limits::Rate;
 pub use provision::{ProvisionAgent, ProvisionGroup, ProvisionOrg, ProvisionReport, ProvisionSpec};
+pub use uploads::{
+    FILES_PREFIX, MAX_UPLOAD, ServedFile, UPLOAD_TTL_US, UploadedFile, upload_path, upload_response,
+};
 
 use chatgate_protocol::{DisconnectReason, Version};
 use chatgate_store::{Store, StoreError};
@@ -229,6 +233,21 @@ impl Engine {
             org.lock()
                 .property_defs
                 .insert((p.namespace.clone(), p.name.clone()), def);
+        }
+        for u in snapshot.uploads {
+            let Some(org) = inner.orgs.get(&u.org.0) else {
+                continue;
+            };
+            org.lock().uploads.insert(
+                u.id,
+                uploads::UploadMeta {
+                    name: u.name,
+                    content_type: u.content_type,
+                    size: u.size,
+                    created_at_us: u.created_at_us,
+                    permanent: u.permanent,
+                },
+            );
         }
         for rec in snapshot.chats {
             let Some(org) = inner.orgs.get(&rec.org.0).map(|o| o.value().clone()) else {

@@ -58,6 +58,8 @@ pub(crate) struct OrgState {
     /// Registered property definitions by (namespace, name); the built-in
     /// namespaces live in [`crate::properties`].
     pub property_defs: BTreeMap<(String, String), crate::properties::PropertyDef>,
+    /// Uploaded files by id (metadata; the bytes are in the store).
+    pub uploads: HashMap<String, crate::uploads::UploadMeta>,
 }
 
 /// A tag definition: the groups whose threads may carry it.
@@ -138,6 +140,7 @@ impl Org {
                 customers: HashMap::new(),
                 tags: BTreeMap::new(),
                 property_defs: BTreeMap::new(),
+                uploads: HashMap::new(),
                 chats: HashMap::new(),
                 queue: Vec::new(),
                 allowed_origins,

@@ -122,6 +122,15 @@ impl Store for GatedStore {
     ) -> Result<Vec<Vec<chatgate_store::EventFact>>, StoreError> {
         Ok(vec![Vec::new(); ids.len()])
     }
+    fn put_file(&self, _: &str, _: &[u8]) -> Result<(), StoreError> {
+        Err(StoreError::Closed)
+    }
+    fn read_file(&self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+    fn delete_file(&self, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn stats(&self) -> StoreStats {
         StoreStats::default()
     }

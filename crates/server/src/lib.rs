@@ -197,6 +197,27 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
             tracing::error!(error = %e, "http listener failed");
         }
     }));
+    // Uploads no `file` event used expire after 24 h: swept every 10 min.
+    let (sweeper, stop) = (engine.clone(), stop_accepting.clone());
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_micros() as i64)
+                        .unwrap_or(0);
+                    match sweeper.sweep_uploads(now).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(deleted = n, "expired uploads deleted"),
+                        Err(e) => tracing::warn!(error = ?e, "upload sweep failed"),
+                    }
+                }
+            }
+        }
+    }));
     let mut tls_addr = None;
     if let Some((listener, acceptor)) = tls_listener {
         let local = listener.local_addr().map_err(|source| ServerError::Bind {
@@ -211,7 +232,9 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(
                 tls_listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
+                router
+                    .layer(axum::Extension(chatgate_web::Https))
+                    .into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(stop.cancelled_owned())
             .await

@@ -154,6 +154,17 @@ pub trait Store: Send + Sync + 'static {
         thread_ids: &[String],
     ) -> Result<Vec<Vec<EventFact>>, StoreError>;
 
+    /// Writes an upload's bytes durably (synced before it returns). Called
+    /// before the upload's metadata is committed, so committed metadata
+    /// always has its bytes.
+    fn put_file(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError>;
+
+    /// An upload's bytes; `None` when absent.
+    fn read_file(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Removes an upload's bytes (after its metadata was deleted).
+    fn delete_file(&self, id: &str) -> Result<(), StoreError>;
+
     /// Counters.
     fn stats(&self) -> StoreStats;
 

@@ -133,6 +133,13 @@ pub enum Op {
         namespace: String,
         name: String,
     },
+    /// Record an uploaded file (its bytes were written with
+    /// [`crate::Store::put_file`] first).
+    PutUpload(UploadRecord),
+    /// An upload was used in a `file` event: it never expires.
+    SetUploadPermanent { org: OrgId, id: String },
+    /// Forget an expired upload (its bytes are removed after the commit).
+    DeleteUpload { org: OrgId, id: String },
     /// Replace a thread's properties (JSON object).
     SetThreadProperties {
         org: OrgId,
@@ -265,6 +272,19 @@ pub struct PropertyDefRecord {
     pub created_at_us: i64,
 }
 
+/// An uploaded file (`upload_file`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadRecord {
+    pub org: OrgId,
+    pub id: String,
+    pub name: String,
+    pub content_type: String,
+    pub size: u64,
+    pub created_at_us: i64,
+    /// Used in a `file` event; temporary uploads expire.
+    pub permanent: bool,
+}
+
 /// A stored chat user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChatUserRecord {
@@ -308,4 +328,5 @@ pub struct Snapshot {
     pub chats: Vec<ChatRecord>,
     pub tags: Vec<TagRecord>,
     pub property_defs: Vec<PropertyDefRecord>,
+    pub uploads: Vec<UploadRecord>,
 }

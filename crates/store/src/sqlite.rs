@@ -9,7 +9,7 @@
 use crate::{
     AgentRecord, ChatRecord, ChatUserRecord, Committed, Completion, CustomerRecord, EventRecord,
     Op, OrgRecord, PropertyDefRecord, Snapshot, Store, StoreError, StoreStats, TagRecord,
-    ThreadRecord, TokenKind, TokenRecord,
+    ThreadRecord, TokenKind, TokenRecord, UploadRecord,
 };
 use chatgate_domain::{
     Agent, AgentId, AgentKind, AgentProfile, Group, GroupPriority, OrgId, Organization, Role,
@@ -198,6 +198,18 @@ CREATE TABLE property_defs (
     definition  TEXT NOT NULL,
     created_at  BIGINT NOT NULL,
     PRIMARY KEY (org_id, namespace, name)
+);
+"#,
+    r#"
+CREATE TABLE uploads (
+    org_id        TEXT NOT NULL REFERENCES organizations(id),
+    id            TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    content_type  TEXT NOT NULL,
+    size          BIGINT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    permanent     BIGINT NOT NULL,
+    PRIMARY KEY (org_id, id)
 );
 "#,
 ];
@@ -656,6 +668,33 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
                 return Err(StoreError::Conflict(format!("no event {event_id}")));
             }
         }
+        Op::PutUpload(u) => {
+            tx.prepare_cached(
+                "INSERT INTO uploads (org_id, id, name, content_type, size, created_at, permanent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                u.org.0,
+                u.id,
+                u.name,
+                u.content_type,
+                u.size as i64,
+                u.created_at_us,
+                u.permanent as i64
+            ])?;
+        }
+        Op::SetUploadPermanent { org, id } => {
+            let n = tx
+                .prepare_cached("UPDATE uploads SET permanent = 1 WHERE org_id = ?1 AND id = ?2")?
+                .execute(params![org.0, id])?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("no upload {id}")));
+            }
+        }
+        Op::DeleteUpload { org, id } => {
+            tx.prepare_cached("DELETE FROM uploads WHERE org_id = ?1 AND id = ?2")?
+                .execute(params![org.0, id])?;
+        }
         Op::DeleteTag { org, name } => {
             let n = tx
                 .prepare_cached("DELETE FROM tags WHERE org_id = ?1 AND name = ?2")?
@@ -911,6 +950,7 @@ impl Store for SqliteStore {
         load_customers(&conn, &mut snapshot)?;
         load_tags(&conn, &mut snapshot)?;
         load_property_defs(&conn, &mut snapshot)?;
+        load_uploads(&conn, &mut snapshot)?;
         load_chats(&conn, &mut snapshot)?;
         Ok(snapshot)
     }
@@ -1009,6 +1049,38 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn put_file(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        use std::io::Write;
+        let path = file_path(&self.path, id)?;
+        let dir = path.parent().expect("files dir");
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!("{id}.tmp"));
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, &path)?;
+        // The rename itself is durable once the directory is synced.
+        File::open(dir)?.sync_all()?;
+        Ok(())
+    }
+
+    fn read_file(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match std::fs::read(file_path(&self.path, id)?) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn delete_file(&self, id: &str) -> Result<(), StoreError> {
+        match std::fs::remove_file(file_path(&self.path, id)?) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn stats(&self) -> StoreStats {
         StoreStats {
             transactions: self.stats.transactions.load(Ordering::Relaxed),
@@ -1089,6 +1161,37 @@ fn load_customers(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), Stor
         snapshot.customers.push(c?);
     }
     Ok(())
+}
+
+fn load_uploads(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT org_id, id, name, content_type, size, created_at, permanent FROM uploads
+         ORDER BY org_id, created_at",
+    )?;
+    for u in stmt.query_map([], |r| {
+        Ok(UploadRecord {
+            org: OrgId(r.get(0)?),
+            id: r.get(1)?,
+            name: r.get(2)?,
+            content_type: r.get(3)?,
+            size: r.get::<_, i64>(4)? as u64,
+            created_at_us: r.get(5)?,
+            permanent: r.get::<_, i64>(6)? != 0,
+        })
+    })? {
+        snapshot.uploads.push(u?);
+    }
+    Ok(())
+}
+
+/// Where an upload's bytes live: `<data dir>/files/<id>`. Ids are random
+/// hex chosen by the engine; anything else is refused.
+fn file_path(db: &Path, id: &str) -> Result<PathBuf, StoreError> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(StoreError::Conflict(format!("bad file id {id}")));
+    }
+    let dir = db.parent().unwrap_or(Path::new(".")).join("files");
+    Ok(dir.join(id))
 }
 
 fn load_property_defs(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreError> {

@@ -83,6 +83,7 @@ pub fn app(engine: Engine, config: WebConfig) -> Router {
             "/{version}/configuration/action/{method}",
             post(configuration_action),
         )
+        .route("/files/{org}/{id}/{name}", get(serve_file))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError(ErrorBody::new(ErrorType::NotFound, "no such endpoint")) })
@@ -90,6 +91,23 @@ pub fn app(engine: Engine, config: WebConfig) -> Router {
         // the protocol's, not axum's.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// Marks requests that arrived over the TLS listener (the server adds it as
+/// an `Extension` there), so URLs handed back say `https`.
+#[derive(Clone, Copy, Debug)]
+pub struct Https;
+
+/// The base URL of this deployment as the client reached it.
+fn base_url(state: &AppState, headers: &HeaderMap, https: bool) -> Result<String, ApiError> {
+    Ok(match &state.config.public_url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => format!(
+            "{}://{}",
+            if https { "https" } else { "http" },
+            header_str(headers, "host")?.unwrap_or("127.0.0.1")
+        ),
+    })
 }
 
 /// An error on the Web API.
@@ -173,12 +191,16 @@ async fn read_json(state: &AppState, body: Body) -> Result<Value, ApiError> {
 async fn agent_action(
     State(state): State<AppState>,
     Path((version, method)): Path<(String, String)>,
+    https: Option<axum::Extension<Https>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let requester = Requester::Web {
         authorization: header_str(&headers, "authorization")?.map(str::to_owned),
     };
+    if method == "upload_file" {
+        return upload(state, &version, &headers, body, requester, https.is_some()).await;
+    }
     let author_id = header_str(&headers, "x-author-id")?.map(str::to_owned);
     action(
         state, &version, method, &headers, body, requester, author_id,
@@ -202,6 +224,7 @@ async fn customer_action(
     State(state): State<AppState>,
     Path((version, method)): Path<(String, String)>,
     Query(query): Query<OrgQuery>,
+    https: Option<axum::Extension<Https>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -209,6 +232,9 @@ async fn customer_action(
         authorization: header_str(&headers, "authorization")?.map(str::to_owned),
         organization_id: query.organization_id,
     };
+    if method == "upload_file" {
+        return upload(state, &version, &headers, body, requester, https.is_some()).await;
+    }
     action(state, &version, method, &headers, body, requester, None).await
 }
 
@@ -255,6 +281,127 @@ async fn action(
     Ok(json_response(StatusCode::OK, &reply.payload))
 }
 
+fn upload_too_large() -> ApiError {
+    ApiError(ErrorBody::new(
+        ErrorType::EntityTooLarge,
+        "Upload limit exceeded (10MB).",
+    ))
+}
+
+/// `upload_file`: `multipart/form-data` with one part named `file`.
+async fn upload(
+    state: AppState,
+    version: &str,
+    headers: &HeaderMap,
+    body: Body,
+    requester: Requester,
+    https: bool,
+) -> Result<Response, ApiError> {
+    let version = path_version(version)?;
+    let content_type = header_str(headers, "content-type")?.unwrap_or("");
+    let boundary = multer::parse_boundary(content_type).map_err(|_| {
+        ApiError(validation(
+            "`upload_file` takes multipart/form-data with a part named `file`",
+        ))
+    })?;
+    let max = chatgate_engine::MAX_UPLOAD as u64;
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream(max + 64 * 1024)
+            .per_field(max),
+    );
+    let mut form =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let multipart_error = |e: multer::Error| match e {
+        multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
+            upload_too_large()
+        }
+        other => ApiError(validation(format!("malformed multipart body: {other}"))),
+    };
+    let mut file = None;
+    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
+        if field.name() != Some("file") {
+            continue;
+        }
+        if file.is_some() {
+            return Err(ApiError(validation("send exactly one part named `file`")));
+        }
+        let name = field.file_name().map(str::to_owned);
+        let content_type = field.content_type().map(|m| m.to_string());
+        let bytes = field.bytes().await.map_err(multipart_error)?;
+        file = Some(chatgate_engine::UploadedFile {
+            name,
+            content_type,
+            bytes,
+        });
+    }
+    let file = file.ok_or_else(|| ApiError(validation("no part named `file`")))?;
+    let span = tracing::info_span!("web", action = "upload_file", version = %version);
+    let path = state
+        .engine
+        .upload_file(requester, version, file)
+        .instrument(span)
+        .await
+        .map_err(ApiError)?;
+    let url = format!("{}{path}", base_url(&state, headers, https)?);
+    Ok(json_response(
+        StatusCode::OK,
+        &chatgate_engine::upload_response(&url),
+    ))
+}
+
+/// `GET /files/<organization>/<id>/<name>`: an upload, to anyone holding
+/// its URL (the id is 128 random bits, like the vendor's CDN links). Served
+/// so that a browser never runs it: `nosniff` and a sandboxing CSP.
+async fn serve_file(
+    State(state): State<AppState>,
+    Path((org, id, _name)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let file = state
+        .engine
+        .served_file(&org, &id)
+        .await
+        .map_err(ApiError)?
+        .ok_or_else(|| ApiError(ErrorBody::new(ErrorType::NotFound, "no such file")))?;
+    let inline = file.content_type.starts_with("image/");
+    let mut resp = Response::new(Body::from(file.bytes));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&file.content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    let disposition = format!(
+        "{}; filename*=UTF-8''{}",
+        if inline { "inline" } else { "attachment" },
+        url_escape(&file.name)
+    );
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}
+
+fn url_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 async fn api_auth(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -296,7 +443,11 @@ async fn api_refresh(
 }
 
 /// `GET /v1/apis`: the base URLs of this deployment's APIs.
-async fn api_urls(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn api_urls(
+    State(state): State<AppState>,
+    https: Option<axum::Extension<Https>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let auth = header_str(&headers, "authorization")?.ok_or_else(|| {
         ApiError(ErrorBody::new(
             ErrorType::Authentication,
@@ -307,13 +458,7 @@ async fn api_urls(State(state): State<AppState>, headers: HeaderMap) -> Result<R
         .engine
         .check_agent_credentials(auth)
         .map_err(ApiError)?;
-    let base = match &state.config.public_url {
-        Some(u) => u.trim_end_matches('/').to_owned(),
-        None => format!(
-            "http://{}",
-            header_str(&headers, "host")?.unwrap_or("127.0.0.1")
-        ),
-    };
+    let base = base_url(&state, &headers, https.is_some())?;
     let ws = base
         .replacen("https://", "wss://", 1)
         .replacen("http://", "ws://", 1);

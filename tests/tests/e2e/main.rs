@@ -13,4 +13,5 @@ mod restart;
 mod rtm_login;
 mod rtm_status;
 mod tls;
+mod uploads;
 mod web;
