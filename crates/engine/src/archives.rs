@@ -3,8 +3,10 @@
 //! every list ([`crate::paging`]).
 //!
 //! Where each filter is answered:
-//! - `query`: the store's full-text index ([`chatgate_store::Store::search_text`],
-//!   SQLite FTS5), never a scan of event bodies;
+//! - `query`: the store's full-text index (SQLite FTS5), never a scan of
+//!   event bodies: [`chatgate_store::Store::search_threads`] finds the
+//!   matching threads, [`chatgate_store::Store::search_text`] highlights the
+//!   matches of the page's threads only;
 //! - chat and thread metadata (`group_ids`, `from`/`to`, `thread_ids`,
 //!   `tags`, `properties`, v3.6 `chat_ids`/`customer_id`/`customer_email`):
 //!   the hot state, under the organization's lock;
@@ -37,8 +39,8 @@ const MAX_THREAD_IDS: usize = 20;
 const MAX_GROUP_IDS: usize = 200;
 /// v3.6 `filters.chat_ids` holds at most this many ids.
 const MAX_CHAT_IDS: usize = 1000;
-/// Most events one full-text search returns (the matching threads of a
-/// larger result are cut; named in proto-docs/archives.md).
+/// Most threads one full-text search finds (further matches are cut;
+/// named in proto-docs/archives.md).
 const MAX_TEXT_HITS: u32 = 100_000;
 /// Longest highlight tag.
 const MAX_TAG_CHARS: usize = 64;
@@ -344,33 +346,19 @@ pub(crate) async fn list_archives(
         }
     };
 
-    // Full text first, through the index, outside the lock.
-    let text_hits: Option<HashMap<String, Vec<Highlight>>> = match &c.f.query {
+    // Full text first, through the index, outside the lock: which threads
+    // match (highlights are made for the page's threads only, at the end).
+    let text_threads: Option<HashSet<String>> = match &c.f.query {
         None => None,
         Some(q) => {
-            let (pre, post) = highlights
-                .clone()
-                .unwrap_or_else(|| ("<em>".into(), "</em>".into()));
-            let query = chatgate_store::TextQuery {
-                text: q.clone(),
-                pre_tag: pre,
-                post_tag: post,
-                max_hits: MAX_TEXT_HITS,
-            };
             let store = engine.inner.store.clone();
-            let org = org_id.clone();
-            let hits = tokio::task::spawn_blocking(move || store.search_text(&org, &query))
-                .await
-                .map_err(internal)?
-                .map_err(internal)?;
-            let mut by_thread: HashMap<String, Vec<Highlight>> = HashMap::new();
-            for h in hits {
-                by_thread.entry(h.thread_id).or_default().push(Highlight {
-                    event_id: h.event_id,
-                    text: h.highlighted,
-                });
-            }
-            Some(by_thread)
+            let (org, q) = (org_id.clone(), q.clone());
+            let threads =
+                tokio::task::spawn_blocking(move || store.search_threads(&org, &q, MAX_TEXT_HITS))
+                    .await
+                    .map_err(internal)?
+                    .map_err(internal)?;
+            Some(threads.into_iter().collect())
         }
     };
 
@@ -389,7 +377,7 @@ pub(crate) async fn list_archives(
                     continue;
                 }
                 for (index, t) in chat.threads.iter().enumerate() {
-                    if !thread_matches(&c, chat, t, text_hits.as_ref()) {
+                    if !thread_matches(&c, chat, t, text_threads.as_ref()) {
                         continue;
                     }
                     let last = index + 1 == chat.threads.len();
@@ -446,12 +434,34 @@ pub(crate) async fn list_archives(
         next_page_id = None;
         previous_page_id = None;
     }
-    let loaded = load_thread_events(
-        &engine.inner.store,
-        &org_id,
-        page.iter().map(|x| x.thread_id.clone()).collect(),
-    )
-    .await?;
+    let page_threads: Vec<String> = page.iter().map(|x| x.thread_id.clone()).collect();
+    let text_hits: HashMap<String, Vec<Highlight>> = match (&c.f.query, &highlights) {
+        (Some(q), Some((pre, post))) if !page_threads.is_empty() => {
+            let query = chatgate_store::TextQuery {
+                text: q.clone(),
+                pre_tag: pre.clone(),
+                post_tag: post.clone(),
+                max_hits: MAX_TEXT_HITS,
+                thread_ids: Some(page_threads.clone()),
+            };
+            let store = engine.inner.store.clone();
+            let org = org_id.clone();
+            let hits = tokio::task::spawn_blocking(move || store.search_text(&org, &query))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+            let mut by_thread: HashMap<String, Vec<Highlight>> = HashMap::new();
+            for h in hits {
+                by_thread.entry(h.thread_id).or_default().push(Highlight {
+                    event_id: h.event_id,
+                    text: h.highlighted,
+                });
+            }
+            by_thread
+        }
+        _ => HashMap::new(),
+    };
+    let loaded = load_thread_events(&engine.inner.store, &org_id, page_threads).await?;
     let now = now_us();
     let (pending, chats) = {
         let state = caller.org.lock();
@@ -474,13 +484,8 @@ pub(crate) async fn list_archives(
             thread.previous_accessible_thread_id = thread.previous_thread_id.clone();
             thread.next_accessible_thread_id = thread.next_thread_id.clone();
             if highlights.is_some() {
-                thread.highlight = Some(
-                    text_hits
-                        .as_ref()
-                        .and_then(|h| h.get(&cand.thread_id))
-                        .cloned()
-                        .unwrap_or_default(),
-                );
+                thread.highlight =
+                    Some(text_hits.get(&cand.thread_id).cloned().unwrap_or_default());
             }
             chats.push(Chat {
                 id: chat.id.clone(),
@@ -546,7 +551,7 @@ fn thread_matches(
     c: &Compiled,
     chat: &crate::chats::ChatState,
     t: &crate::chats::ThreadState,
-    text_hits: Option<&HashMap<String, Vec<Highlight>>>,
+    text_threads: Option<&HashSet<String>>,
 ) -> bool {
     if let Some(ids) = &c.f.thread_ids
         && !ids.contains(&t.id)
@@ -558,8 +563,8 @@ fn thread_matches(
     {
         return false;
     }
-    if let Some(hits) = text_hits
-        && !hits.contains_key(&t.id)
+    if let Some(hits) = text_threads
+        && !hits.contains(&t.id)
     {
         return false;
     }

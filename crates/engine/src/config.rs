@@ -877,7 +877,7 @@ impl Engine {
                     &caller.scopes,
                     action,
                     payload,
-                    &mut ops,
+                    (&mut ops, &mut pushes),
                 )?,
                 other => return Err(validation(format!("unknown action `{other}`"))),
             };

@@ -8,6 +8,7 @@
 use crate::chats::{now_us, rfc3339};
 use crate::dispatch::parse;
 use crate::error::{err, validation};
+use crate::push::Outgoing;
 use crate::state::{OrgState, TagDef};
 use chatgate_domain::scopes::ScopeSet;
 use chatgate_domain::{Agent, GroupId, OrgId};
@@ -98,8 +99,12 @@ pub(crate) fn write_tag(
     scopes: &ScopeSet,
     action: &str,
     payload: Value,
-    ops: &mut Vec<Op>,
+    (ops, pushes): (&mut Vec<Op>, &mut Vec<Outgoing>),
 ) -> Result<Value, ErrorBody> {
+    // Configuration pushes go to every session of the organization.
+    let push = |state: &OrgState, name: &'static str, payload: Value| {
+        Outgoing::new(name, payload, state.sessions_where(|_| true), None)
+    };
     if action == "delete_tag" {
         let req: TagName = parse(payload)?;
         let tag = state
@@ -108,6 +113,7 @@ pub(crate) fn write_tag(
             .ok_or_else(|| not_found(&req.name))?;
         may_manage(me, scopes, &tag.group_ids)?;
         state.tags.remove(&req.name);
+        pushes.push(push(state, "tag_deleted", json!({ "name": req.name })));
         ops.push(Op::DeleteTag {
             org: org.clone(),
             name: req.name,
@@ -174,6 +180,16 @@ pub(crate) fn write_tag(
         author_id: tag.author_id.clone(),
         created_at_us: tag.created_at_us,
     }));
+    let pushed = if action == "create_tag" {
+        push(state, "tag_created", wire(&tag))
+    } else {
+        push(
+            state,
+            "tag_updated",
+            json!({ "name": tag.name, "group_ids": tag.group_ids }),
+        )
+    };
+    pushes.push(pushed);
     state.tags.insert(tag.name.clone(), tag);
     Ok(json!({}))
 }

@@ -115,6 +115,9 @@ impl Store for GatedStore {
     ) -> Result<Vec<chatgate_store::TextHit>, StoreError> {
         Ok(vec![])
     }
+    fn search_threads(&self, _: &str, _: &str, _: u32) -> Result<Vec<String>, StoreError> {
+        Ok(vec![])
+    }
     fn thread_facts(
         &self,
         _: &str,

@@ -100,6 +100,8 @@ pub struct TextQuery {
     pub post_tag: String,
     /// At most this many events are returned.
     pub max_hits: u32,
+    /// Only events of these threads, when given.
+    pub thread_ids: Option<Vec<String>>,
 }
 
 /// An event found by [`Store::search_text`].
@@ -145,6 +147,10 @@ pub trait Store: Send + Sync + 'static {
     /// Events of the organization whose text has every word of
     /// `query.text` (full-text index), each with its text highlighted.
     fn search_text(&self, org: &str, query: &TextQuery) -> Result<Vec<TextHit>, StoreError>;
+
+    /// The threads with an event whose text has every word of `text` (at
+    /// most `max`), without reading the texts: what filtering needs.
+    fn search_threads(&self, org: &str, text: &str, max: u32) -> Result<Vec<String>, StoreError>;
 
     /// Kind, author and time of every event of each thread (for the archive
     /// filters that look at events), in the order of `thread_ids`.

@@ -999,29 +999,55 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         };
         let conn = self.reader.lock().expect("reader lock poisoned");
-        let mut stmt = conn.prepare_cached(
+        // Only these threads (the page being answered), when given.
+        let mut sql = String::from(
             "SELECT chat_id, thread_id, event_id, highlight(events_fts, 0, ?3, ?4)
              FROM events_fts
+             WHERE events_fts MATCH ?2 AND org_id = ?1",
+        );
+        let mut args: Vec<rusqlite::types::Value> = vec![
+            org.to_owned().into(),
+            expr.into(),
+            query.pre_tag.clone().into(),
+            query.post_tag.clone().into(),
+            (query.max_hits as i64).into(),
+        ];
+        if let Some(ids) = &query.thread_ids {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            sql.push_str(" AND thread_id IN (");
+            for (i, id) in ids.iter().enumerate() {
+                sql.push_str(if i == 0 { "?" } else { ", ?" });
+                sql.push_str(&(args.len() + 1).to_string());
+                args.push(id.clone().into());
+            }
+            sql.push(')');
+        }
+        sql.push_str(" LIMIT ?5");
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+            Ok(crate::TextHit {
+                chat_id: r.get(0)?,
+                thread_id: r.get(1)?,
+                event_id: r.get(2)?,
+                highlighted: r.get(3)?,
+            })
+        })?;
+        rows.map(|r| r.map_err(StoreError::from)).collect()
+    }
+
+    fn search_threads(&self, org: &str, text: &str, max: u32) -> Result<Vec<String>, StoreError> {
+        let Some(expr) = fts_expression(text) else {
+            return Ok(Vec::new());
+        };
+        let conn = self.reader.lock().expect("reader lock poisoned");
+        let mut stmt = conn.prepare_cached(
+            "SELECT DISTINCT thread_id FROM events_fts
              WHERE events_fts MATCH ?2 AND org_id = ?1
-             LIMIT ?5",
+             LIMIT ?3",
         )?;
-        let rows = stmt.query_map(
-            params![
-                org,
-                expr,
-                query.pre_tag,
-                query.post_tag,
-                query.max_hits as i64
-            ],
-            |r| {
-                Ok(crate::TextHit {
-                    chat_id: r.get(0)?,
-                    thread_id: r.get(1)?,
-                    event_id: r.get(2)?,
-                    highlighted: r.get(3)?,
-                })
-            },
-        )?;
+        let rows = stmt.query_map(params![org, expr, max as i64], |r| r.get(0))?;
         rows.map(|r| r.map_err(StoreError::from)).collect()
     }
 

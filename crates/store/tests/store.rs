@@ -495,6 +495,7 @@ fn query(text: &str) -> TextQuery {
         pre_tag: "[".into(),
         post_tag: "]".into(),
         max_hits: 100,
+        thread_ids: None,
     }
 }
 
@@ -598,6 +599,16 @@ fn full_text_search_finds_every_word_in_its_organization_only() {
         .thread_facts("acme", &["TB".to_string(), "nope".to_string()])
         .unwrap();
     assert_eq!(facts.len(), 2);
+    let mut threads = store.search_threads("acme", "parcel", 100).unwrap();
+    threads.sort();
+    assert_eq!(threads, vec!["TA".to_string(), "TB".to_string()]);
+    let only_b = TextQuery {
+        thread_ids: Some(vec!["TB".into()]),
+        ..query("parcel")
+    };
+    let hits = store.search_text("acme", &only_b).unwrap();
+    assert_eq!(hits.len(), 2);
+    assert!(hits.iter().all(|h| h.thread_id == "TB"));
     assert_eq!(facts[0].len(), 3);
     assert!(facts[1].is_empty());
 }

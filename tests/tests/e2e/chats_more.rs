@@ -981,6 +981,11 @@ async fn threads_are_tagged_and_untagged() {
             )
             .await;
         assert_eq!(code, 200, "{body}");
+        // Every session of the organization hears about the definition.
+        let p = bob.push("tag_created").await;
+        assert_eq!(p["payload"]["name"], name);
+        assert_eq!(p["payload"]["group_ids"], groups);
+        assert_eq!(p["payload"]["author_id"], "alice@acme.test");
     }
     let r = alice
         .request(

@@ -1086,10 +1086,13 @@ async fn tags_are_defined_per_group() {
         .config("create_tag", OWNER, create("  ", json!([0])))
         .await;
     assert_eq!(code, 400);
+    let mut watcher = s.login("bob-pat-1").await;
     let (code, _) = s
         .config("update_tag", OWNER, create("sales", json!([1])))
         .await;
     assert_eq!(code, 200);
+    let p = watcher.push("tag_updated").await;
+    assert_eq!(p["payload"], json!({"name": "sales", "group_ids": [1]}));
     let (code, body) = s
         .config("update_tag", OWNER, create("nope", json!([1])))
         .await;
@@ -1157,6 +1160,7 @@ async fn tags_are_defined_per_group() {
         .await;
     assert_eq!(code, 403);
     // Definitions survive a restart; deleting is by exact name.
+    drop(watcher);
     let s = s.restart().await;
     let (_, list) = s.config("list_tags", OWNER, json!({})).await;
     assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
@@ -1164,10 +1168,14 @@ async fn tags_are_defined_per_group() {
         .config("delete_tag", OWNER, json!({"name": "BUG_REPORT"}))
         .await;
     assert_eq!(code, 404);
+    let mut watcher = s.login("bob-pat-1").await;
     let (code, _) = s
         .config("delete_tag", OWNER, json!({"name": "bug_report"}))
         .await;
     assert_eq!(code, 200);
+    let p = watcher.push("tag_deleted").await;
+    assert_eq!(p["payload"], json!({"name": "bug_report"}));
+    drop(watcher);
     let s = s.restart().await;
     let (_, list) = s.config("list_tags", OWNER, json!({})).await;
     let names: Vec<&str> = list
