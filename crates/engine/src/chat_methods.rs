@@ -287,8 +287,20 @@ pub(crate) async fn customer_login(
         {
             return Err(validation("this connection is already logged in"));
         }
+        let returning = customer.sessions.is_empty();
         customer.sessions.push(conn.clone());
         let customer = &state.customers[&entry.agent];
+        // A customer arriving on the site: `incoming_customer` to those who
+        // monitor it.
+        let mut pushes = Vec::new();
+        if returning {
+            pushes.push(Outgoing::new(
+                "incoming_customer",
+                customer.to_wire(state),
+                crate::customers::customer_audience(state, &entry.agent),
+                None,
+            ));
+        }
         let chats: Vec<CustomerChatRef> = customer
             .chat_ids
             .iter()
@@ -316,7 +328,7 @@ pub(crate) async fn customer_login(
                 customer_groups: monitoring_group(req.group_id.unwrap_or(0)),
             },
         };
-        (commit(reservation, ops, Vec::new()), response)
+        (commit(reservation, ops, pushes), response)
     };
     pending.wait().await?;
     Ok(Reply::ok(
@@ -333,8 +345,23 @@ pub(crate) fn customer_session_ended(engine: &Engine, conn: &Arc<Connection>) {
         return;
     };
     let mut state = org.lock();
-    if let Some(c) = state.customers.get_mut(&login.agent) {
-        c.sessions.retain(|s| s.id() != conn.id());
+    let Some(c) = state.customers.get_mut(&login.agent) else {
+        return;
+    };
+    c.sessions.retain(|s| s.id() != conn.id());
+    if !c.sessions.is_empty() {
+        return;
+    }
+    // The customer left the site: those who monitor it hear so (after
+    // everything already submitted, like any push).
+    let push = Outgoing::new(
+        "customer_left",
+        json!({ "id": login.agent, "left_at": crate::chats::rfc3339(now_us()) }),
+        crate::customers::customer_audience(&state, &login.agent),
+        None,
+    );
+    if let Err(e) = crate::push::submit(&engine.inner.store, Vec::new(), vec![push]) {
+        tracing::debug!(error = ?e, "customer_left not sent");
     }
 }
 

@@ -227,6 +227,12 @@ pub(crate) async fn transfer_chat(
         }
         let mut ops = Vec::new();
         let mut pushes = Vec::new();
+        // Who monitored the chat's customer before the move.
+        let customer = state.chats[&req.id].customer_id.clone();
+        let monitors_before = customer
+            .as_deref()
+            .map(|c| crate::customers::customer_audience(state, c))
+            .unwrap_or_default();
         // The previous agents leave.
         for agent in &previous {
             ops.extend(close_agent(state, &org_id, &req.id, agent));
@@ -329,6 +335,15 @@ pub(crate) async fn transfer_chat(
         let (qops, qpushes) = drain_queue(state, &org_id, now);
         ops.extend(qops);
         pushes.extend(qpushes);
+        if let Some(c) = &customer {
+            let groups = state.chats[&req.id].access.clone();
+            pushes.extend(crate::customers::customer_transferred(
+                state,
+                c,
+                monitors_before,
+                &groups,
+            ));
+        }
         commit(reservation, ops, pushes)
     };
     pending.wait().await?;

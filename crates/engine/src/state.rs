@@ -89,6 +89,8 @@ pub(crate) struct AgentState {
     pub active_chats: BTreeSet<String>,
     /// When the agent last got a chat (µs; idle-longest tie-break).
     pub last_assigned_us: i64,
+    /// Which customers its sessions hear about.
+    pub monitoring: crate::customers::Monitoring,
 }
 
 impl AgentState {
@@ -106,6 +108,7 @@ impl AgentState {
             sessions: Vec::new(),
             active_chats: BTreeSet::new(),
             last_assigned_us: i64::MIN,
+            monitoring: Default::default(),
         }
     }
 

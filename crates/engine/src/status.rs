@@ -122,6 +122,16 @@ pub(crate) async fn login(
         {
             return Err(validation("this connection is already logged in"));
         }
+        // The monitoring level: as asked, else `my` for a first session,
+        // else unchanged.
+        match req.customer_monitoring_level.as_deref() {
+            Some(level) => {
+                agent.monitoring =
+                    crate::customers::Monitoring::parse(level).expect("checked above");
+            }
+            None if agent.sessions.is_empty() => agent.monitoring = Default::default(),
+            None => {}
+        }
         let before = agent.effective();
         if agent.sessions.is_empty() {
             agent.chosen = match (req.reconnect, agent.last_chosen) {
@@ -153,6 +163,12 @@ pub(crate) async fn login(
         let (ops, queue_pushes) = drain_queue(&mut state, &org.org.id, now_us());
         pushes.extend(queue_pushes);
         let response = login_response(&org.org, &state, &entry.agent, after);
+        // After the response: the customers this session monitors.
+        pushes.extend(crate::customers::incoming_customers(
+            &state,
+            &state.agents[&entry.agent],
+            conn,
+        ));
         (commit(reservation, ops, pushes), response)
     };
     pending.wait().await?;

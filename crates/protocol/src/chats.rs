@@ -638,6 +638,10 @@ pub struct ListCustomersRequest {
     pub page_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filters: Option<Value>,
+    /// `created_at` (default), `threads_count`, `visits_count`,
+    /// `agent_last_event`, `customer_last_event`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort_by: Option<String>,
 }
 
 /// `update_customer` request (agent side).

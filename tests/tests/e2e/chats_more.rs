@@ -799,7 +799,15 @@ async fn a_repeated_custom_id_returns_the_original_event() {
 #[tokio::test]
 async fn agents_manage_customers_and_bans_take_effect() {
     let s = TestServer::start().await;
-    let mut bob = s.login("bob-pat-1").await;
+    // Bob monitors every customer of his groups.
+    let mut bob = s.rtm().await;
+    let r = bob
+        .request(
+            "login",
+            json!({"token": "Bearer bob-pat-1", "customer_monitoring_level": "online"}),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
     let owner = Some("Bearer alice-pat-1");
     // create_customer (3.5) pushes incoming_customer.
     let (code, body) = s
@@ -1279,4 +1287,180 @@ async fn a_thread_carries_at_most_fifty_tags() {
         chat["payload"]["thread"]["tags"].as_array().unwrap().len(),
         50
     );
+}
+
+#[tokio::test]
+async fn list_customers_filters_and_sorts() {
+    let s = TestServer::start().await;
+    let owner = Some("Bearer alice-pat-1");
+    let mut ids = Vec::new();
+    for (name, email) in [
+        ("Ann", "ann@example.com"),
+        ("Ben", "BEN@example.com"),
+        ("Cid", "cid@example.com"),
+    ] {
+        let (code, body) = s
+            .web(
+                "create_customer",
+                owner,
+                json!({"name": name, "email": email}),
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+        ids.push(body["customer_id"].as_str().unwrap().to_owned());
+    }
+    // A customer who chats (two threads), in group 1.
+    let mut alice = s.login("alice-pat-1").await;
+    let (mut cust, chatter) = s.customer("acme").await;
+    let r = cust
+        .request(
+            "start_chat",
+            json!({"chat": {"access": {"group_ids": [1]}, "thread": {"events": [message("hi")]}}}),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let chat_id = r["payload"]["chat_id"].as_str().unwrap().to_owned();
+    alice.push("incoming_chat").await;
+    assert_eq!(
+        alice
+            .request("deactivate_chat", json!({"id": chat_id}))
+            .await["success"],
+        true
+    );
+    let r = cust
+        .request(
+            "resume_chat",
+            json!({"chat": {"id": chat_id, "thread": {"events": [message("again")]}}}),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let list = |filters: Value| {
+        let s = &s;
+        async move {
+            let (code, r) = s
+                .web(
+                    "list_customers",
+                    owner,
+                    json!({"filters": filters, "limit": 100}),
+                )
+                .await;
+            assert_eq!(code, 200, "{filters} -> {r}");
+            let mut got: Vec<String> = r["customers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_owned())
+                .collect();
+            got.sort();
+            assert_eq!(r["total_customers"], got.len(), "{r}");
+            got
+        }
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        list(json!({"name": {"values": ["Ann", "Cid"]}})).await,
+        sorted(vec![ids[0].clone(), ids[2].clone()])
+    );
+    assert_eq!(
+        list(json!({"email": {"values": ["ben@EXAMPLE.com"]}})).await,
+        vec![ids[1].clone()]
+    );
+    assert_eq!(
+        list(json!({"email": {"exclude_values": ["ann@example.com"]}}))
+            .await
+            .len(),
+        3
+    );
+    assert_eq!(
+        list(json!({"customer_id": {"values": [chatter]}})).await,
+        vec![chatter.clone()]
+    );
+    assert_eq!(
+        list(json!({"chats_count": {"gte": 1}})).await,
+        vec![chatter.clone()]
+    );
+    assert_eq!(
+        list(json!({"threads_count": {"eq": 2}})).await,
+        vec![chatter.clone()]
+    );
+    assert_eq!(
+        list(json!({"include_customers_without_chats": false})).await,
+        vec![chatter.clone()]
+    );
+    assert_eq!(
+        list(json!({"chat_group_ids": {"values": [1]}})).await,
+        vec![chatter.clone()]
+    );
+    assert_eq!(
+        list(json!({"chat_group_ids": {"exclude_values": [1]}}))
+            .await
+            .len(),
+        3
+    );
+    assert_eq!(
+        list(json!({"customer_last_event_created_at": {"gte": "2000-01-01T00:00:00Z"}})).await,
+        vec![chatter.clone()]
+    );
+    assert_eq!(
+        list(json!({"created_at": {"lt": "2000-01-01T00:00:00Z"}}))
+            .await
+            .len(),
+        0
+    );
+    assert_eq!(list(json!({"country": {"values": ["PL"]}})).await.len(), 0);
+    assert_eq!(
+        list(json!({"country": {"exclude_values": ["PL"]}}))
+            .await
+            .len(),
+        4
+    );
+    assert_eq!(
+        list(json!({"name": {"values": ["Ann", "Ben"]}, "email": {"exclude_values": ["ben@example.com"]}})).await,
+        vec![ids[0].clone()]
+    );
+    // Sorted by threads: the chatter first (desc); the sort is frozen in the page id.
+    let (code, r) = s
+        .web(
+            "list_customers",
+            owner,
+            json!({"sort_by": "threads_count", "limit": 1}),
+        )
+        .await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["customers"][0]["id"], json!(chatter));
+    let next = r["next_page_id"].as_str().unwrap();
+    let (code, r2) = s
+        .web(
+            "list_customers",
+            owner,
+            json!({"page_id": next, "limit": 10}),
+        )
+        .await;
+    assert_eq!(code, 200, "{r2}");
+    assert_eq!(r2["customers"].as_array().unwrap().len(), 3);
+    assert!(
+        r2["customers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["id"] != json!(chatter))
+    );
+    // Bad filters are `validation`.
+    for bad in [
+        json!({"filters": {"nope": {"values": ["x"]}}}),
+        json!({"filters": {"name": {"values": ["a"], "exclude_values": ["b"]}}}),
+        json!({"filters": {"created_at": {"gte": "yesterday"}}}),
+        json!({"filters": {"chats_count": {"gte": "one"}}}),
+        json!({"sort_by": "height"}),
+    ] {
+        let (code, r) = s.web("list_customers", owner, bad.clone()).await;
+        assert_eq!(
+            (code, r["error"]["type"].clone()),
+            (400, json!("validation")),
+            "{bad} -> {r}"
+        );
+    }
 }
