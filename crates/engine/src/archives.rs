@@ -479,6 +479,7 @@ pub(crate) async fn list_archives(
                 events
             };
             let mut thread = wire_thread(&state, chat, cand.index, events, false, now);
+            crate::chats::add_visit(&mut thread, chat, caller.version, false);
             // Access is per chat: every thread of a readable chat is
             // accessible.
             thread.previous_accessible_thread_id = thread.previous_thread_id.clone();

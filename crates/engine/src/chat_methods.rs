@@ -575,6 +575,10 @@ pub(crate) async fn start_chat(
             }
             id
         };
+        let visit = match &caller.actor {
+            Actor::Customer(id) => customer_visit(state, id),
+            Actor::Agent(_) => None,
+        };
         let chat = state.chats.get_mut(&chat_id).expect("chat exists");
         if let Some(groups) = access {
             chat.access = groups;
@@ -596,6 +600,7 @@ pub(crate) async fn start_chat(
             queued_at_us: None,
             properties: initial.properties.unwrap_or_default(),
             tags: Vec::new(),
+            customer_visit: visit,
         };
         let thread_id = thread.id.clone();
         ops.push(Op::CreateThread {
@@ -684,6 +689,20 @@ pub(crate) async fn start_chat(
     Ok(Reply::ok(
         serde_json::to_value(response).expect("serializes"),
     ))
+}
+
+/// v3.6 `customer_visit` of a thread a customer starts: the address and
+/// `User-Agent` of its live RTM connection (chatgate has no geolocation).
+fn customer_visit(state: &OrgState, customer: &str) -> Option<Value> {
+    let conn = state.customers.get(customer)?.sessions.first()?;
+    let mut visit = serde_json::Map::new();
+    if let Some(ip) = conn.peer {
+        visit.insert("ip".into(), json!(ip.to_string()));
+    }
+    if let Some(ua) = conn.user_agent() {
+        visit.insert("user_agent".into(), json!(ua));
+    }
+    (!visit.is_empty()).then_some(Value::Object(visit))
 }
 
 /// Reverts an in-memory start or resume whose routing found nobody (before
@@ -920,6 +939,9 @@ pub(crate) async fn get_chat(
         let mut wire = wire_chat(&state, chat, for_customer, viewer, now);
         if let Some((index, events)) = older_events {
             wire.thread = Some(wire_thread(&state, chat, index, events, for_customer, now));
+        }
+        if let Some(t) = wire.thread.as_mut() {
+            crate::chats::add_visit(t, chat, caller.version, for_customer);
         }
         (
             crate::push::submit(&engine.inner.store, Vec::new(), Vec::new())?,

@@ -649,6 +649,24 @@ pub(crate) async fn typing(
             to
         };
         let push = match what {
+            Typing::Preview { mut event } => {
+                let common = event.common_mut();
+                common.author_id = Some(me.clone());
+                common.created_at = Some(rfc3339(now_us()));
+                common.id = None;
+                let to = chat
+                    .customer_id
+                    .as_ref()
+                    .and_then(|c| state.customers.get(c))
+                    .map(|c| c.sessions.clone())
+                    .unwrap_or_default();
+                Outgoing::new(
+                    "incoming_event_preview",
+                    json!({ "chat_id": chat_id, "thread_id": thread_id, "event": event }),
+                    to,
+                    None,
+                )
+            }
             Typing::Thinking {
                 title,
                 description,
@@ -727,6 +745,10 @@ pub(crate) enum Typing {
     },
     SneakPeek {
         text: String,
+    },
+    /// v3.6 `send_event_preview`: a message not stored, for the customer.
+    Preview {
+        event: Box<Event>,
     },
     /// v3.6 `send_thinking_indicator` (agents and bots).
     Thinking {
@@ -960,7 +982,9 @@ pub(crate) async fn list_threads(
                 } else {
                     events
                 };
-                wire_thread(&state, chat, i, events, for_customer, now)
+                let mut t = wire_thread(&state, chat, i, events, for_customer, now);
+                crate::chats::add_visit(&mut t, chat, caller.version, for_customer);
+                t
             })
             .collect();
         (

@@ -120,6 +120,8 @@ pub(crate) struct ThreadState {
     pub properties: Properties,
     /// Tags, in the order they were added.
     pub tags: Vec<String>,
+    /// v3.6: where the customer was when it started this thread.
+    pub customer_visit: Option<serde_json::Value>,
 }
 
 impl ThreadState {
@@ -132,6 +134,10 @@ impl ThreadState {
             queued_at_us: self.queued_at_us,
             properties: serde_json::to_string(&self.properties).expect("properties serialize"),
             tags: serde_json::to_string(&self.tags).expect("tags serialize"),
+            customer_visit: self
+                .customer_visit
+                .as_ref()
+                .map(serde_json::Value::to_string),
         }
     }
 }
@@ -205,6 +211,12 @@ impl ChatState {
                     .map_err(|e| format!("thread {}: {e}", t.id))?,
                 tags: serde_json::from_str(&t.tags)
                     .map_err(|e| format!("thread {} tags: {e}", t.id))?,
+                customer_visit: t
+                    .customer_visit
+                    .as_deref()
+                    .map(serde_json::from_str)
+                    .transpose()
+                    .map_err(|e| format!("thread {} customer_visit: {e}", t.id))?,
                 id: t.id,
                 active: t.active,
                 created_at_us: t.created_at_us,
@@ -529,6 +541,22 @@ pub(crate) fn wire_thread(
         next_thread_id: chat.threads.get(index + 1).map(|t| t.id.clone()),
         created_at: rfc3339(t.created_at_us),
         ..Default::default()
+    }
+}
+
+/// v3.6 responses to agents show the thread's `customer_visit`.
+pub(crate) fn add_visit(
+    thread: &mut Thread,
+    chat: &ChatState,
+    version: chatgate_protocol::Version,
+    for_customer: bool,
+) {
+    if version >= chatgate_protocol::Version::V3_6 && !for_customer {
+        thread.customer_visit = chat
+            .threads
+            .iter()
+            .find(|t| t.id == thread.id)
+            .and_then(|t| t.customer_visit.clone());
     }
 }
 

@@ -3,7 +3,7 @@
 //! after login, who it belongs to and which pushes it subscribed to.
 
 use bytes::Bytes;
-use chatgate_protocol::pushes::{is_agent_push, is_customer_push};
+use chatgate_protocol::pushes::is_agent_push;
 use chatgate_protocol::{DisconnectReason, Version};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -32,7 +32,7 @@ impl Side {
     fn is_push(self, version: Version, name: &str) -> bool {
         match self {
             Side::Agent => is_agent_push(version, name),
-            Side::Customer => is_customer_push(name),
+            Side::Customer => chatgate_protocol::pushes::is_customer_push_of(version, name),
         }
     }
 }
@@ -132,9 +132,18 @@ pub struct Connection {
     dropped_frames: AtomicU64,
     /// The client's address, when the transport knows it.
     pub(crate) peer: Option<std::net::IpAddr>,
+    /// The client's `User-Agent`, when the transport knows it.
+    user_agent: OnceLock<String>,
     /// Whether this connection is counted among its address's
     /// unauthenticated connections (until it logs in or ends).
     pub(crate) counted_unauthenticated: std::sync::atomic::AtomicBool,
+}
+
+/// What the transport knows about a client.
+#[derive(Clone, Debug, Default)]
+pub struct ClientInfo {
+    pub ip: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
 }
 
 /// The receiving side, owned by the transport.
@@ -173,10 +182,20 @@ impl Connection {
                 login: OnceLock::new(),
                 dropped_frames: AtomicU64::new(0),
                 peer,
+                user_agent: OnceLock::new(),
                 counted_unauthenticated: std::sync::atomic::AtomicBool::new(false),
             }),
             ConnectionRx { outbound: rx },
         )
+    }
+
+    /// Records the client's `User-Agent` (at most 512 characters kept).
+    pub fn set_user_agent(&self, ua: String) {
+        let _ = self.user_agent.set(ua.chars().take(512).collect());
+    }
+
+    pub(crate) fn user_agent(&self) -> Option<&str> {
+        self.user_agent.get().map(String::as_str)
     }
 
     /// Connection id, unique within the process.

@@ -130,6 +130,7 @@ fn agent_method_scopes(action: &str) -> &'static [&'static str] {
         | "send_rich_message_postback"
         | "send_typing_indicator"
         | "send_thinking_indicator"
+        | "send_event_preview"
         | "update_chat_properties"
         | "delete_chat_properties"
         | "update_thread_properties"
@@ -361,6 +362,29 @@ impl Engine {
                 let what = Typing::Indicator {
                     is_typing: r.is_typing,
                     visibility: r.visibility.unwrap_or_default(),
+                };
+                chat_more::typing(self, &chat_caller(), &r.chat_id, what).await
+            }
+            "send_event_preview" => {
+                if version < chatgate_protocol::Version::V3_6 {
+                    return Err(validation(
+                        "`send_event_preview` is a 3.6 method: send it with version 3.6",
+                    ));
+                }
+                let r: chatgate_protocol::chats::SendEventPreviewRequest = parse(req.payload)?;
+                if !matches!(r.event, chatgate_protocol::data::Event::Message { .. }) {
+                    return Err(validation(
+                        "`send_event_preview` takes only `message` events",
+                    ));
+                }
+                if r.event.common().visibility != chatgate_protocol::data::Visibility::All {
+                    return Err(validation(
+                        "`send_event_preview` takes only events with visibility `all`",
+                    ));
+                }
+                crate::chats::validate_event(&r.event, false).map_err(validation)?;
+                let what = Typing::Preview {
+                    event: Box::new(r.event),
                 };
                 chat_more::typing(self, &chat_caller(), &r.chat_id, what).await
             }

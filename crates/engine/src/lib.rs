@@ -37,7 +37,7 @@ mod tags;
 mod uploads;
 
 pub use auth::hash_secret;
-pub use connection::{Connection, ConnectionRx, Side, Subscriptions};
+pub use connection::{ClientInfo, Connection, ConnectionRx, Side, Subscriptions};
 pub use dispatch::{AfterReply, Reply, Request, Requester};
 pub use error::{internal, validation};
 pub use limits::Rate;

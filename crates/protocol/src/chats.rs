@@ -697,6 +697,13 @@ pub struct SendThinkingIndicatorRequest {
     pub custom_id: Option<String>,
 }
 
+/// v3.6 `send_event_preview` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SendEventPreviewRequest {
+    pub chat_id: String,
+    pub event: Event,
+}
+
 /// Names to delete per namespace (`delete_*_properties`).
 pub type PropertyNames = BTreeMap<String, Vec<String>>;
 

@@ -60,6 +60,7 @@ pub const AGENT_METHODS: &[(&str, Transports)] = &[
     // v3.6
     ("update_session", Transports::RtmOnly),
     ("send_thinking_indicator", Transports::Both),
+    ("send_event_preview", Transports::Both),
 ];
 
 /// The Customer Chat API v3.5 method catalogue (§14.3) with transports.

@@ -106,9 +106,20 @@ pub const CUSTOMER_PUSHES_V3_5: &[&str] = &[
     "queue_position_updated",
 ];
 
+/// Customer pushes chatgate adds for v3.6 sessions: the preview an agent
+/// sends with `send_event_preview` (a chatgate name; see
+/// proto-docs/decisions.md).
+pub const CUSTOMER_PUSHES_V3_6_ADDED: &[&str] = &["incoming_event_preview"];
+
 /// Whether `name` is a customer push.
 pub fn is_customer_push(name: &str) -> bool {
     CUSTOMER_PUSHES_V3_5.contains(&name)
+}
+
+/// Whether `name` is a customer push of `version`.
+pub fn is_customer_push_of(version: Version, name: &str) -> bool {
+    is_customer_push(name)
+        || (version >= Version::V3_6 && CUSTOMER_PUSHES_V3_6_ADDED.contains(&name))
 }
 
 /// Whether `name` is an agent push of `version`.

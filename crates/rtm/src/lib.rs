@@ -129,7 +129,7 @@ pub async fn run<S, R, E1, E2>(
     engine: Engine,
     side: Side,
     version: Version,
-    peer: Option<std::net::IpAddr>,
+    client: chatgate_engine::ClientInfo,
     sink: S,
     stream: R,
     config: RtmConfig,
@@ -139,7 +139,10 @@ pub async fn run<S, R, E1, E2>(
     E1: std::fmt::Display,
     E2: std::fmt::Display,
 {
-    let (conn, rx) = engine.connect(side, version, peer);
+    let (conn, rx) = engine.connect(side, version, client.ip);
+    if let Some(ua) = client.user_agent {
+        conn.set_user_agent(ua);
+    }
     let mut session = Session {
         engine: engine.clone(),
         conn: conn.clone(),

@@ -247,6 +247,8 @@ pub struct ThreadRecord {
     pub properties: String,
     /// JSON array of tag names.
     pub tags: String,
+    /// v3.6 `customer_visit` (JSON), for threads a customer started.
+    pub customer_visit: Option<String>,
 }
 
 /// A tag definition (Configuration API `create_tag`).

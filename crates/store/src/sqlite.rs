@@ -212,6 +212,9 @@ CREATE TABLE uploads (
     PRIMARY KEY (org_id, id)
 );
 "#,
+    r#"
+ALTER TABLE threads ADD COLUMN customer_visit TEXT;
+"#,
 ];
 
 struct Job {
@@ -581,8 +584,8 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
             thread,
         } => {
             tx.prepare_cached(
-                "INSERT INTO threads (org_id, chat_id, id, active, created_at, closed_at, queued_at, properties, tags)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO threads (org_id, chat_id, id, active, created_at, closed_at, queued_at, properties, tags, customer_visit)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
             .execute(params![
                 org.0,
@@ -593,7 +596,8 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
                 thread.closed_at_us,
                 thread.queued_at_us,
                 thread.properties,
-                thread.tags
+                thread.tags,
+                thread.customer_visit
             ])?;
         }
         Op::UpsertTag(t) => {
@@ -1267,7 +1271,7 @@ fn load_chats(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreErr
          WHERE org_id = ?1 AND chat_id = ?2 ORDER BY rowid",
     )?;
     let mut threads = conn.prepare(
-        "SELECT id, active, created_at, closed_at, queued_at, properties, tags FROM threads
+        "SELECT id, active, created_at, closed_at, queued_at, properties, tags, customer_visit FROM threads
          WHERE org_id = ?1 AND chat_id = ?2 ORDER BY created_at, rowid",
     )?;
     let rows: Vec<ChatRecord> = chats
@@ -1308,6 +1312,7 @@ fn load_chats(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreErr
                 queued_at_us: r.get(4)?,
                 properties: r.get(5)?,
                 tags: r.get(6)?,
+                customer_visit: r.get(7)?,
             })
         })? {
             chat.threads.push(t?);

@@ -329,6 +329,7 @@ fn chats_threads_users_and_customers_load_back() {
             queued_at_us: None,
             properties: "{}".into(),
             tags: "[]".into(),
+            customer_visit: None,
         };
         write(
             &store,

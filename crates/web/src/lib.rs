@@ -501,7 +501,11 @@ async fn agent_rtm(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ws: Upgrade,
 ) -> Result<Response, ApiError> {
-    upgrade(state, &version, ws, Side::Agent, peer)
+    let client = chatgate_engine::ClientInfo {
+        ip: Some(peer.ip()),
+        user_agent: None,
+    };
+    upgrade(state, &version, ws, Side::Agent, client)
 }
 
 /// `organization_id` in the query is accepted; the organization comes from
@@ -511,9 +515,17 @@ async fn customer_rtm(
     Path(version): Path<String>,
     Query(_org): Query<OrgQuery>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ws: Upgrade,
 ) -> Result<Response, ApiError> {
-    upgrade(state, &version, ws, Side::Customer, peer)
+    let client = chatgate_engine::ClientInfo {
+        ip: Some(peer.ip()),
+        user_agent: header_str(&headers, "user-agent")
+            .ok()
+            .flatten()
+            .map(str::to_owned),
+    };
+    upgrade(state, &version, ws, Side::Customer, client)
 }
 
 fn upgrade(
@@ -521,7 +533,7 @@ fn upgrade(
     version: &str,
     ws: Upgrade,
     side: Side,
-    peer: SocketAddr,
+    client: chatgate_engine::ClientInfo,
 ) -> Result<Response, ApiError> {
     let version = path_version(version)?;
     let ws = ws.map_err(|e| ApiError(validation(format!("WebSocket upgrade required: {e}"))))?;
@@ -540,7 +552,7 @@ fn upgrade(
                 engine,
                 side,
                 version,
-                Some(peer.ip()),
+                client,
                 sink,
                 stream,
                 config.rtm.clone(),

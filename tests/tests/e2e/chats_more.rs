@@ -1464,3 +1464,127 @@ async fn list_customers_filters_and_sorts() {
         );
     }
 }
+
+#[tokio::test]
+async fn v36_threads_show_the_customer_visit() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let s = TestServer::start().await;
+    let mut alice = s.login("alice-pat-1").await;
+    let (token, _) = s.customer_token("acme", None).await;
+    let mut req = format!("ws://{}/v3.5/customer/rtm/ws?organization_id=acme", s.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("user-agent", "chatgate-test/1.0".parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut cust = Rtm::from_ws(ws);
+    let r = cust
+        .request("login", json!({"token": format!("Bearer {token}")}))
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let r = cust
+        .request(
+            "start_chat",
+            json!({"chat": {"thread": {"events": [message("hi")]}}}),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let chat_id = r["payload"]["chat_id"].as_str().unwrap().to_owned();
+    alice.push("incoming_chat").await;
+    let visit = json!({"ip": "127.0.0.1", "user_agent": "chatgate-test/1.0"});
+    let get = |version: &str| json!({"action": "get_chat", "version": version, "payload": {"chat_id": chat_id}});
+    let r = alice.request_frame(get("3.6")).await;
+    assert_eq!(r["payload"]["thread"]["customer_visit"], visit, "{r}");
+    let r = alice.request_frame(get("3.5")).await;
+    assert!(
+        r["payload"]["thread"].get("customer_visit").is_none(),
+        "{r}"
+    );
+    let r = alice
+        .request_frame(
+            json!({"action": "list_threads", "version": "3.6", "payload": {"chat_id": chat_id}}),
+        )
+        .await;
+    assert_eq!(r["payload"]["threads"][0]["customer_visit"], visit, "{r}");
+    // The customer never sees it; it is durable.
+    let r = cust.request("get_chat", json!({"chat_id": chat_id})).await;
+    assert!(
+        r["payload"]["thread"].get("customer_visit").is_none(),
+        "{r}"
+    );
+    drop((alice, cust));
+    let s = s.restart().await;
+    let (code, r) = web_call(
+        &s.url("/v3.6/agent/action/get_chat"),
+        Some("Bearer alice-pat-1"),
+        json!({"chat_id": chat_id}).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["thread"]["customer_visit"], visit, "{r}");
+}
+
+#[tokio::test]
+async fn v36_event_previews_reach_the_customer_and_are_not_stored() {
+    let s = TestServer::start().await;
+    let mut alice = s.login("alice-pat-1").await;
+    // A customer on a 3.6 connection.
+    let (token, _) = s.customer_token("acme", None).await;
+    let mut cust = Rtm::connect_path(s.addr, "/v3.6/customer/rtm/ws?organization_id=acme").await;
+    let r = cust
+        .request("login", json!({"token": format!("Bearer {token}")}))
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let r = cust
+        .request(
+            "start_chat",
+            json!({"chat": {"thread": {"events": [message("hi")]}}}),
+        )
+        .await;
+    let chat_id = r["payload"]["chat_id"].as_str().unwrap().to_owned();
+    alice.push("incoming_chat").await;
+    let preview = |event: Value, version: &str| {
+        json!({"action": "send_event_preview", "version": version,
+               "payload": {"chat_id": chat_id, "event": event}})
+    };
+    let r = alice
+        .request_frame(preview(message("Let me check that for y"), "3.6"))
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let p = cust.push("incoming_event_preview").await;
+    assert_eq!(p["payload"]["chat_id"], json!(chat_id));
+    assert_eq!(p["payload"]["event"]["text"], "Let me check that for y");
+    assert_eq!(p["payload"]["event"]["author_id"], "alice@acme.test");
+    // Refusals: 3.5, other event types, visibility agents, not a member.
+    for (frame, kind) in [
+        (preview(message("x"), "3.5"), "validation"),
+        (
+            preview(
+                json!({"type": "file", "url": "https://x.test/a.png"}),
+                "3.6",
+            ),
+            "validation",
+        ),
+        (
+            preview(
+                json!({"type": "message", "text": "x", "visibility": "agents"}),
+                "3.6",
+            ),
+            "validation",
+        ),
+    ] {
+        let r = alice.request_frame(frame).await;
+        assert_eq!(r["payload"]["error"]["type"], kind, "{r}");
+    }
+    let mut bob = s.login("bob-pat-1").await;
+    let r = bob.request_frame(preview(message("x"), "3.6")).await;
+    assert_eq!(r["payload"]["error"]["type"], "missing_access", "{r}");
+    // Nothing was stored.
+    let r = alice.request("get_chat", json!({"chat_id": chat_id})).await;
+    assert_eq!(
+        r["payload"]["thread"]["events"].as_array().unwrap().len(),
+        1,
+        "{r}"
+    );
+}
