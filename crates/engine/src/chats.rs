@@ -1139,7 +1139,71 @@ pub(crate) fn drain_queue(state: &mut OrgState, org: &OrgId, now: i64) -> (Vec<O
     if moved {
         pushes.extend(queue_pushes(state, now));
     }
+    // Capacity and statuses move together: groups whose status changed.
+    pushes.extend(group_status_pushes(state));
     (ops, pushes)
+}
+
+/// A group's status for agents: `accepting_chats` when one of its agents
+/// (every agent for the general group 0) accepts, `not_accepting_chats` when
+/// one is online without accepting, else `offline`.
+fn group_statuses(state: &OrgState) -> BTreeMap<u32, &'static str> {
+    let mut out: BTreeMap<u32, &'static str> =
+        state.groups.keys().map(|g| (*g, "offline")).collect();
+    let rank = |s: &str| match s {
+        "accepting_chats" => 2,
+        "not_accepting_chats" => 1,
+        _ => 0,
+    };
+    for a in state.agents.values() {
+        let status = match a.effective() {
+            chatgate_domain::RoutingStatus::AcceptingChats => "accepting_chats",
+            chatgate_domain::RoutingStatus::NotAcceptingChats => "not_accepting_chats",
+            chatgate_domain::RoutingStatus::Offline => continue,
+        };
+        let groups = a.agent.groups.iter().map(|(g, _)| *g).chain([0]);
+        for g in groups {
+            if let Some(slot) = out.get_mut(&g)
+                && rank(status) > rank(slot)
+            {
+                *slot = status;
+            }
+        }
+    }
+    out
+}
+
+/// `groups_status_updated` for the groups whose status changed since the
+/// last call: to each logged-in agent, the changed groups it can access.
+pub(crate) fn group_status_pushes(state: &mut OrgState) -> Vec<Outgoing> {
+    let now = group_statuses(state);
+    let changed: Vec<(u32, &'static str)> = now
+        .iter()
+        .filter(|(g, s)| state.group_statuses.get(g).copied().unwrap_or("offline") != **s)
+        .map(|(g, s)| (*g, *s))
+        .collect();
+    state.group_statuses = now;
+    if changed.is_empty() {
+        return Vec::new();
+    }
+    let mut pushes = Vec::new();
+    for a in state.agents.values().filter(|a| !a.sessions.is_empty()) {
+        let visible: Vec<serde_json::Value> = changed
+            .iter()
+            .filter(|(g, _)| has_group_access(a, &[*g]))
+            .map(|(g, s)| serde_json::json!({ "id": g, "status": s }))
+            .collect();
+        if visible.is_empty() {
+            continue;
+        }
+        pushes.push(Outgoing::new(
+            "groups_status_updated",
+            serde_json::json!({ "groups": visible }),
+            a.sessions.iter().map(|s| s.conn.clone()).collect(),
+            None,
+        ));
+    }
+    pushes
 }
 
 /// `queue_positions_updated` to agents with access and

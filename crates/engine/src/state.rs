@@ -58,6 +58,8 @@ pub(crate) struct OrgState {
     /// Registered property definitions by (namespace, name); the built-in
     /// namespaces live in [`crate::properties`].
     pub property_defs: BTreeMap<(String, String), crate::properties::PropertyDef>,
+    /// Each group's status as last announced (`groups_status_updated`).
+    pub group_statuses: BTreeMap<GroupId, &'static str>,
     /// Uploaded files by id (metadata; the bytes are in the store).
     pub uploads: HashMap<String, crate::uploads::UploadMeta>,
 }
@@ -144,6 +146,7 @@ impl Org {
                 tags: BTreeMap::new(),
                 property_defs: BTreeMap::new(),
                 uploads: HashMap::new(),
+                group_statuses: BTreeMap::new(),
                 chats: HashMap::new(),
                 queue: Vec::new(),
                 allowed_origins,

@@ -1589,3 +1589,63 @@ async fn v36_event_previews_reach_the_customer_and_are_not_stored() {
         "{r}"
     );
 }
+
+#[tokio::test]
+async fn group_statuses_are_pushed_when_they_change() {
+    let s = TestServer::start().await;
+    // Carol (group 1, not accepting at login) watches; she can access every
+    // group (administrator).
+    let mut carol = s.login("carol-pat-1").await;
+    // Bob logs in accepting: groups 0 (everyone) becomes accepting; group 1
+    // is Carol's, not accepting (she is online).
+    let mut bob = s.login("bob-pat-1").await;
+    let p = carol.push("groups_status_updated").await;
+    assert_eq!(
+        p["payload"],
+        json!({"groups": [{"id": 0, "status": "accepting_chats"}]}),
+        "only the changed group"
+    );
+    // Bob stops accepting: group 0 follows.
+    let r = bob
+        .request(
+            "set_routing_status",
+            json!({"status": "not_accepting_chats"}),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    // Everyone online hears it, the requester too.
+    for agent in [&mut carol, &mut bob] {
+        let p = agent.push("groups_status_updated").await;
+        assert_eq!(
+            p["payload"],
+            json!({"groups": [{"id": 0, "status": "not_accepting_chats"}]})
+        );
+    }
+    // Carol accepts: group 1 and group 0 become accepting; Bob (group 0 only)
+    // hears only about group 0.
+    let r = carol
+        .request("set_routing_status", json!({"status": "accepting_chats"}))
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let p = bob.push("groups_status_updated").await;
+    assert_eq!(
+        p["payload"],
+        json!({"groups": [{"id": 0, "status": "accepting_chats"}]})
+    );
+    // Carol leaves: group 1 goes offline, group 0 back to Bob's status.
+    drop(carol);
+    let p = bob.push("groups_status_updated").await;
+    assert_eq!(
+        p["payload"],
+        json!({"groups": [{"id": 0, "status": "not_accepting_chats"}]})
+    );
+    // Nothing changes, nothing is sent.
+    let r = bob
+        .request(
+            "set_routing_status",
+            json!({"status": "not_accepting_chats"}),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    bob.no_push("groups_status_updated", QUIET).await;
+}
