@@ -1,0 +1,805 @@
+//! The scenarios: `idle`, `chat`, `fanout` (chatgate or a room relay).
+//!
+//! Shape shared by all: connections are set up first (each measured), then
+//! an open-loop schedule offers traffic at a fixed rate for a fixed time,
+//! receivers record `received - intended send time`, the harness waits a
+//! short drain, stops everything and prints one table (and JSON with
+//! `--json`).
+
+use crate::client::{self, Ws};
+use crate::stats::{Latency, cpu_seconds, micros_since, rss_kib};
+use crate::{ChatArgs, Common, FanoutArgs, IdleArgs};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long receivers keep reading after the last send.
+const DRAIN: Duration = Duration::from_secs(2);
+/// Connections set up at once.
+const SETUP_CONCURRENCY: usize = 256;
+/// Frames a sender may have queued before the schedule counts it as a
+/// client-side backlog (the harness, not the server, falling behind).
+const SENDER_QUEUE: usize = 4096;
+
+fn err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Writes the load organization's provisioning file.
+pub fn write_provisioning(agents: usize, max_chats: u32, out: &std::path::Path) -> io::Result<()> {
+    let mut s = String::from(
+        "# Written by chatgate-load provision.\n[[organization]]\nid = \"load\"\nname = \"Load\"\n\
+         [[organization.group]]\nid = 0\nname = \"General\"\n\
+         [[organization.agent]]\nid = \"owner@load.test\"\nname = \"Owner\"\nrole = \"owner\"\n\
+         login_status = \"not_accepting_chats\"\ntokens = [\"load-owner\"]\n",
+    );
+    for i in 0..agents {
+        s.push_str(&format!(
+            "[[organization.agent]]\nid = \"agent{i}@load.test\"\nname = \"Agent {i}\"\nmax_chats = {max_chats}\ntokens = [\"load-agent-{i}\"]\n"
+        ));
+    }
+    std::fs::write(out, s)?;
+    println!("wrote {} agents + owner to {}", agents, out.display());
+    Ok(())
+}
+
+/// What one connection saw.
+#[derive(Default)]
+struct ConnOut {
+    latency: Latency,
+    deliveries: u64,
+    acks: u64,
+    errors: BTreeMap<String, u64>,
+    closed_early: bool,
+}
+
+/// Turns a received text frame into the intended send time (µs since the
+/// epoch) when it is a delivery this connection measures.
+type Measure = Arc<dyn Fn(&str) -> Option<u64> + Send + Sync>;
+
+/// Drives one connection until `stop`: writes queued frames, reads frames,
+/// records deliveries, counts acknowledgements and errors, sends an RTM
+/// `ping` every `ping_every`.
+fn drive(
+    mut ws: Ws,
+    mut outbound: mpsc::Receiver<String>,
+    mut stop: watch::Receiver<bool>,
+    epoch: Instant,
+    measure: Measure,
+    ping_every: Option<Duration>,
+    delivered: Arc<AtomicU64>,
+) -> JoinHandle<ConnOut> {
+    tokio::spawn(async move {
+        let mut out = ConnOut::default();
+        let mut ping = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
+        ping.tick().await;
+        let mut n = 0u64;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = ping.tick(), if ping_every.is_some() => {
+                    n += 1;
+                    let f = client::frame("ping", &format!("p{n}"), json!({}));
+                    if ws.send(Message::text(f)).await.is_err() {
+                        out.closed_early = true;
+                        break;
+                    }
+                }
+                Some(f) = outbound.recv() => {
+                    if ws.send(Message::text(f)).await.is_err() {
+                        out.closed_early = true;
+                        break;
+                    }
+                }
+                m = ws.next() => {
+                    let text = match m {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                            out.closed_early = !*stop.borrow();
+                            break;
+                        }
+                        Some(Ok(_)) => continue,
+                    };
+                    if let Some(intended) = measure(text.as_str()) {
+                        let now = micros_since(epoch);
+                        out.latency.record_us(now.saturating_sub(intended));
+                        out.deliveries += 1;
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    // Responses: acknowledgements and errors by type.
+                    if text.as_str().contains("\"response\"")
+                        && let Ok(v) = serde_json::from_str::<Value>(text.as_str())
+                        && v["type"] == "response"
+                    {
+                        if v["success"] == true {
+                            out.acks += 1;
+                        } else {
+                            let kind = v["payload"]["error"]["type"].as_str().unwrap_or("?");
+                            *out.errors.entry(kind.to_owned()).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    })
+}
+
+/// The `t=<µs>` stamp at the start of a message text.
+fn stamp_of(text: &str) -> Option<u64> {
+    text.strip_prefix("t=")?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Offers `rate` frames per second for `duration` (open loop: the schedule
+/// never waits for the server). `make(k, intended_us)` picks the sender and
+/// builds the frame. Returns (offered, client backlog).
+async fn schedule(
+    epoch: Instant,
+    rate: u64,
+    duration: Duration,
+    senders: &[mpsc::Sender<String>],
+    delivered: &AtomicU64,
+    mut make: impl FnMut(u64, u64) -> Option<(usize, String)>,
+) -> (u64, u64) {
+    let total = rate * duration.as_secs();
+    let interval_ns = 1e9 / rate.max(1) as f64;
+    let start = Instant::now();
+    let start_us = micros_since(epoch);
+    let (mut k, mut offered, mut backlog) = (0u64, 0u64, 0u64);
+    let mut next_report = Duration::from_secs(1);
+    while k < total {
+        let elapsed = start.elapsed();
+        let due = ((elapsed.as_nanos() as f64 / interval_ns) as u64 + 1).min(total);
+        while k < due {
+            let intended = start_us + (k as f64 * interval_ns / 1000.0) as u64;
+            if let Some((i, f)) = make(k, intended) {
+                match senders[i].try_send(f) {
+                    Ok(()) => offered += 1,
+                    Err(_) => backlog += 1,
+                }
+            }
+            k += 1;
+        }
+        if elapsed >= next_report {
+            eprintln!(
+                "  {:>4}s offered {:>9} delivered {:>10}",
+                next_report.as_secs(),
+                offered,
+                delivered.load(Ordering::Relaxed)
+            );
+            next_report += Duration::from_secs(1);
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    (offered, backlog)
+}
+
+struct Setup {
+    ws: Ws,
+    latency_us: u64,
+}
+
+/// Connects `path` and logs in with `token`; measures from `intended`.
+async fn connect_login(
+    common: &Common,
+    i: usize,
+    path: &str,
+    token: &str,
+    epoch: Instant,
+    intended_us: u64,
+) -> io::Result<Setup> {
+    let source = (common.sources > 1 || common.server.ip().is_loopback())
+        .then(|| client::source_for(i, common.sources));
+    let mut ws = client::websocket(common.server, source, path).await?;
+    client::request(
+        &mut ws,
+        "login",
+        "login",
+        json!({"token": format!("Bearer {token}")}),
+    )
+    .await?;
+    Ok(Setup {
+        ws,
+        latency_us: micros_since(epoch).saturating_sub(intended_us),
+    })
+}
+
+fn finish(common: &Common, name: &str, result: Value) -> io::Result<()> {
+    if let Some(path) = &common.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&result).map_err(err)?)?;
+        println!("{name}: JSON written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn raise_nofile() {
+    // The soft limit up to the hard one (the harness holds many sockets).
+    #[cfg(target_os = "linux")]
+    {
+        if let Ok(limits) = std::fs::read_to_string("/proc/self/limits")
+            && let Some(line) = limits.lines().find(|l| l.starts_with("Max open files"))
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() >= 5 {
+                eprintln!("open files: soft {} hard {}", f[3], f[4]);
+            }
+        }
+    }
+}
+
+/// `idle`: N agents connect and log in at an offered rate, then hold.
+pub async fn idle(a: IdleArgs) -> io::Result<()> {
+    raise_nofile();
+    let epoch = Instant::now();
+    let rss_before = a.common.pid.and_then(rss_kib);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let sem = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
+    let interval_us = 1e6 / a.rate.max(1) as f64;
+    let start = Instant::now();
+    let start_us = micros_since(epoch);
+    let mut setups = Vec::with_capacity(a.sessions);
+    for i in 0..a.sessions {
+        let intended = (i as f64 * interval_us) as u64;
+        let wait = Duration::from_micros(intended).saturating_sub(start.elapsed());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let permit = sem.clone().acquire_owned().await.map_err(err)?;
+        let common = a.common.clone();
+        let (stop, delivered) = (stop_rx.clone(), delivered.clone());
+        let intended_us = start_us + intended;
+        setups.push(tokio::spawn(async move {
+            let r = connect_login(
+                &common,
+                i,
+                "/v3.5/agent/rtm/ws",
+                &format!("load-agent-{i}"),
+                epoch,
+                intended_us,
+            )
+            .await;
+            drop(permit);
+            r.map(|s| {
+                let (_tx, rx) = mpsc::channel(1);
+                let measure: Measure = Arc::new(|_| None);
+                let h = drive(
+                    s.ws,
+                    rx,
+                    stop,
+                    epoch,
+                    measure,
+                    Some(Duration::from_secs(15)),
+                    delivered,
+                );
+                (s.latency_us, h, _tx)
+            })
+        }));
+    }
+    let mut login = Latency::default();
+    let mut handles = Vec::new();
+    let mut failed = BTreeMap::<String, u64>::new();
+    for s in setups {
+        match s.await.map_err(err)? {
+            Ok((lat, h, tx)) => {
+                login.record_us(lat);
+                handles.push((h, tx));
+            }
+            Err(e) => *failed.entry(e.to_string()).or_default() += 1,
+        }
+    }
+    let setup_secs = start.elapsed().as_secs_f64();
+    let up = handles.len();
+    println!(
+        "idle: {up}/{} sessions logged in in {setup_secs:.2} s ({:.0}/s offered {}/s)",
+        a.sessions,
+        up as f64 / setup_secs,
+        a.rate
+    );
+    tokio::time::sleep(Duration::from_secs(a.hold)).await;
+    let rss_after = a.common.pid.and_then(rss_kib);
+    let _ = stop_tx.send(true);
+    let mut closed_early = 0;
+    for (h, _) in handles {
+        if h.await.map_err(err)?.closed_early {
+            closed_early += 1;
+        }
+    }
+    println!("{}", login.line("connect+login"));
+    let per_session = match (rss_before, rss_after) {
+        (Some(b), Some(a)) if up > 0 => Some((a.saturating_sub(b)) as f64 / up as f64),
+        _ => None,
+    };
+    if let Some(k) = per_session {
+        println!(
+            "server RSS {} KiB -> {} KiB: {k:.2} KiB per session",
+            rss_before.unwrap_or(0),
+            rss_after.unwrap_or(0)
+        );
+    }
+    println!("failed connects: {failed:?}; unexpected closes: {closed_early}");
+    finish(
+        &a.common,
+        "idle",
+        json!({
+            "scenario": "idle",
+            "sessions_offered": a.sessions,
+            "sessions_up": up,
+            "offered_rate": a.rate,
+            "achieved_rate": up as f64 / setup_secs,
+            "login": login.summary(),
+            "login_distribution": login.distribution(),
+            "server_rss_kib_before": rss_before,
+            "server_rss_kib_after": rss_after,
+            "kib_per_session": per_session,
+            "failed": failed,
+            "unexpected_closes": closed_early,
+        }),
+    )
+}
+
+/// `chat`: customers start chats routed to agents, then both sides send
+/// messages at a fixed offered rate.
+pub async fn chat(a: ChatArgs) -> io::Result<()> {
+    raise_nofile();
+    let epoch = Instant::now();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let cpu_before = a.common.pid.and_then(cpu_seconds);
+    // Customer id -> when its start_chat was sent; incoming_chat latency.
+    let started: Arc<Mutex<BTreeMap<String, u64>>> = Default::default();
+    let incoming_chat: Arc<Mutex<Latency>> = Default::default();
+
+    // Agents.
+    let mut agents = Vec::new();
+    for i in 0..a.agents {
+        let s = connect_login(
+            &a.common,
+            i,
+            "/v3.5/agent/rtm/ws",
+            &format!("load-agent-{i}"),
+            epoch,
+            micros_since(epoch),
+        )
+        .await?;
+        let chats: Arc<Mutex<Vec<String>>> = Default::default();
+        let (c, st, ic) = (chats.clone(), started.clone(), incoming_chat.clone());
+        let me = format!("agent{i}@load.test");
+        let measure: Measure = Arc::new(move |text: &str| {
+            if text.contains("\"incoming_chat\"") {
+                let v: Value = serde_json::from_str(text).ok()?;
+                if v["action"] != "incoming_chat" {
+                    return None;
+                }
+                // Every agent of the group hears of a new chat; only the
+                // one it was routed to measures and answers it.
+                let chat = &v["payload"]["chat"];
+                let mine = chat["users"]
+                    .as_array()?
+                    .iter()
+                    .any(|u| u["id"] == me.as_str() && u["present"] == true);
+                if !mine {
+                    return None;
+                }
+                // Only chats of this run's customers (a server that ran
+                // before may hand over older, queued chats at login).
+                let t = chat["users"].as_array()?.iter().find_map(|u| {
+                    (u["type"] == "customer")
+                        .then(|| st.lock().unwrap().get(u["id"].as_str()?).copied())
+                        .flatten()
+                });
+                if let Some(t) = t {
+                    ic.lock()
+                        .unwrap()
+                        .record_us(micros_since(epoch).saturating_sub(t));
+                    if let Some(id) = chat["id"].as_str() {
+                        c.lock().unwrap().push(id.to_owned());
+                    }
+                }
+                return None;
+            }
+            if !text.contains("\"incoming_event\"") {
+                return None;
+            }
+            let v: Value = serde_json::from_str(text).ok()?;
+            let e = &v["payload"]["event"];
+            let author = e["author_id"].as_str()?;
+            if author.ends_with("@load.test") {
+                return None;
+            }
+            stamp_of(e["text"].as_str()?)
+        });
+        let (tx, rx) = mpsc::channel(SENDER_QUEUE);
+        let h = drive(
+            s.ws,
+            rx,
+            stop_rx.clone(),
+            epoch,
+            measure,
+            None,
+            delivered.clone(),
+        );
+        agents.push((tx, h, chats));
+    }
+    println!("chat: {} agents logged in", agents.len());
+
+    // Customers: token, RTM login, start_chat.
+    let sem = Arc::new(Semaphore::new(64));
+    let mut setups = Vec::new();
+    for i in 0..a.customers {
+        let permit = sem.clone().acquire_owned().await.map_err(err)?;
+        let (common, org, st) = (a.common.clone(), a.org.clone(), started.clone());
+        let (stop, delivered) = (stop_rx.clone(), delivered.clone());
+        setups.push(tokio::spawn(async move {
+            let r: io::Result<_> = async {
+                let (code, body) = client::post_json(
+                    common.server,
+                    "/customer/token",
+                    None,
+                    &json!({"organization_id": org}),
+                )
+                .await?;
+                if code != 200 {
+                    return Err(err(format!("customer token: {code} {body}")));
+                }
+                let token = body["access_token"].as_str().unwrap_or_default().to_owned();
+                let id = body["entity_id"].as_str().unwrap_or_default().to_owned();
+                let source = Some(client::source_for(i + 1, common.sources));
+                let mut ws = client::websocket(
+                    common.server,
+                    source,
+                    &format!("/v3.5/customer/rtm/ws?organization_id={org}"),
+                )
+                .await?;
+                client::request(
+                    &mut ws,
+                    "login",
+                    "login",
+                    json!({"token": format!("Bearer {token}")}),
+                )
+                .await?;
+                st.lock().unwrap().insert(id, micros_since(epoch));
+                let r = client::request(
+                    &mut ws,
+                    "start_chat",
+                    "start",
+                    json!({"chat": {"thread": {"events": [{"type": "message", "text": "hello"}]}}}),
+                )
+                .await?;
+                let chat_id = r["chat_id"].as_str().unwrap_or_default().to_owned();
+                let measure: Measure = Arc::new(move |text: &str| {
+                    if !text.contains("\"incoming_event\"") {
+                        return None;
+                    }
+                    let v: Value = serde_json::from_str(text).ok()?;
+                    let e = &v["payload"]["event"];
+                    if !e["author_id"].as_str()?.ends_with("@load.test") {
+                        return None;
+                    }
+                    stamp_of(e["text"].as_str()?)
+                });
+                let (tx, rx) = mpsc::channel(SENDER_QUEUE);
+                let h = drive(ws, rx, stop, epoch, measure, None, delivered);
+                Ok((tx, h, chat_id))
+            }
+            .await;
+            drop(permit);
+            r
+        }));
+    }
+    let mut customers = Vec::new();
+    let mut setup_failures = BTreeMap::<String, u64>::new();
+    for s in setups {
+        match s.await.map_err(err)? {
+            Ok(c) => customers.push(c),
+            Err(e) => *setup_failures.entry(e.to_string()).or_default() += 1,
+        }
+    }
+    // Let the last incoming_chat pushes land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!(
+        "chat: {} customers chatting ({} failed)",
+        customers.len(),
+        setup_failures.values().sum::<u64>()
+    );
+    if customers.is_empty() {
+        return Err(err(format!(
+            "no customer could start a chat: {setup_failures:?}"
+        )));
+    }
+
+    // Traffic: even k from customers, odd k from agents (their own chats,
+    // round robin).
+    let agent_chats: Vec<Vec<String>> = agents
+        .iter()
+        .map(|(_, _, c)| c.lock().unwrap().clone())
+        .collect();
+    let busy: Vec<usize> = (0..agents.len())
+        .filter(|i| !agent_chats[*i].is_empty())
+        .collect();
+    let mut senders: Vec<mpsc::Sender<String>> =
+        customers.iter().map(|(tx, _, _)| tx.clone()).collect();
+    let agent_base = senders.len();
+    senders.extend(agents.iter().map(|(tx, _, _)| tx.clone()));
+    let mut turn = vec![0usize; agents.len()];
+    let (nc, nb) = (customers.len(), busy.len());
+    let chat_ids: Vec<String> = customers.iter().map(|(_, _, c)| c.clone()).collect();
+    let started_traffic = Instant::now();
+    let (offered, backlog) = schedule(
+        epoch,
+        a.rate,
+        Duration::from_secs(a.duration),
+        &senders,
+        &delivered,
+        |k, intended| {
+            let text = format!("t={intended}");
+            if k % 2 == 0 || nb == 0 {
+                let c = ((k / 2) as usize) % nc;
+                let f = client::frame(
+                    "send_event",
+                    &format!("m{k}"),
+                    json!({"chat_id": chat_ids[c], "event": {"type": "message", "text": text}}),
+                );
+                Some((c, f))
+            } else {
+                let ai = busy[((k / 2) as usize) % nb];
+                let chats = &agent_chats[ai];
+                let chat = &chats[turn[ai] % chats.len()];
+                turn[ai] += 1;
+                let f = client::frame(
+                    "send_event",
+                    &format!("m{k}"),
+                    json!({"chat_id": chat, "event": {"type": "message", "text": text}}),
+                );
+                Some((agent_base + ai, f))
+            }
+        },
+    )
+    .await;
+    let traffic_secs = started_traffic.elapsed().as_secs_f64();
+    tokio::time::sleep(DRAIN).await;
+    let _ = stop_tx.send(true);
+    let mut all = ConnOut::default();
+    let n_customers = customers.len();
+    let handles = customers
+        .into_iter()
+        .map(|(_, h, _)| h)
+        .chain(agents.into_iter().map(|(_, h, _)| h));
+    let (mut to_customers, mut to_agents, mut closed) = (0u64, 0u64, 0u64);
+    for (i, h) in handles.enumerate() {
+        let o = h.await.map_err(err)?;
+        if i < n_customers {
+            to_customers += o.deliveries;
+        } else {
+            to_agents += o.deliveries;
+        }
+        closed += u64::from(o.closed_early);
+        all.latency.add(&o.latency);
+        all.deliveries += o.deliveries;
+        all.acks += o.acks;
+        for (k, v) in o.errors {
+            *all.errors.entry(k).or_default() += v;
+        }
+        all.closed_early |= o.closed_early;
+    }
+    let cpu_after = a.common.pid.and_then(cpu_seconds);
+    let ic = incoming_chat.lock().unwrap().clone();
+    let lost = all.acks.saturating_sub(all.deliveries);
+    println!("{}", ic.line("incoming_chat after start"));
+    println!(
+        "delivered to customers {to_customers}, to agents {to_agents}; sessions closed early {closed}"
+    );
+    println!("{}", all.latency.line("send -> push (other side)"));
+    println!(
+        "offered {offered} in {traffic_secs:.1} s ({:.0}/s), acknowledged {}, delivered {} ({:.0}/s), lost {lost}, client backlog {backlog}, errors {:?}",
+        offered as f64 / traffic_secs,
+        all.acks,
+        all.deliveries,
+        all.deliveries as f64 / traffic_secs,
+        all.errors
+    );
+    let cpu = match (cpu_before, cpu_after) {
+        (Some(b), Some(a)) => Some(a - b),
+        _ => None,
+    };
+    if let Some(c) = cpu {
+        println!(
+            "server CPU {c:.2} s: {:.2} s per million deliveries",
+            c / (all.deliveries.max(1) as f64 / 1e6)
+        );
+    }
+    finish(
+        &a.common,
+        "chat",
+        json!({
+            "scenario": "chat",
+            "agents": a.agents,
+            "customers": nc,
+            "setup_failures": setup_failures,
+            "offered_rate": a.rate,
+            "offered": offered,
+            "acknowledged": all.acks,
+            "delivered": all.deliveries,
+            "deliveries_per_second": all.deliveries as f64 / traffic_secs,
+            "lost": lost,
+            "client_backlog": backlog,
+            "errors": all.errors,
+            "incoming_chat": ic.summary(),
+            "latency": all.latency.summary(),
+            "latency_distribution": all.latency.distribution(),
+            "server_cpu_seconds": cpu,
+        }),
+    )
+}
+
+/// `fanout`: one sender, N receivers.
+pub async fn fanout(a: FanoutArgs) -> io::Result<()> {
+    raise_nofile();
+    let raw = match a.target.as_str() {
+        "chatgate" => false,
+        "raw" => true,
+        other => {
+            return Err(err(format!(
+                "--target must be chatgate or raw, not {other}"
+            )));
+        }
+    };
+    let epoch = Instant::now();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let cpu_before = a.common.pid.and_then(cpu_seconds);
+    let measure: Measure = if raw {
+        Arc::new(|text: &str| stamp_of(text.split_once(';')?.1))
+    } else {
+        Arc::new(|text: &str| {
+            if !text.contains("\"incoming_multicast\"") {
+                return None;
+            }
+            let v: Value = serde_json::from_str(text).ok()?;
+            v["payload"]["content"]["t"].as_u64()
+        })
+    };
+    let sem = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
+    let mut setups = Vec::new();
+    for i in 0..a.receivers {
+        let permit = sem.clone().acquire_owned().await.map_err(err)?;
+        let common = a.common.clone();
+        let (stop, delivered, measure) = (stop_rx.clone(), delivered.clone(), measure.clone());
+        setups.push(tokio::spawn(async move {
+            let r: io::Result<_> = async {
+                let ws = if raw {
+                    let source = Some(client::source_for(i, common.sources));
+                    client::websocket(common.server, source, "/?room=r1").await?
+                } else {
+                    connect_login(
+                        &common,
+                        i,
+                        "/v3.5/agent/rtm/ws",
+                        &format!("load-agent-{i}"),
+                        epoch,
+                        0,
+                    )
+                    .await?
+                    .ws
+                };
+                let (tx, rx) = mpsc::channel(1);
+                Ok((tx, drive(ws, rx, stop, epoch, measure, None, delivered)))
+            }
+            .await;
+            drop(permit);
+            r
+        }));
+    }
+    let mut receivers = Vec::new();
+    for s in setups {
+        receivers.push(s.await.map_err(err)??);
+    }
+    // The sender.
+    let sender_ws = if raw {
+        client::websocket(a.common.server, None, "/?room=pub").await?
+    } else {
+        connect_login(&a.common, 0, "/v3.5/agent/rtm/ws", "load-owner", epoch, 0)
+            .await?
+            .ws
+    };
+    let (tx, rx) = mpsc::channel(SENDER_QUEUE);
+    let sender = drive(
+        sender_ws,
+        rx,
+        stop_rx.clone(),
+        epoch,
+        Arc::new(|_| None),
+        None,
+        Arc::new(AtomicU64::new(0)),
+    );
+    println!("fanout ({}): {} receivers up", a.target, receivers.len());
+    let started = Instant::now();
+    let (offered, backlog) = schedule(
+        epoch,
+        a.rate,
+        Duration::from_secs(a.duration),
+        std::slice::from_ref(&tx),
+        &delivered,
+        |k, intended| {
+            let f = if raw {
+                format!("r=r1;t={intended}")
+            } else {
+                client::frame(
+                    "multicast",
+                    &format!("m{k}"),
+                    json!({"recipients": {"agents": {"all": true}}, "content": {"t": intended}}),
+                )
+            };
+            Some((0, f))
+        },
+    )
+    .await;
+    let secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(DRAIN).await;
+    let _ = stop_tx.send(true);
+    let sender_out = sender.await.map_err(err)?;
+    let mut all = ConnOut::default();
+    for (_, h) in receivers {
+        let o = h.await.map_err(err)?;
+        all.latency.add(&o.latency);
+        all.deliveries += o.deliveries;
+    }
+    let n = a.receivers as u64;
+    let expected = offered * n;
+    let cpu = match (cpu_before, a.common.pid.and_then(cpu_seconds)) {
+        (Some(b), Some(a)) => Some(a - b),
+        _ => None,
+    };
+    println!("{}", all.latency.line("send -> delivery"));
+    println!(
+        "offered {offered} messages ({:.0}/s) x {n} receivers: delivered {} of {expected} ({:.0} deliveries/s), client backlog {backlog}, sender errors {:?}",
+        offered as f64 / secs,
+        all.deliveries,
+        all.deliveries as f64 / secs,
+        sender_out.errors
+    );
+    finish(
+        &a.common,
+        "fanout",
+        json!({
+            "scenario": "fanout",
+            "target": a.target,
+            "receivers": n,
+            "offered_rate": a.rate,
+            "offered": offered,
+            "expected_deliveries": expected,
+            "delivered": all.deliveries,
+            "deliveries_per_second": all.deliveries as f64 / secs,
+            "client_backlog": backlog,
+            "sender_errors": sender_out.errors,
+            "latency": all.latency.summary(),
+            "latency_distribution": all.latency.distribution(),
+            "server_cpu_seconds": cpu,
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_are_read_from_the_text_start() {
+        assert_eq!(stamp_of("t=12345"), Some(12345));
+        assert_eq!(stamp_of("t=42;rest"), Some(42));
+        assert_eq!(stamp_of("hello"), None);
+        assert_eq!(stamp_of("t=x"), None);
+    }
+}

@@ -1,0 +1,164 @@
+//! Latency and throughput statistics: HDR histograms in microseconds.
+//!
+//! Coordinated omission is corrected at the source: open-loop scenarios put
+//! the *intended* send time of each message in its payload, and the
+//! receiver records `received - intended`. A server that stalls cannot hide
+//! the stall by slowing the sender down, because the schedule does not wait.
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use std::time::Instant;
+
+/// A latency recorder (1 µs to 1 h, 3 significant digits).
+#[derive(Clone, Debug)]
+pub struct Latency {
+    hist: Histogram<u64>,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            hist: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+        }
+    }
+}
+
+impl Latency {
+    /// Records one latency in microseconds (clamped into range).
+    pub fn record_us(&mut self, us: u64) {
+        let v = us.clamp(1, 3_600_000_000);
+        self.hist.record(v).expect("clamped into range");
+    }
+
+    pub fn add(&mut self, other: &Latency) {
+        self.hist.add(&other.hist).expect("same bounds");
+    }
+
+    pub fn count(&self) -> u64 {
+        self.hist.len()
+    }
+
+    /// The value at `q` (0..=1) in microseconds; 0 when empty.
+    pub fn quantile_us(&self, q: f64) -> u64 {
+        if self.hist.is_empty() {
+            0
+        } else {
+            self.hist.value_at_quantile(q)
+        }
+    }
+
+    pub fn max_us(&self) -> u64 {
+        if self.hist.is_empty() {
+            0
+        } else {
+            self.hist.max()
+        }
+    }
+
+    /// `{count, p50_ms, p90_ms, p99_ms, p999_ms, max_ms}`.
+    pub fn summary(&self) -> Value {
+        let ms = |us: u64| (us as f64) / 1000.0;
+        json!({
+            "count": self.count(),
+            "p50_ms": ms(self.quantile_us(0.5)),
+            "p90_ms": ms(self.quantile_us(0.9)),
+            "p99_ms": ms(self.quantile_us(0.99)),
+            "p999_ms": ms(self.quantile_us(0.999)),
+            "max_ms": ms(self.max_us()),
+        })
+    }
+
+    /// One table line.
+    pub fn line(&self, name: &str) -> String {
+        let ms = |us: u64| (us as f64) / 1000.0;
+        format!(
+            "{name:<28} n={:<9} p50 {:>8.3} ms  p99 {:>8.3} ms  p99.9 {:>8.3} ms  max {:>9.3} ms",
+            self.count(),
+            ms(self.quantile_us(0.5)),
+            ms(self.quantile_us(0.99)),
+            ms(self.quantile_us(0.999)),
+            ms(self.max_us()),
+        )
+    }
+
+    /// `(percentile, ms)` points of the distribution, for plots.
+    pub fn distribution(&self) -> Vec<(f64, f64)> {
+        [
+            0.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0,
+        ]
+        .iter()
+        .map(|p| (*p, self.quantile_us(p / 100.0) as f64 / 1000.0))
+        .collect()
+    }
+}
+
+/// Microseconds since `epoch`, the harness's clock for timestamps in
+/// payloads (every task of one run shares the epoch).
+pub fn micros_since(epoch: Instant) -> u64 {
+    epoch.elapsed().as_micros() as u64
+}
+
+/// Reads the resident memory of process `pid` (kB) from `/proc`.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// CPU seconds (user + system) of process `pid` so far, from `/proc`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_of_a_known_distribution() {
+        let mut l = Latency::default();
+        for us in 1..=10_000u64 {
+            l.record_us(us);
+        }
+        assert_eq!(l.count(), 10_000);
+        // 3 significant digits: within 0.1 %.
+        let p50 = l.quantile_us(0.5) as f64;
+        assert!((p50 - 5_000.0).abs() <= 5.0, "{p50}");
+        let p99 = l.quantile_us(0.99) as f64;
+        assert!((p99 - 9_900.0).abs() <= 10.0, "{p99}");
+        assert!((l.max_us() as f64 - 10_000.0).abs() <= 10.0);
+        let s = l.summary();
+        assert_eq!(s["count"], 10_000);
+    }
+
+    #[test]
+    fn merging_and_clamping() {
+        let mut a = Latency::default();
+        let mut b = Latency::default();
+        a.record_us(0); // clamped to 1 µs
+        b.record_us(u64::MAX); // clamped to 1 h
+        a.add(&b);
+        assert_eq!(a.count(), 2);
+        assert_eq!(a.quantile_us(0.0), 1);
+        assert!(a.max_us() >= 3_599_000_000);
+        assert_eq!(Latency::default().quantile_us(0.99), 0);
+    }
+
+    #[test]
+    fn reads_this_process_from_proc() {
+        let pid = std::process::id();
+        assert!(rss_kib(pid).unwrap() > 0);
+        assert!(cpu_seconds(pid).unwrap() >= 0.0);
+        assert!(rss_kib(u32::MAX).is_none());
+    }
+}

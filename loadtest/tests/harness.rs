@@ -1,0 +1,130 @@
+//! The harness against the real server: each scenario, small and short,
+//! must set up every connection, lose nothing and report what it measured.
+
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_chatgate-load");
+
+/// A server provisioned with the load organization (`agents` agents),
+/// without a rate limit.
+async fn server(dir: &std::path::Path, agents: usize) -> chatgate_server::Running {
+    let p = dir.join("p.toml");
+    let out = Command::new(BIN)
+        .args(["provision", "--agents", &agents.to_string(), "--out"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut c = chatgate_server::ServerConfig::new(dir.join("data"));
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.shutdown_grace = Duration::from_secs(3);
+    c.engine.rate_limit = None;
+    c.provision = Some(chatgate_server::load_provision(&p).unwrap());
+    chatgate_server::start(c).await.unwrap()
+}
+
+/// Runs a scenario (blocking, off the runtime) and returns its JSON.
+async fn run(args: Vec<String>, dir: &std::path::Path) -> Value {
+    let json = dir.join(format!("{}.json", args[0]));
+    let mut full = args.clone();
+    full.push("--json".into());
+    full.push(json.display().to_string());
+    let out = tokio::task::spawn_blocking(move || Command::new(BIN).args(&full).output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_chat_and_fanout_against_the_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = server(dir.path(), 40).await;
+    let addr = running.http_addr.to_string();
+    let pid = std::process::id().to_string();
+
+    let r = run(
+        args(&[
+            "idle",
+            "--server",
+            &addr,
+            "--pid",
+            &pid,
+            "--sessions",
+            "30",
+            "--rate",
+            "300",
+            "--hold",
+            "1",
+        ]),
+        dir.path(),
+    )
+    .await;
+    assert_eq!(r["sessions_up"], 30, "{r}");
+    assert_eq!(r["login"]["count"], 30);
+    assert_eq!(r["unexpected_closes"], 0);
+    assert!(r["kib_per_session"].is_number(), "{r}");
+
+    let r = run(
+        args(&[
+            "chat",
+            "--server",
+            &addr,
+            "--agents",
+            "5",
+            "--customers",
+            "20",
+            "--rate",
+            "200",
+            "--duration",
+            "2",
+        ]),
+        dir.path(),
+    )
+    .await;
+    assert_eq!(r["customers"], 20, "{r}");
+    assert_eq!(
+        r["incoming_chat"]["count"], 20,
+        "each chat reached its agent: {r}"
+    );
+    assert_eq!(r["offered"], 400);
+    assert_eq!(r["acknowledged"], 400, "{r}");
+    assert_eq!(
+        r["delivered"], 400,
+        "every acknowledged event reached the other side: {r}"
+    );
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["latency"]["count"], 400);
+    assert!(r["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+
+    let r = run(
+        args(&[
+            "fanout",
+            "--server",
+            &addr,
+            "--receivers",
+            "25",
+            "--rate",
+            "20",
+            "--duration",
+            "2",
+        ]),
+        dir.path(),
+    )
+    .await;
+    assert_eq!(r["offered"], 40, "{r}");
+    assert_eq!(r["expected_deliveries"], 1000);
+    assert_eq!(r["delivered"], 1000, "{r}");
+    running.shutdown().await;
+}
