@@ -77,6 +77,13 @@ pub struct IdleArgs {
     /// Seconds to hold the sessions once all are up.
     #[arg(long, default_value_t = 10)]
     pub hold: u64,
+    /// `login.pushes` for v3.5: `all` (what agent apps do), or a
+    /// comma-separated list of push names (what a bot farm may do; e.g.
+    /// `incoming_chat,incoming_event` leaves out everyone's
+    /// `routing_status_set`, whose fan-out grows with the square of the
+    /// sessions while they log in).
+    #[arg(long, default_value = "all")]
+    pub subscribe: String,
 }
 
 #[derive(Args, Clone)]

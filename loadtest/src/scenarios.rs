@@ -200,16 +200,22 @@ async fn connect_login(
     epoch: Instant,
     intended_us: u64,
 ) -> io::Result<Setup> {
+    let login = json!({"token": format!("Bearer {token}")});
+    login_with(common, i, path, login, epoch, intended_us).await
+}
+
+async fn login_with(
+    common: &Common,
+    i: usize,
+    path: &str,
+    login: Value,
+    epoch: Instant,
+    intended_us: u64,
+) -> io::Result<Setup> {
     let source = (common.sources > 1 || common.server.ip().is_loopback())
         .then(|| client::source_for(i, common.sources));
     let mut ws = client::websocket(common.server, source, path).await?;
-    client::request(
-        &mut ws,
-        "login",
-        "login",
-        json!({"token": format!("Bearer {token}")}),
-    )
-    .await?;
+    client::request(&mut ws, "login", "login", login).await?;
     Ok(Setup {
         ws,
         latency_us: micros_since(epoch).saturating_sub(intended_us),
@@ -261,16 +267,13 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
         let common = a.common.clone();
         let (stop, delivered) = (stop_rx.clone(), delivered.clone());
         let intended_us = start_us + intended;
+        let mut login = json!({"token": format!("Bearer load-agent-{i}")});
+        if a.subscribe != "all" {
+            let names: Vec<&str> = a.subscribe.split(',').map(str::trim).collect();
+            login["pushes"] = json!({ "3.5": names });
+        }
         setups.push(tokio::spawn(async move {
-            let r = connect_login(
-                &common,
-                i,
-                "/v3.5/agent/rtm/ws",
-                &format!("load-agent-{i}"),
-                epoch,
-                intended_us,
-            )
-            .await;
+            let r = login_with(&common, i, "/v3.5/agent/rtm/ws", login, epoch, intended_us).await;
             drop(permit);
             r.map(|s| {
                 let (_tx, rx) = mpsc::channel(1);

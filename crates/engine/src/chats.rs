@@ -1139,8 +1139,9 @@ pub(crate) fn drain_queue(state: &mut OrgState, org: &OrgId, now: i64) -> (Vec<O
     if moved {
         pushes.extend(queue_pushes(state, now));
     }
-    // Capacity and statuses move together: groups whose status changed.
-    pushes.extend(group_status_pushes(state));
+    // Statuses may have moved with capacity: group statuses are
+    // recomputed by the next flush (see `group_status_pushes`).
+    state.group_statuses_dirty = true;
     (ops, pushes)
 }
 
@@ -1175,7 +1176,12 @@ fn group_statuses(state: &OrgState) -> BTreeMap<u32, &'static str> {
 
 /// `groups_status_updated` for the groups whose status changed since the
 /// last call: to each logged-in agent, the changed groups it can access.
+/// Computing statuses walks every agent, so changes only mark the state
+/// dirty and [`crate::Engine::flush_group_statuses`] runs this at most every
+/// few hundred milliseconds: a burst of logins costs one walk, not one per
+/// login, and pushes carry the net change.
 pub(crate) fn group_status_pushes(state: &mut OrgState) -> Vec<Outgoing> {
+    state.group_statuses_dirty = false;
     let now = group_statuses(state);
     let changed: Vec<(u32, &'static str)> = now
         .iter()

@@ -364,6 +364,35 @@ impl Engine {
     }
 
     /// Number of open RTM connections.
+    /// Sends `groups_status_updated` for every organization whose group
+    /// statuses may have changed since the last call (the server calls this
+    /// every 250 ms; changes in between are coalesced into one push).
+    pub async fn flush_group_statuses(&self) {
+        let orgs: Vec<Arc<state::Org>> =
+            self.inner.orgs.iter().map(|o| o.value().clone()).collect();
+        for org in orgs {
+            let pending = {
+                let mut state = org.lock();
+                if !state.group_statuses_dirty {
+                    continue;
+                }
+                let pushes = chats::group_status_pushes(&mut state);
+                if pushes.is_empty() {
+                    continue;
+                }
+                // After everything already submitted, like any push.
+                match push::submit(&self.inner.store, Vec::new(), pushes) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        state.group_statuses_dirty = true;
+                        continue;
+                    }
+                }
+            };
+            let _ = pending.wait().await;
+        }
+    }
+
     pub fn connection_count(&self) -> usize {
         self.inner.connections.len()
     }

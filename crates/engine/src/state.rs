@@ -60,6 +60,9 @@ pub(crate) struct OrgState {
     pub property_defs: BTreeMap<(String, String), crate::properties::PropertyDef>,
     /// Each group's status as last announced (`groups_status_updated`).
     pub group_statuses: BTreeMap<GroupId, &'static str>,
+    /// Something that may change a group's status happened since the last
+    /// flush.
+    pub group_statuses_dirty: bool,
     /// Uploaded files by id (metadata; the bytes are in the store).
     pub uploads: HashMap<String, crate::uploads::UploadMeta>,
 }
@@ -147,6 +150,7 @@ impl Org {
                 property_defs: BTreeMap::new(),
                 uploads: HashMap::new(),
                 group_statuses: BTreeMap::new(),
+                group_statuses_dirty: false,
                 chats: HashMap::new(),
                 queue: Vec::new(),
                 allowed_origins,

@@ -161,18 +161,7 @@ pub(crate) async fn login(
         };
         // A newly available agent takes queued chats.
         let (ops, queue_pushes) = drain_queue(&mut state, &org.org.id, now_us());
-        // Like `routing_status_set`, group statuses go to everyone but the
-        // logging-in connection (its login response comes first, and
-        // clients that read only that response see no extra frame).
-        pushes.extend(queue_pushes.into_iter().filter_map(|mut p| {
-            if p.name == "groups_status_updated" {
-                p.recipients.retain(|c| c.id() != conn.id());
-                if p.recipients.is_empty() {
-                    return None;
-                }
-            }
-            Some(p)
-        }));
+        pushes.extend(queue_pushes);
         let response = login_response(&org.org, &state, &entry.agent, after);
         // After the response: the customers this session monitors.
         pushes.extend(crate::customers::incoming_customers(
@@ -402,7 +391,7 @@ pub(crate) async fn logout(engine: &Engine, caller: &Caller) -> Result<Reply, Er
         let (ops, more) =
             reroute_offline_agent(&mut state, &caller.org.org.id, &caller.agent, now_us());
         pushes.extend(more);
-        pushes.extend(crate::chats::group_status_pushes(&mut state));
+        state.group_statuses_dirty = true;
         commit(reservation, ops, pushes)
     };
     pending.wait().await?;
@@ -447,7 +436,7 @@ pub(crate) async fn session_ended(engine: &Engine, conn: &Arc<Connection>) {
             ops.extend(rops);
             pushes.extend(more);
         }
-        pushes.extend(crate::chats::group_status_pushes(&mut state));
+        state.group_statuses_dirty = true;
         commit(reservation, ops, pushes)
     };
     if let Err(e) = pending.wait().await {

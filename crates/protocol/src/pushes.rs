@@ -111,9 +111,16 @@ pub const CUSTOMER_PUSHES_V3_5: &[&str] = &[
 /// proto-docs/decisions.md).
 pub const CUSTOMER_PUSHES_V3_6_ADDED: &[&str] = &["incoming_event_preview"];
 
+static AGENT_V3_5: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+    std::sync::LazyLock::new(|| AGENT_PUSHES_V3_5.iter().copied().collect());
+static AGENT_V3_6: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+    std::sync::LazyLock::new(|| AGENT_PUSHES_V3_6_ADDED.iter().copied().collect());
+static CUSTOMER_V3_5: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+    std::sync::LazyLock::new(|| CUSTOMER_PUSHES_V3_5.iter().copied().collect());
+
 /// Whether `name` is a customer push.
 pub fn is_customer_push(name: &str) -> bool {
-    CUSTOMER_PUSHES_V3_5.contains(&name)
+    CUSTOMER_V3_5.contains(name)
 }
 
 /// Whether `name` is a customer push of `version`.
@@ -124,8 +131,8 @@ pub fn is_customer_push_of(version: Version, name: &str) -> bool {
 
 /// Whether `name` is an agent push of `version`.
 pub fn is_agent_push(version: Version, name: &str) -> bool {
-    AGENT_PUSHES_V3_5.contains(&name)
-        || (version >= Version::V3_6 && AGENT_PUSHES_V3_6_ADDED.contains(&name))
+    // Asked once per recipient of every push: a hash lookup, not a scan.
+    AGENT_V3_5.contains(name) || (version >= Version::V3_6 && AGENT_V3_6.contains(name))
 }
 
 /// `routing_status_set`.

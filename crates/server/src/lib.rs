@@ -197,6 +197,18 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
             tracing::error!(error = %e, "http listener failed");
         }
     }));
+    // Group statuses: changes are coalesced and pushed every 250 ms.
+    let (flusher, stop) = (engine.clone(), stop_accepting.clone());
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => flusher.flush_group_statuses().await,
+            }
+        }
+    }));
     // Uploads no `file` event used expire after 24 h: swept every 10 min.
     let (sweeper, stop) = (engine.clone(), stop_accepting.clone());
     tasks.push(tokio::spawn(async move {
