@@ -330,12 +330,7 @@ impl Engine {
             "list_archives" => {
                 crate::archives::list_archives(self, &chat_caller(), parse(req.payload)?).await
             }
-            "update_chat_properties"
-            | "delete_chat_properties"
-            | "update_thread_properties"
-            | "delete_thread_properties"
-            | "update_event_properties"
-            | "delete_event_properties" => {
+            m if crate::properties::METHODS.contains(&m) => {
                 crate::properties::properties_method(self, &chat_caller(), &req.action, req.payload)
                     .await
             }
@@ -459,12 +454,7 @@ impl Engine {
             }
             "get_chat" => chat_methods::get_chat(self, &caller, parse(req.payload)?).await,
             "list_chats" => chat_methods::list_chats(self, &caller, parse(req.payload)?).await,
-            "update_chat_properties"
-            | "delete_chat_properties"
-            | "update_thread_properties"
-            | "delete_thread_properties"
-            | "update_event_properties"
-            | "delete_event_properties" => {
+            m if crate::properties::METHODS.contains(&m) => {
                 crate::properties::properties_method(self, &caller, &req.action, req.payload).await
             }
             "get_customer" => chat_methods::get_customer(&caller),

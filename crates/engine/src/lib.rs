@@ -43,7 +43,8 @@ pub use error::{internal, validation};
 pub use limits::Rate;
 pub use provision::{ProvisionAgent, ProvisionGroup, ProvisionOrg, ProvisionReport, ProvisionSpec};
 pub use uploads::{
-    FILES_PREFIX, MAX_UPLOAD, ServedFile, UPLOAD_TTL_US, UploadedFile, upload_path, upload_response,
+    FILES_PREFIX, MAX_UPLOAD, ServedFile, UPLOAD_TTL_US, UploadedFile, encode_segment, upload_path,
+    upload_response,
 };
 
 use chatgate_protocol::{DisconnectReason, Version};

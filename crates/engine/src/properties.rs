@@ -25,6 +25,16 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
+/// The six property methods (agents and customers alike).
+pub(crate) const METHODS: &[&str] = &[
+    "update_chat_properties",
+    "delete_chat_properties",
+    "update_thread_properties",
+    "delete_thread_properties",
+    "update_event_properties",
+    "delete_event_properties",
+];
+
 /// Longest property or namespace name.
 const MAX_NAME_CHARS: usize = 64;
 /// Longest string value.

@@ -108,7 +108,7 @@ fn clean_name(name: Option<&str>) -> String {
 }
 
 /// Percent-encodes a path segment (RFC 3986 unreserved characters stay).
-fn encode_segment(s: &str) -> String {
+pub fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -382,24 +382,12 @@ async fn serve_file(
     let disposition = format!(
         "{}; filename*=UTF-8''{}",
         if inline { "inline" } else { "attachment" },
-        url_escape(&file.name)
+        chatgate_engine::encode_segment(&file.name)
     );
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(resp)
-}
-
-fn url_escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 async fn api_auth(

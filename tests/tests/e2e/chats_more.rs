@@ -1479,18 +1479,11 @@ async fn v36_threads_show_the_customer_visit() {
         .insert("user-agent", "chatgate-test/1.0".parse().unwrap());
     let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     let mut cust = Rtm::from_ws(ws);
-    let r = cust
-        .request("login", json!({"token": format!("Bearer {token}")}))
-        .await;
-    assert_eq!(r["success"], true, "{r}");
-    let r = cust
-        .request(
-            "start_chat",
-            json!({"chat": {"thread": {"events": [message("hi")]}}}),
-        )
-        .await;
-    assert_eq!(r["success"], true, "{r}");
-    let chat_id = r["payload"]["chat_id"].as_str().unwrap().to_owned();
+    cust.login_bearer(&token).await;
+    let chat_id = cust.start_chat_saying("hi").await["chat_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     alice.push("incoming_chat").await;
     let visit = json!({"ip": "127.0.0.1", "user_agent": "chatgate-test/1.0"});
     let get = |version: &str| json!({"action": "get_chat", "version": version, "payload": {"chat_id": chat_id}});
@@ -1533,17 +1526,11 @@ async fn v36_event_previews_reach_the_customer_and_are_not_stored() {
     // A customer on a 3.6 connection.
     let (token, _) = s.customer_token("acme", None).await;
     let mut cust = Rtm::connect_path(s.addr, "/v3.6/customer/rtm/ws?organization_id=acme").await;
-    let r = cust
-        .request("login", json!({"token": format!("Bearer {token}")}))
-        .await;
-    assert_eq!(r["success"], true, "{r}");
-    let r = cust
-        .request(
-            "start_chat",
-            json!({"chat": {"thread": {"events": [message("hi")]}}}),
-        )
-        .await;
-    let chat_id = r["payload"]["chat_id"].as_str().unwrap().to_owned();
+    cust.login_bearer(&token).await;
+    let chat_id = cust.start_chat_saying("hi").await["chat_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     alice.push("incoming_chat").await;
     let preview = |event: Value, version: &str| {
         json!({"action": "send_event_preview", "version": version,

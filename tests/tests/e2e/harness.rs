@@ -313,6 +313,26 @@ impl Rtm {
         }
     }
 
+    /// Logs in with a Bearer token; panics when refused.
+    pub async fn login_bearer(&mut self, token: &str) {
+        let r = self
+            .request("login", json!({"token": format!("Bearer {token}")}))
+            .await;
+        assert_eq!(r["success"], true, "login failed: {r}");
+    }
+
+    /// `start_chat` with one message; returns the response payload.
+    pub async fn start_chat_saying(&mut self, text: &str) -> Value {
+        let r = self
+            .request(
+                "start_chat",
+                json!({"chat": {"thread": {"events": [{"type": "message", "text": text}]}}}),
+            )
+            .await;
+        assert_eq!(r["success"], true, "start_chat failed: {r}");
+        r["payload"].clone()
+    }
+
     /// The next push named `action` (earlier pushes of other names are kept).
     pub async fn push(&mut self, action: &str) -> Value {
         if let Some(i) = self.pushes.iter().position(|p| p["action"] == action) {

@@ -10,10 +10,6 @@ use std::time::Duration;
 const QUIET: Duration = Duration::from_millis(300);
 const ALICE: Option<&str> = Some("Bearer alice-pat-1");
 
-fn message(text: &str) -> Value {
-    json!({"type": "message", "text": text})
-}
-
 async fn register(s: &TestServer, auth: Option<&str>, body: Value) -> (u16, Value) {
     s.config("register_property", auth, body).await
 }
@@ -131,16 +127,10 @@ async fn chat_thread_and_event_properties_with_their_pushes() {
     }
     let mut alice = s.login("alice-pat-1").await;
     let (mut cust, _) = s.customer("acme").await;
-    let r = cust
-        .request(
-            "start_chat",
-            json!({"chat": {"thread": {"events": [message("hello")]}}}),
-        )
-        .await;
-    assert_eq!(r["success"], true, "{r}");
-    let chat_id = r["payload"]["chat_id"].as_str().unwrap().to_owned();
-    let thread_id = r["payload"]["thread_id"].as_str().unwrap().to_owned();
-    let event_id = r["payload"]["event_ids"][0].as_str().unwrap().to_owned();
+    let started = cust.start_chat_saying("hello").await;
+    let chat_id = started["chat_id"].as_str().unwrap().to_owned();
+    let thread_id = started["thread_id"].as_str().unwrap().to_owned();
+    let event_id = started["event_ids"][0].as_str().unwrap().to_owned();
     alice.push("incoming_chat").await;
     cust.push("incoming_chat").await;
 
