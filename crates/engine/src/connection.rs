@@ -3,10 +3,10 @@
 //! after login, who it belongs to and which pushes it subscribed to.
 
 use bytes::Bytes;
-use chatgate_protocol::pushes::is_agent_push;
+use chatgate_protocol::pushes::{PushBits, catalogue_bits, has_bit, push_bit, set_bit};
 use chatgate_protocol::{DisconnectReason, Version};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::{Notify, mpsc};
@@ -28,30 +28,22 @@ impl Side {
             Side::Customer => "customer_disconnected",
         }
     }
-
-    fn is_push(self, version: Version, name: &str) -> bool {
-        match self {
-            Side::Agent => is_agent_push(version, name),
-            Side::Customer => chatgate_protocol::pushes::is_customer_push_of(version, name),
-        }
-    }
 }
 
 /// Per-version push subscriptions of a session (`login.pushes`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscriptions {
-    side: Side,
     /// Indexed by [`Version::index`]: `None` = nothing in that version,
-    /// `Some(None)` = all pushes, `Some(Some(set))` = only those named.
-    by_version: [Option<Option<HashSet<String>>>; 2],
+    /// else the pushes wanted in it (all = the side's catalogue), as bits.
+    by_version: [Option<PushBits>; 2],
 }
 
 impl Subscriptions {
     /// The default: every push, in the connection's version.
     pub fn default_for(side: Side, version: Version) -> Self {
         let mut by_version = [None, None];
-        by_version[version.index()] = Some(None);
-        Subscriptions { side, by_version }
+        by_version[version.index()] = Some(*catalogue_bits(side == Side::Agent, version));
+        Subscriptions { by_version }
     }
 
     /// Parses `login.pushes`, e.g. `{"3.5": ["incoming_chat"], "3.6": ["all"]}`.
@@ -73,23 +65,31 @@ impl Subscriptions {
                 ));
             }
             if names.iter().any(|n| n == "all") {
-                by_version[version.index()] = Some(None);
+                by_version[version.index()] = Some(*catalogue_bits(side == Side::Agent, version));
                 continue;
             }
-            let set: HashSet<String> = names.iter().cloned().collect();
-            by_version[version.index()] = Some(Some(set));
+            let mut bits: PushBits = [0; 4];
+            for b in names.iter().filter_map(|n| push_bit(n)) {
+                set_bit(&mut bits, b);
+            }
+            by_version[version.index()] = Some(bits);
         }
-        Ok(Subscriptions { side, by_version })
+        Ok(Subscriptions { by_version })
     }
 
     /// The versions in which this session wants push `name`.
-    pub fn versions_for<'a>(&'a self, name: &'a str) -> impl Iterator<Item = Version> + 'a {
+    pub fn versions_for(&self, name: &str) -> impl Iterator<Item = Version> + '_ {
+        self.versions_for_bit(push_bit(name))
+    }
+
+    /// [`Self::versions_for`] with the name already turned into its bit
+    /// (once per push, not once per recipient).
+    pub fn versions_for_bit(&self, bit: Option<usize>) -> impl Iterator<Item = Version> + '_ {
         Version::ALL
             .into_iter()
-            .filter(move |v| match &self.by_version[v.index()] {
-                None => false,
-                Some(None) => self.side.is_push(*v, name),
-                Some(Some(set)) => set.contains(name),
+            .filter(move |v| match (&self.by_version[v.index()], bit) {
+                (Some(bits), Some(b)) => has_bit(bits, b),
+                _ => false,
             })
     }
 }

@@ -59,11 +59,12 @@ impl Outgoing {
     /// Never waits.
     pub fn deliver(self) {
         let shared: [OnceLock<Bytes>; 2] = [OnceLock::new(), OnceLock::new()];
+        let bit = chatgate_protocol::pushes::push_bit(self.name);
         for conn in &self.recipients {
             let Some(login) = conn.login_state() else {
                 continue;
             };
-            for version in login.subs.versions_for(self.name) {
+            for version in login.subs.versions_for_bit(bit) {
                 let frame = match &self.cause {
                     Some(c) if c.conn == conn.id() => self.encode(version, Some(&c.request_id)),
                     _ => shared[version.index()]

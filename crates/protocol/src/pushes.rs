@@ -129,6 +129,72 @@ pub fn is_customer_push_of(version: Version, name: &str) -> bool {
         || (version >= Version::V3_6 && CUSTOMER_PUSHES_V3_6_ADDED.contains(&name))
 }
 
+/// A set of push names as bits (see [`push_bit`]): subscription checks
+/// on every recipient of every push are a bit test, not a string lookup.
+pub type PushBits = [u64; 4];
+
+static ALL_NAMES: std::sync::LazyLock<std::collections::HashMap<&'static str, usize>> =
+    std::sync::LazyLock::new(|| {
+        let mut m = std::collections::HashMap::new();
+        for name in AGENT_PUSHES_V3_5
+            .iter()
+            .chain(AGENT_PUSHES_V3_6_ADDED)
+            .chain(CUSTOMER_PUSHES_V3_5)
+            .chain(CUSTOMER_PUSHES_V3_6_ADDED)
+        {
+            let next = m.len();
+            m.entry(*name).or_insert(next);
+        }
+        assert!(m.len() <= 256, "push names fit PushBits");
+        m
+    });
+
+/// The bit of a known push name (`None` for names outside every catalogue).
+pub fn push_bit(name: &str) -> Option<usize> {
+    ALL_NAMES.get(name).copied()
+}
+
+/// Sets bit `b`.
+pub fn set_bit(bits: &mut PushBits, b: usize) {
+    bits[b / 64] |= 1 << (b % 64);
+}
+
+/// Whether bit `b` is set.
+pub fn has_bit(bits: &PushBits, b: usize) -> bool {
+    bits[b / 64] & (1 << (b % 64)) != 0
+}
+
+static CATALOGUES: std::sync::LazyLock<[PushBits; 4]> = std::sync::LazyLock::new(|| {
+    let mut out = [[0; 4]; 4];
+    for (i, (agent, version)) in [
+        (true, Version::V3_5),
+        (true, Version::V3_6),
+        (false, Version::V3_5),
+        (false, Version::V3_6),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (name, b) in ALL_NAMES.iter() {
+            let is = if agent {
+                is_agent_push(version, name)
+            } else {
+                is_customer_push_of(version, name)
+            };
+            if is {
+                set_bit(&mut out[i], *b);
+            }
+        }
+    }
+    out
+});
+
+/// Every push of the agent (`agent`) or customer catalogue of `version`.
+pub fn catalogue_bits(agent: bool, version: Version) -> &'static PushBits {
+    let i = if agent { 0 } else { 2 } + usize::from(version >= Version::V3_6);
+    &CATALOGUES[i]
+}
+
 /// Whether `name` is an agent push of `version`.
 pub fn is_agent_push(version: Version, name: &str) -> bool {
     // Asked once per recipient of every push: a hash lookup, not a scan.
@@ -160,5 +226,35 @@ mod tests {
         assert!(!is_agent_push(Version::V3_5, "event_deleted"));
         assert!(is_agent_push(Version::V3_6, "event_deleted"));
         assert!(!is_agent_push(Version::V3_6, "bogus"));
+    }
+
+    #[test]
+    fn catalogue_bits_match_the_lists() {
+        let bit = |n| push_bit(n).unwrap();
+        assert!(push_bit("bogus").is_none());
+        let a5 = catalogue_bits(true, Version::V3_5);
+        let a6 = catalogue_bits(true, Version::V3_6);
+        let c5 = catalogue_bits(false, Version::V3_5);
+        let c6 = catalogue_bits(false, Version::V3_6);
+        assert!(has_bit(a5, bit("routing_status_set")) && has_bit(a6, bit("routing_status_set")));
+        assert!(!has_bit(a5, bit("event_deleted")) && has_bit(a6, bit("event_deleted")));
+        assert!(!has_bit(c5, bit("routing_status_set")));
+        assert!(has_bit(c5, bit("queue_position_updated")));
+        assert!(!has_bit(c5, bit("incoming_event_preview")));
+        assert!(has_bit(c6, bit("incoming_event_preview")));
+        // Every listed name has its own bit.
+        let all: std::collections::HashSet<usize> = AGENT_PUSHES_V3_5
+            .iter()
+            .chain(AGENT_PUSHES_V3_6_ADDED)
+            .chain(CUSTOMER_PUSHES_V3_5)
+            .map(|n| bit(n))
+            .collect();
+        let names: std::collections::HashSet<&str> = AGENT_PUSHES_V3_5
+            .iter()
+            .chain(AGENT_PUSHES_V3_6_ADDED)
+            .chain(CUSTOMER_PUSHES_V3_5)
+            .copied()
+            .collect();
+        assert_eq!(all.len(), names.len());
     }
 }
