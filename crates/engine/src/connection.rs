@@ -189,6 +189,18 @@ impl Connection {
         )
     }
 
+    /// Whether this logged-in connection takes the push with this bit
+    /// ([`chatgate_protocol::pushes::push_bit`]) in any version.
+    pub(crate) fn wants(&self, bit: Option<usize>) -> bool {
+        self.login_state()
+            .is_some_and(|l| l.subs.versions_for_bit(bit).next().is_some())
+    }
+
+    /// Neither closed by the server nor left by its transport.
+    pub(crate) fn is_open(&self) -> bool {
+        self.close_reason.get().is_none() && !self.outbound.is_closed()
+    }
+
     /// Records the client's `User-Agent` (at most 512 characters kept).
     pub fn set_user_agent(&self, ua: String) {
         let _ = self.user_agent.set(ua.chars().take(512).collect());

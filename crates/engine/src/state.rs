@@ -58,6 +58,9 @@ pub(crate) struct OrgState {
     /// Registered property definitions by (namespace, name); the built-in
     /// namespaces live in [`crate::properties`].
     pub property_defs: BTreeMap<(String, String), crate::properties::PropertyDef>,
+    /// Logged-in agent sessions that take `routing_status_set` (closed ones
+    /// are skipped and pruned at the next login).
+    pub status_watchers: Vec<Arc<Connection>>,
     /// Each group's status as last announced (`groups_status_updated`).
     pub group_statuses: BTreeMap<GroupId, &'static str>,
     /// Something that may change a group's status happened since the last
@@ -150,6 +153,7 @@ impl Org {
                 property_defs: BTreeMap::new(),
                 uploads: HashMap::new(),
                 group_statuses: BTreeMap::new(),
+                status_watchers: Vec::new(),
                 group_statuses_dirty: false,
                 chats: HashMap::new(),
                 queue: Vec::new(),

@@ -57,8 +57,20 @@ fn permission(role: Role) -> Permission {
 /// `routing_status_set` about `agent` to every session that may see it.
 fn status_push(state: &OrgState, agent: &str, cause: Option<Cause>) -> Outgoing {
     let target = &state.agents[agent];
-    let recipients =
-        state.sessions_where(|viewer| may_see_routing_status(&viewer.agent, &target.agent));
+    // Sent on every login to every session of the organization: only the
+    // sessions that take it are walked (`status_watchers`), so sessions that
+    // filtered it out cost nothing.
+    let recipients = state
+        .status_watchers
+        .iter()
+        .filter(|c| c.is_open())
+        .filter(|c| {
+            c.login_state()
+                .and_then(|l| state.agents.get(&l.agent))
+                .is_some_and(|viewer| may_see_routing_status(&viewer.agent, &target.agent))
+        })
+        .cloned()
+        .collect();
     Outgoing::new(
         "routing_status_set",
         RoutingStatusSet {
@@ -150,6 +162,12 @@ pub(crate) async fn login(
             away: req.away.unwrap_or(false),
         });
         let after = agent.effective();
+        // The index of sessions that take `routing_status_set` (closed ones
+        // are dropped here, at the next login).
+        state.status_watchers.retain(|c| c.is_open());
+        if conn.wants(chatgate_protocol::pushes::push_bit("routing_status_set")) {
+            state.status_watchers.push(conn.clone());
+        }
         // Everyone else who may see this agent learns the new status; the
         // logging-in connection reads it from `my_profile.routing_status`.
         let mut pushes = if before != after {
