@@ -123,6 +123,14 @@ pub struct FanoutArgs {
     /// Seconds of traffic.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
+    /// Receivers (the first K) that log in and then never read: slow
+    /// consumers. The others' latency shows whether they cost anyone else.
+    #[arg(long, default_value_t = 0)]
+    pub stalled: usize,
+    /// Padding bytes in each message (fills a stalled reader's buffers
+    /// sooner).
+    #[arg(long, default_value_t = 0)]
+    pub pad: usize,
 }
 
 fn main() -> ExitCode {

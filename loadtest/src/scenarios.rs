@@ -133,6 +133,12 @@ fn drive(
     })
 }
 
+/// A fanout receiver: reading, or logged in and never reading again.
+enum Receiver {
+    Reading(mpsc::Sender<String>, JoinHandle<ConnOut>),
+    Stalled(Box<Ws>),
+}
+
 /// The `t=<µs>` stamp at the start of a message text.
 fn stamp_of(text: &str) -> Option<u64> {
     text.strip_prefix("t=")?
@@ -675,6 +681,8 @@ pub async fn fanout(a: FanoutArgs) -> io::Result<()> {
         })
     };
     let sem = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
+    let stalled = a.stalled.min(a.receivers);
+    let pad = "x".repeat(a.pad);
     let mut setups = Vec::new();
     for i in 0..a.receivers {
         let permit = sem.clone().acquire_owned().await.map_err(err)?;
@@ -697,8 +705,15 @@ pub async fn fanout(a: FanoutArgs) -> io::Result<()> {
                     .await?
                     .ws
                 };
+                if i < stalled {
+                    // Logged in, never read again.
+                    return Ok(Receiver::Stalled(Box::new(ws)));
+                }
                 let (tx, rx) = mpsc::channel(1);
-                Ok((tx, drive(ws, rx, stop, epoch, measure, None, delivered)))
+                Ok(Receiver::Reading(
+                    tx,
+                    drive(ws, rx, stop, epoch, measure, None, delivered),
+                ))
             }
             .await;
             drop(permit);
@@ -706,8 +721,12 @@ pub async fn fanout(a: FanoutArgs) -> io::Result<()> {
         }));
     }
     let mut receivers = Vec::new();
+    let mut stalled_ws = Vec::new();
     for s in setups {
-        receivers.push(s.await.map_err(err)??);
+        match s.await.map_err(err)?? {
+            Receiver::Reading(tx, h) => receivers.push((tx, h)),
+            Receiver::Stalled(ws) => stalled_ws.push(ws),
+        }
     }
     // The sender.
     let sender_ws = if raw {
@@ -737,12 +756,12 @@ pub async fn fanout(a: FanoutArgs) -> io::Result<()> {
         &delivered,
         |k, intended| {
             let f = if raw {
-                format!("r=r1;t={intended}")
+                format!("r=r1;t={intended};{pad}")
             } else {
                 client::frame(
                     "multicast",
                     &format!("m{k}"),
-                    json!({"recipients": {"agents": {"all": true}}, "content": {"t": intended}}),
+                    json!({"recipients": {"agents": {"all": true}}, "content": {"t": intended, "pad": pad}}),
                 )
             };
             Some((0, f))
@@ -759,7 +778,51 @@ pub async fn fanout(a: FanoutArgs) -> io::Result<()> {
         all.latency.add(&o.latency);
         all.deliveries += o.deliveries;
     }
-    let n = a.receivers as u64;
+    // What the stalled readers got in the end: read through their backlog
+    // to the server's disconnect (or give up after 10 s each, in parallel).
+    let checks: Vec<_> = stalled_ws
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let read = async {
+                    while let Some(Ok(m)) = ws.next().await {
+                        if let Message::Text(t) = m
+                            && t.as_str().contains("\"agent_disconnected\"")
+                        {
+                            return Some(t.as_str().to_owned());
+                        }
+                    }
+                    None
+                };
+                tokio::time::timeout(Duration::from_secs(10), read)
+                    .await
+                    .ok()
+                    .flatten()
+            })
+        })
+        .collect();
+    let mut cut_off = BTreeMap::<String, u64>::new();
+    for c in checks {
+        let why = match c.await.map_err(err)? {
+            Some(t) => serde_json::from_str::<Value>(&t)
+                .ok()
+                .map(|v| {
+                    let p = &v["payload"];
+                    format!(
+                        "{} {}",
+                        p["reason"].as_str().unwrap_or("?"),
+                        p["data"]["detail"].as_str().unwrap_or("")
+                    )
+                })
+                .unwrap_or_default(),
+            None => "not disconnected".into(),
+        };
+        *cut_off.entry(why).or_default() += 1;
+    }
+    if stalled > 0 {
+        println!("stalled receivers: {cut_off:?}");
+    }
+    let n = (a.receivers - stalled) as u64;
     let expected = offered * n;
     let cpu = match (cpu_before, a.common.pid.and_then(cpu_seconds)) {
         (Some(b), Some(a)) => Some(a - b),
@@ -780,6 +843,9 @@ pub async fn fanout(a: FanoutArgs) -> io::Result<()> {
             "scenario": "fanout",
             "target": a.target,
             "receivers": n,
+            "stalled": stalled,
+            "stalled_outcome": cut_off,
+            "pad_bytes": a.pad,
             "offered_rate": a.rate,
             "offered": offered,
             "expected_deliveries": expected,
