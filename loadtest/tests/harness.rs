@@ -126,5 +126,37 @@ async fn idle_chat_and_fanout_against_the_real_server() {
     assert_eq!(r["offered"], 40, "{r}");
     assert_eq!(r["expected_deliveries"], 1000);
     assert_eq!(r["delivered"], 1000, "{r}");
+
+    // A receiver that never reads: the others still get everything, and it
+    // is accounted for on its own.
+    let r = run(
+        args(&[
+            "fanout",
+            "--server",
+            &addr,
+            "--receivers",
+            "10",
+            "--stalled",
+            "2",
+            "--pad",
+            "100",
+            "--rate",
+            "20",
+            "--duration",
+            "1",
+        ]),
+        dir.path(),
+    )
+    .await;
+    assert_eq!(r["receivers"], 8, "{r}");
+    assert_eq!(r["stalled"], 2);
+    assert_eq!(r["delivered"], r["expected_deliveries"], "{r}");
+    let outcomes: u64 = r["stalled_outcome"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(outcomes, 2, "{r}");
     running.shutdown().await;
 }
