@@ -6,6 +6,7 @@
 //! connections and time.
 
 mod client;
+mod relay;
 mod scenarios;
 mod stats;
 
@@ -46,6 +47,12 @@ enum Command {
     /// One sender, many receivers: `multicast` through chatgate, or the same
     /// shape through a room-relay server (`--target raw`).
     Fanout(FanoutArgs),
+    /// Run the bare baseline relay (the room-relay protocol on the same
+    /// crates chatgate uses); measure it with `fanout --target raw`.
+    Baseline {
+        #[arg(long, default_value = "127.0.0.1:9200")]
+        listen: SocketAddr,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -149,6 +156,7 @@ fn main() -> ExitCode {
             Command::Idle(a) => scenarios::idle(a).await,
             Command::Chat(a) => scenarios::chat(a).await,
             Command::Fanout(a) => scenarios::fanout(a).await,
+            Command::Baseline { listen } => relay::serve(listen).await,
         }
     });
     match result {

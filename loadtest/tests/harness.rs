@@ -160,3 +160,48 @@ async fn idle_chat_and_fanout_against_the_real_server() {
     assert_eq!(outcomes, 2, "{r}");
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_baseline_relay_delivers_the_room_relay_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    // A free port: bind, read it, release it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut relay = Command::new(BIN)
+        .args(["baseline", "--listen", &addr])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = run(
+        args(&[
+            "fanout",
+            "--target",
+            "raw",
+            "--server",
+            &addr,
+            "--receivers",
+            "20",
+            "--rate",
+            "20",
+            "--duration",
+            "2",
+        ]),
+        dir.path(),
+    )
+    .await;
+    relay.kill().unwrap();
+    let _ = relay.wait();
+    assert_eq!(r["offered"], 40, "{r}");
+    assert_eq!(r["delivered"], 800, "{r}");
+    assert_eq!(r["latency"]["count"], 800);
+}
