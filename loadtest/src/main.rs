@@ -47,6 +47,9 @@ enum Command {
     /// One sender, many receivers: `multicast` through chatgate, or the same
     /// shape through a room-relay server (`--target raw`).
     Fanout(FanoutArgs),
+    /// All sessions drop at once and reconnect while a sender multicasts:
+    /// time until all are back, and how many pushes each missed.
+    Storm(StormArgs),
     /// Run the bare baseline relay (the room-relay protocol on the same
     /// crates chatgate uses); measure it with `fanout --target raw`.
     Baseline {
@@ -140,6 +143,21 @@ pub struct FanoutArgs {
     pub pad: usize,
 }
 
+#[derive(Args, Clone)]
+pub struct StormArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Sessions (agent i uses token `load-agent-<i>`).
+    #[arg(long, default_value_t = 1000)]
+    pub sessions: usize,
+    /// Multicasts per second from `load-owner` during the whole run.
+    #[arg(long, default_value_t = 20)]
+    pub rate: u64,
+    /// Seconds before the storm, and at least as long after it.
+    #[arg(long, default_value_t = 3)]
+    pub settle: u64,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -156,6 +174,7 @@ fn main() -> ExitCode {
             Command::Idle(a) => scenarios::idle(a).await,
             Command::Chat(a) => scenarios::chat(a).await,
             Command::Fanout(a) => scenarios::fanout(a).await,
+            Command::Storm(a) => scenarios::storm(a).await,
             Command::Baseline { listen } => relay::serve(listen).await,
         }
     });

@@ -8,7 +8,7 @@
 
 use crate::client::{self, Ws};
 use crate::stats::{Latency, cpu_seconds, micros_since, rss_kib};
-use crate::{ChatArgs, Common, FanoutArgs, IdleArgs};
+use crate::{ChatArgs, Common, FanoutArgs, IdleArgs, StormArgs};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -131,6 +131,165 @@ fn drive(
         }
         out
     })
+}
+
+/// `storm`: N sessions up; a sender multicasts numbered messages; every
+/// session drops at once and reconnects; the harness measures the time
+/// until all are logged in again and, per session, which numbers it never
+/// received (what a client without a resume mechanism loses).
+pub async fn storm(a: StormArgs) -> io::Result<()> {
+    raise_nofile();
+    let epoch = Instant::now();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let seqs: Vec<Arc<Mutex<Vec<u64>>>> = (0..a.sessions).map(|_| Default::default()).collect();
+    let measure_for = |i: usize| -> Measure {
+        let seen = seqs[i].clone();
+        Arc::new(move |text: &str| {
+            if !text.contains("\"incoming_multicast\"") {
+                return None;
+            }
+            let v: Value = serde_json::from_str(text).ok()?;
+            let c = &v["payload"]["content"];
+            seen.lock().unwrap().push(c["seq"].as_u64()?);
+            c["t"].as_u64()
+        })
+    };
+    // Connects every session; returns the running receivers and the login
+    // latency (from the moment the phase started).
+    let connect_all = |phase_stop: watch::Receiver<bool>| {
+        let common = a.common.clone();
+        let delivered = delivered.clone();
+        let measures: Vec<Measure> = (0..a.sessions).map(measure_for).collect();
+        async move {
+            let sem = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
+            let start_us = micros_since(epoch);
+            let mut setups = Vec::new();
+            for (i, measure) in measures.into_iter().enumerate() {
+                let permit = sem.clone().acquire_owned().await.map_err(err)?;
+                let (common, stop, delivered) =
+                    (common.clone(), phase_stop.clone(), delivered.clone());
+                setups.push(tokio::spawn(async move {
+                    let r = connect_login(
+                        &common,
+                        i,
+                        "/v3.5/agent/rtm/ws",
+                        &format!("load-agent-{i}"),
+                        epoch,
+                        start_us,
+                    )
+                    .await;
+                    drop(permit);
+                    r.map(|s| {
+                        let (tx, rx) = mpsc::channel(1);
+                        (
+                            s.latency_us,
+                            tx,
+                            drive(s.ws, rx, stop, epoch, measure, None, delivered),
+                        )
+                    })
+                }));
+            }
+            let mut login = Latency::default();
+            let mut running = Vec::new();
+            let mut failed = 0u64;
+            for s in setups {
+                match s.await.map_err(err)? {
+                    Ok((lat, tx, h)) => {
+                        login.record_us(lat);
+                        running.push((tx, h));
+                    }
+                    Err(_) => failed += 1,
+                }
+            }
+            Ok::<_, io::Error>((running, login, failed))
+        }
+    };
+    let (stop1_tx, stop1_rx) = watch::channel(false);
+    let (first, login1, failed1) = connect_all(stop1_rx).await?;
+    // The sender, for the whole run.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sender_ws = connect_login(&a.common, 0, "/v3.5/agent/rtm/ws", "load-owner", epoch, 0)
+        .await?
+        .ws;
+    let (tx, rx) = mpsc::channel(SENDER_QUEUE);
+    let sender = drive(
+        sender_ws,
+        rx,
+        stop_rx.clone(),
+        epoch,
+        Arc::new(|_| None),
+        None,
+        Arc::new(AtomicU64::new(0)),
+    );
+    let rate = a.rate.max(1);
+    let sending = {
+        let tx = tx.clone();
+        let delivered = delivered.clone();
+        let total = a.settle * 3 + 60;
+        tokio::spawn(async move {
+            schedule(epoch, rate, Duration::from_secs(total), std::slice::from_ref(&tx), &delivered, |k, t| {
+                Some((0, client::frame("multicast", &format!("m{k}"), json!({"recipients": {"agents": {"all": true}}, "content": {"t": t, "seq": k}}))))
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(a.settle)).await;
+    // The storm: every session drops at once...
+    let dropped_at = Instant::now();
+    let _ = stop1_tx.send(true);
+    for (_, h) in first {
+        let _ = h.await;
+    }
+    // ...and reconnects.
+    let (stop2_tx, stop2_rx) = watch::channel(false);
+    let (second, login2, failed2) = connect_all(stop2_rx).await?;
+    let back_secs = dropped_at.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(a.settle)).await;
+    sending.abort();
+    tokio::time::sleep(DRAIN).await;
+    let _ = stop2_tx.send(true);
+    let _ = stop_tx.send(true);
+    let mut after = Latency::default();
+    for (_, h) in second {
+        after.add(&h.await.map_err(err)?.latency);
+    }
+    let _ = sender.await;
+    // Numbers each session missed between the first and the last it saw.
+    let (mut missed_total, mut sessions_missing) = (0u64, 0u64);
+    for s in &seqs {
+        let mut v = s.lock().unwrap().clone();
+        v.sort_unstable();
+        v.dedup();
+        if let (Some(lo), Some(hi)) = (v.first(), v.last()) {
+            let missed = (hi - lo + 1) - v.len() as u64;
+            missed_total += missed;
+            sessions_missing += u64::from(missed > 0);
+        }
+    }
+    println!("{}", login1.line("first login"));
+    println!("{}", login2.line("login after the drop"));
+    println!("{}", after.line("delivery after the storm"));
+    println!(
+        "all {} sessions back {back_secs:.2} s after the drop ({} failed before, {} after); {sessions_missing} sessions missed {missed_total} multicasts in all",
+        a.sessions - failed2 as usize,
+        failed1,
+        failed2
+    );
+    finish(
+        &a.common,
+        "storm",
+        json!({
+            "scenario": "storm",
+            "sessions": a.sessions,
+            "failed_first": failed1,
+            "failed_after": failed2,
+            "seconds_until_all_back": back_secs,
+            "login_first": login1.summary(),
+            "login_after_drop": login2.summary(),
+            "sessions_that_missed_pushes": sessions_missing,
+            "pushes_missed": missed_total,
+        }),
+    )
 }
 
 /// A fanout receiver: reading, or logged in and never reading again.

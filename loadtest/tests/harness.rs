@@ -158,6 +158,28 @@ async fn idle_chat_and_fanout_against_the_real_server() {
         .map(|v| v.as_u64().unwrap())
         .sum();
     assert_eq!(outcomes, 2, "{r}");
+
+    // Everyone drops at once and comes back.
+    let r = run(
+        args(&[
+            "storm",
+            "--server",
+            &addr,
+            "--sessions",
+            "12",
+            "--rate",
+            "20",
+            "--settle",
+            "1",
+        ]),
+        dir.path(),
+    )
+    .await;
+    assert_eq!(r["failed_first"], 0, "{r}");
+    assert_eq!(r["failed_after"], 0, "{r}");
+    assert_eq!(r["login_after_drop"]["count"], 12, "{r}");
+    assert!(r["seconds_until_all_back"].as_f64().unwrap() > 0.0);
+    assert!(r["pushes_missed"].is_u64(), "{r}");
     running.shutdown().await;
 }
 
