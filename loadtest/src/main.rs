@@ -50,6 +50,9 @@ enum Command {
     /// All sessions drop at once and reconnect while a sender multicasts:
     /// time until all are back, and how many pushes each missed.
     Storm(StormArgs),
+    /// `fanout` at rising rates until p99 passes a bound; the last rate
+    /// that held.
+    Ramp(RampArgs),
     /// Run the bare baseline relay (the room-relay protocol on the same
     /// crates chatgate uses); measure it with `fanout --target raw`.
     Baseline {
@@ -158,6 +161,24 @@ pub struct StormArgs {
     pub settle: u64,
 }
 
+#[derive(Args, Clone)]
+pub struct RampArgs {
+    #[command(flatten)]
+    pub fanout: FanoutArgs,
+    /// First rate (messages per second).
+    #[arg(long, default_value_t = 50)]
+    pub start: u64,
+    /// Added at each step.
+    #[arg(long, default_value_t = 50)]
+    pub step: u64,
+    /// At most this many steps.
+    #[arg(long, default_value_t = 20)]
+    pub max_steps: u32,
+    /// The p99 bound in milliseconds.
+    #[arg(long, default_value_t = 50.0)]
+    pub bound_ms: f64,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -175,6 +196,7 @@ fn main() -> ExitCode {
             Command::Chat(a) => scenarios::chat(a).await,
             Command::Fanout(a) => scenarios::fanout(a).await,
             Command::Storm(a) => scenarios::storm(a).await,
+            Command::Ramp(a) => scenarios::ramp(a).await,
             Command::Baseline { listen } => relay::serve(listen).await,
         }
     });

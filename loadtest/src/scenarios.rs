@@ -8,7 +8,7 @@
 
 use crate::client::{self, Ws};
 use crate::stats::{Latency, cpu_seconds, micros_since, rss_kib};
-use crate::{ChatArgs, Common, FanoutArgs, IdleArgs, StormArgs};
+use crate::{ChatArgs, Common, FanoutArgs, IdleArgs, RampArgs, StormArgs};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -814,6 +814,51 @@ pub async fn chat(a: ChatArgs) -> io::Result<()> {
 
 /// `fanout`: one sender, N receivers.
 pub async fn fanout(a: FanoutArgs) -> io::Result<()> {
+    let result = fanout_run(&a).await?;
+    finish(&a.common, "fanout", result)
+}
+
+/// `ramp`: `fanout` at rising rates (each step its own run with fresh
+/// connections) until p99 passes the bound or something is lost; reports
+/// the last rate that held.
+pub async fn ramp(a: RampArgs) -> io::Result<()> {
+    let mut steps = Vec::new();
+    let mut held: Option<u64> = None;
+    let mut rate = a.start;
+    for _ in 0..a.max_steps {
+        let mut f = a.fanout.clone();
+        f.rate = rate;
+        f.common.json = None;
+        let r = fanout_run(&f).await?;
+        let p99 = r["latency"]["p99_ms"].as_f64().unwrap_or(f64::INFINITY);
+        let complete = r["delivered"] == r["expected_deliveries"];
+        println!(
+            "ramp: {rate} msg/s x {} receivers: p99 {p99:.2} ms, {} of {} delivered",
+            f.receivers, r["delivered"], r["expected_deliveries"]
+        );
+        steps.push(json!({"rate": rate, "p99_ms": p99, "complete": complete, "result": r}));
+        if p99 > a.bound_ms || !complete {
+            break;
+        }
+        held = Some(rate);
+        rate += a.step;
+    }
+    match held {
+        Some(r) => println!(
+            "ramp: the last rate that held p99 <= {} ms with nothing lost: {r} msg/s ({} deliveries/s)",
+            a.bound_ms,
+            r * a.fanout.receivers as u64
+        ),
+        None => println!("ramp: even {} msg/s passed the bound", a.start),
+    }
+    finish(
+        &a.fanout.common,
+        "ramp",
+        json!({"scenario": "ramp", "bound_ms": a.bound_ms, "held_rate": held, "steps": steps}),
+    )
+}
+
+async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
     raise_nofile();
     let raw = match a.target.as_str() {
         "chatgate" => false,
@@ -995,10 +1040,7 @@ pub async fn fanout(a: FanoutArgs) -> io::Result<()> {
         all.deliveries as f64 / secs,
         sender_out.errors
     );
-    finish(
-        &a.common,
-        "fanout",
-        json!({
+    Ok(json!({
             "scenario": "fanout",
             "target": a.target,
             "receivers": n,
@@ -1015,8 +1057,7 @@ pub async fn fanout(a: FanoutArgs) -> io::Result<()> {
             "latency": all.latency.summary(),
             "latency_distribution": all.latency.distribution(),
             "server_cpu_seconds": cpu,
-        }),
-    )
+    }))
 }
 
 #[cfg(test)]

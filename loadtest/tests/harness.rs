@@ -180,6 +180,32 @@ async fn idle_chat_and_fanout_against_the_real_server() {
     assert_eq!(r["login_after_drop"]["count"], 12, "{r}");
     assert!(r["seconds_until_all_back"].as_f64().unwrap() > 0.0);
     assert!(r["pushes_missed"].is_u64(), "{r}");
+
+    // Ramp: steps until the bound; a bound nobody can miss holds every step.
+    let r = run(
+        args(&[
+            "ramp",
+            "--server",
+            &addr,
+            "--receivers",
+            "5",
+            "--duration",
+            "1",
+            "--start",
+            "10",
+            "--step",
+            "10",
+            "--max-steps",
+            "2",
+            "--bound-ms",
+            "60000",
+        ]),
+        dir.path(),
+    )
+    .await;
+    assert_eq!(r["steps"].as_array().unwrap().len(), 2, "{r}");
+    assert_eq!(r["held_rate"], 20, "{r}");
+    assert_eq!(r["steps"][1]["result"]["delivered"], 100, "{r}");
     running.shutdown().await;
 }
 
