@@ -53,6 +53,9 @@ enum Command {
     /// `fanout` at rising rates until p99 passes a bound; the last rate
     /// that held.
     Ramp(RampArgs),
+    /// Hostile clients: sockets that never log in, random bytes, oversized
+    /// frames and request floods; server memory before, during and after.
+    Hostile(HostileArgs),
     /// Run the bare baseline relay (the room-relay protocol on the same
     /// crates chatgate uses); measure it with `fanout --target raw`.
     Baseline {
@@ -162,6 +165,21 @@ pub struct StormArgs {
 }
 
 #[derive(Args, Clone)]
+pub struct HostileArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// WebSocket connections that never log in.
+    #[arg(long, default_value_t = 2000)]
+    pub idle_sockets: usize,
+    /// Connections that send random bytes (100 frames each).
+    #[arg(long, default_value_t = 50)]
+    pub garbage: usize,
+    /// Requests a logged-in session fires without waiting.
+    #[arg(long, default_value_t = 2000)]
+    pub flood: usize,
+}
+
+#[derive(Args, Clone)]
 pub struct RampArgs {
     #[command(flatten)]
     pub fanout: FanoutArgs,
@@ -197,6 +215,7 @@ fn main() -> ExitCode {
             Command::Fanout(a) => scenarios::fanout(a).await,
             Command::Storm(a) => scenarios::storm(a).await,
             Command::Ramp(a) => scenarios::ramp(a).await,
+            Command::Hostile(a) => scenarios::hostile(a).await,
             Command::Baseline { listen } => relay::serve(listen).await,
         }
     });

@@ -8,7 +8,7 @@
 
 use crate::client::{self, Ws};
 use crate::stats::{Latency, cpu_seconds, micros_since, rss_kib};
-use crate::{ChatArgs, Common, FanoutArgs, IdleArgs, RampArgs, StormArgs};
+use crate::{ChatArgs, Common, FanoutArgs, HostileArgs, IdleArgs, RampArgs, StormArgs};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -290,6 +290,205 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
             "pushes_missed": missed_total,
         }),
     )
+}
+
+/// Reads frames until the socket ends or `limit` passes; counts response
+/// error types and notes the disconnect reason.
+async fn read_outcome(ws: &mut Ws, limit: Duration) -> (BTreeMap<String, u64>, Option<String>) {
+    let mut errors = BTreeMap::new();
+    let mut reason = None;
+    let read = async {
+        loop {
+            let m = match ws.next().await {
+                Some(Ok(m)) => m,
+                // The server ended the connection without (or after) a
+                // readable `agent_disconnected`.
+                Some(Err(_)) | None => {
+                    reason.get_or_insert_with(|| "connection closed".to_owned());
+                    break;
+                }
+            };
+            match m {
+                Message::Text(t) => {
+                    let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                        continue;
+                    };
+                    if v["action"] == "agent_disconnected" {
+                        reason = v["payload"]["reason"].as_str().map(str::to_owned);
+                    } else if v["type"] == "response" {
+                        let kind = if v["success"] == true {
+                            "success"
+                        } else {
+                            v["payload"]["error"]["type"].as_str().unwrap_or("?")
+                        };
+                        *errors.entry(kind.to_owned()).or_default() += 1;
+                    }
+                }
+                Message::Close(_) => {
+                    reason.get_or_insert_with(|| "connection closed".to_owned());
+                    break;
+                }
+                _ => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limit, read).await;
+    (errors, reason)
+}
+
+/// `hostile`: what abusive clients cost and get.
+pub async fn hostile(a: HostileArgs) -> io::Result<()> {
+    raise_nofile();
+    let rss = || a.common.pid.and_then(rss_kib);
+    let before = rss();
+    let mut report = serde_json::Map::new();
+
+    // 1. Sockets that connect and never log in, all from one address.
+    let mut idle = Vec::new();
+    let mut refused = 0u64;
+    for _ in 0..a.idle_sockets {
+        match client::websocket(
+            a.common.server,
+            Some(client::source_for(0, 1)),
+            "/v3.5/agent/rtm/ws",
+        )
+        .await
+        {
+            Ok(ws) => idle.push(ws),
+            Err(_) => refused += 1,
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let with_idle = rss();
+    let mut outcomes = BTreeMap::<String, u64>::new();
+    let checks: Vec<_> = idle
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move { read_outcome(&mut ws, Duration::from_millis(500)).await.1 })
+        })
+        .collect();
+    for c in checks {
+        let r = c.await.map_err(err)?.unwrap_or_else(|| "still open".into());
+        *outcomes.entry(r).or_default() += 1;
+    }
+    println!(
+        "never logged in: {} sockets ({refused} refused at connect): {outcomes:?}; server RSS {:?} -> {:?} KiB",
+        a.idle_sockets, before, with_idle
+    );
+    report.insert("unauthenticated".into(), json!({"sockets": a.idle_sockets, "refused": refused, "outcomes": outcomes, "rss_kib_before": before, "rss_kib_with_them": with_idle}));
+
+    // 2. Random bytes as text frames on fresh connections.
+    let mut garbage = BTreeMap::<String, u64>::new();
+    let mut survived = 0u64;
+    for i in 0..a.garbage {
+        let mut ws = client::websocket(
+            a.common.server,
+            Some(client::source_for(i + 1, 8)),
+            "/v3.5/agent/rtm/ws",
+        )
+        .await?;
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ i as u64;
+        for _ in 0..100 {
+            let bytes: String = (0..64)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from(32 + (x % 95) as u8)
+                })
+                .collect();
+            if ws.send(Message::text(bytes)).await.is_err() {
+                break;
+            }
+        }
+        // Then a real login on the same connection.
+        let ok = client::request(
+            &mut ws,
+            "login",
+            "after",
+            json!({"token": format!("Bearer load-agent-{i}")}),
+        )
+        .await
+        .is_ok();
+        survived += u64::from(ok);
+        let (errs, _) = read_outcome(&mut ws, Duration::from_millis(200)).await;
+        for (k, v) in errs {
+            *garbage.entry(k).or_default() += v;
+        }
+    }
+    println!(
+        "random frames: {} connections x 100 frames; {survived} logged in afterwards on the same connection; other responses {garbage:?}",
+        a.garbage
+    );
+    report.insert(
+        "random_frames".into(),
+        json!({"connections": a.garbage, "logged_in_after": survived, "responses": garbage}),
+    );
+
+    // 3. Oversized frames: over the request limit, then over the hard limit.
+    let mut ws = client::websocket(a.common.server, None, "/v3.5/agent/rtm/ws").await?;
+    client::request(
+        &mut ws,
+        "login",
+        "l",
+        json!({"token": "Bearer load-agent-0"}),
+    )
+    .await?;
+    let big = format!(
+        "{{\"action\":\"ping\",\"request_id\":\"big\",\"payload\":{{\"x\":\"{}\"}}}}",
+        "y".repeat(300 * 1024)
+    );
+    ws.send(Message::text(big)).await.map_err(err)?;
+    let after_big = client::request(&mut ws, "ping", "p", json!({}))
+        .await
+        .is_ok();
+    let huge = "z".repeat(5 * 1024 * 1024);
+    let _ = ws.send(Message::text(huge)).await;
+    let (_, huge_reason) = read_outcome(&mut ws, Duration::from_secs(3)).await;
+    println!(
+        "a 300 KiB request: connection usable afterwards: {after_big}; a 5 MiB frame: {huge_reason:?}"
+    );
+    report.insert(
+        "oversized".into(),
+        json!({"usable_after_300_kib": after_big, "after_5_mib": huge_reason}),
+    );
+
+    // 4. A flood of requests without waiting for answers.
+    let mut ws = client::websocket(a.common.server, None, "/v3.5/agent/rtm/ws").await?;
+    client::request(
+        &mut ws,
+        "login",
+        "l",
+        json!({"token": "Bearer load-agent-1"}),
+    )
+    .await?;
+    for k in 0..a.flood {
+        ws.feed(Message::text(client::frame(
+            "list_routing_statuses",
+            &format!("f{k}"),
+            json!({}),
+        )))
+        .await
+        .map_err(err)?;
+    }
+    ws.flush().await.map_err(err)?;
+    let (flood, flood_reason) = read_outcome(&mut ws, Duration::from_secs(5)).await;
+    println!(
+        "{} requests at once: {flood:?}, disconnect: {flood_reason:?}",
+        a.flood
+    );
+    report.insert(
+        "flood".into(),
+        json!({"requests": a.flood, "responses": flood, "disconnect": flood_reason}),
+    );
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss();
+    println!(
+        "server RSS: before {before:?} KiB, with the idle sockets {with_idle:?} KiB, after everything {after:?} KiB"
+    );
+    report.insert("rss_kib_after".into(), json!(after));
+    finish(&a.common, "hostile", Value::Object(report))
 }
 
 /// A fanout receiver: reading, or logged in and never reading again.
