@@ -206,6 +206,35 @@ async fn idle_chat_and_fanout_against_the_real_server() {
     assert_eq!(r["steps"].as_array().unwrap().len(), 2, "{r}");
     assert_eq!(r["held_rate"], 20, "{r}");
     assert_eq!(r["steps"][1]["result"]["delivered"], 100, "{r}");
+
+    // Hostile clients get answers, not a broken server.
+    let r = run(
+        args(&[
+            "hostile",
+            "--server",
+            &addr,
+            "--pid",
+            &pid,
+            "--idle-sockets",
+            "30",
+            "--garbage",
+            "3",
+            "--flood",
+            "50",
+        ]),
+        dir.path(),
+    )
+    .await;
+    assert_eq!(r["unauthenticated"]["sockets"], 30, "{r}");
+    assert_eq!(r["random_frames"]["logged_in_after"], 3, "{r}");
+    assert_eq!(r["oversized"]["usable_after_300_kib"], true, "{r}");
+    let answered: u64 = r["flood"]["responses"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(answered, 50, "every flooded request is answered: {r}");
     running.shutdown().await;
 }
 
