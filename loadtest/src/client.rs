@@ -48,11 +48,21 @@ pub async fn tcp(server: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpSt
 /// A WebSocket to `ws://server{path}` with small buffers (the harness holds
 /// thousands of them).
 pub async fn websocket(server: SocketAddr, source: Option<IpAddr>, path: &str) -> io::Result<Ws> {
+    websocket_sized(server, source, path, 1 << 20).await
+}
+
+/// [`websocket`] that may send frames up to `max_write` bytes.
+pub async fn websocket_sized(
+    server: SocketAddr,
+    source: Option<IpAddr>,
+    path: &str,
+    max_write: usize,
+) -> io::Result<Ws> {
     let stream = tcp(server, source).await?;
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0)
-        .max_write_buffer_size(1 << 20);
+        .max_write_buffer_size(max_write);
     let (ws, _) = client_async_with_config(format!("ws://{server}{path}"), stream, Some(config))
         .await
         .map_err(err)?;

@@ -425,8 +425,10 @@ pub async fn hostile(a: HostileArgs) -> io::Result<()> {
         json!({"connections": a.garbage, "logged_in_after": survived, "responses": garbage}),
     );
 
-    // 3. Oversized frames: over the request limit, then over the hard limit.
-    let mut ws = client::websocket(a.common.server, None, "/v3.5/agent/rtm/ws").await?;
+    // 3. Oversized frames: over the request limit, then over the hard limit
+    // (the client itself must be allowed to write such a frame).
+    let mut ws =
+        client::websocket_sized(a.common.server, None, "/v3.5/agent/rtm/ws", 16 << 20).await?;
     client::request(
         &mut ws,
         "login",
@@ -443,8 +445,11 @@ pub async fn hostile(a: HostileArgs) -> io::Result<()> {
         .await
         .is_ok();
     let huge = "z".repeat(5 * 1024 * 1024);
-    let _ = ws.send(Message::text(huge)).await;
-    let (_, huge_reason) = read_outcome(&mut ws, Duration::from_secs(3)).await;
+    let huge_reason = match ws.send(Message::text(huge)).await {
+        // Cut off while still sending: the server stopped at the header.
+        Err(e) => Some(format!("connection closed while sending ({e})")),
+        Ok(()) => read_outcome(&mut ws, Duration::from_secs(3)).await.1,
+    };
     println!(
         "a 300 KiB request: connection usable afterwards: {after_big}; a 5 MiB frame: {huge_reason:?}"
     );
