@@ -228,6 +228,10 @@ async fn idle_chat_and_fanout_against_the_real_server() {
     assert_eq!(r["unauthenticated"]["sockets"], 30, "{r}");
     assert_eq!(r["random_frames"]["logged_in_after"], 3, "{r}");
     assert_eq!(r["oversized"]["usable_after_300_kib"], true, "{r}");
+    assert!(
+        r["oversized"]["after_5_mib"].is_string(),
+        "a frame over the hard limit ends its connection: {r}"
+    );
     let answered: u64 = r["flood"]["responses"]
         .as_object()
         .unwrap()
