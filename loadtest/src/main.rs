@@ -56,6 +56,10 @@ enum Command {
     /// Hostile clients: sockets that never log in, random bytes, oversized
     /// frames and request floods; server memory before, during and after.
     Hostile(HostileArgs),
+    /// The fanout scenario against chatgate, the baseline relay and the
+    /// room-relay peers one after another (each server started here, pinned
+    /// to a core), printed as one table.
+    Compare(CompareArgs),
     /// Run the bare baseline relay (the room-relay protocol on the same
     /// crates chatgate uses); measure it with `fanout --target raw`.
     Baseline {
@@ -165,6 +169,32 @@ pub struct StormArgs {
 }
 
 #[derive(Args, Clone)]
+pub struct CompareArgs {
+    /// Receivers per run.
+    #[arg(long, default_value_t = 1000)]
+    pub receivers: usize,
+    /// Messages per second from the one sender.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u64,
+    /// Seconds of traffic per run.
+    #[arg(long, default_value_t = 5)]
+    pub duration: u64,
+    /// The chatgate binary.
+    #[arg(long, default_value = "target/release/chatgate")]
+    pub chatgate_bin: PathBuf,
+    /// The peers' folder (from `../shared/bench/peers/setup.sh`); peers are
+    /// skipped when it is missing.
+    #[arg(long)]
+    pub peers_dir: Option<PathBuf>,
+    /// The core the servers are pinned to (`taskset -c`).
+    #[arg(long, default_value = "0")]
+    pub server_core: String,
+    /// Write the table as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
 pub struct HostileArgs {
     #[command(flatten)]
     pub common: Common,
@@ -216,6 +246,7 @@ fn main() -> ExitCode {
             Command::Storm(a) => scenarios::storm(a).await,
             Command::Ramp(a) => scenarios::ramp(a).await,
             Command::Hostile(a) => scenarios::hostile(a).await,
+            Command::Compare(a) => scenarios::compare(a).await,
             Command::Baseline { listen } => relay::serve(listen).await,
         }
     });

@@ -8,7 +8,9 @@
 
 use crate::client::{self, Ws};
 use crate::stats::{Latency, cpu_seconds, micros_since, rss_kib};
-use crate::{ChatArgs, Common, FanoutArgs, HostileArgs, IdleArgs, RampArgs, StormArgs};
+use crate::{
+    ChatArgs, Common, CompareArgs, FanoutArgs, HostileArgs, IdleArgs, RampArgs, StormArgs,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -290,6 +292,154 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
             "pushes_missed": missed_total,
         }),
     )
+}
+
+/// A server process started for one `compare` run; killed when dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `program args…` pinned to `core` and waits until `addr` accepts.
+async fn start_server(
+    core: &str,
+    program: &str,
+    args: &[String],
+    addr: std::net::SocketAddr,
+) -> io::Result<Server> {
+    let child = std::process::Command::new("taskset")
+        .arg("-c")
+        .arg(core)
+        .arg(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let server = Server(child);
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(server);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(err(format!("{program} did not start listening on {addr}")))
+}
+
+/// `compare`: the same fanout through each server, one after another.
+pub async fn compare(a: CompareArgs) -> io::Result<()> {
+    let exe = std::env::current_exe()?.display().to_string();
+    let tmp = std::env::temp_dir().join(format!("chatgate-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let provision = tmp.join("provision.toml");
+    write_provisioning(a.receivers, 20, &provision)?;
+    let mut plan: Vec<(String, String, Vec<String>, String, bool)> = vec![
+        (
+            "chatgate".into(),
+            a.chatgate_bin.display().to_string(),
+            vec![
+                "serve".into(),
+                "--listen".into(),
+                "127.0.0.1:19301".into(),
+                "--data-dir".into(),
+                tmp.join("data").display().to_string(),
+                "--provision".into(),
+                provision.display().to_string(),
+                "--rate-limit-per-sec".into(),
+                "0".into(),
+                "--max-unauthenticated-per-address".into(),
+                "100000".into(),
+            ],
+            "127.0.0.1:19301".into(),
+            false,
+        ),
+        (
+            "baseline".into(),
+            exe.clone(),
+            vec![
+                "baseline".into(),
+                "--listen".into(),
+                "127.0.0.1:19302".into(),
+            ],
+            "127.0.0.1:19302".into(),
+            true,
+        ),
+    ];
+    if let Some(dir) = &a.peers_dir {
+        for (i, peer) in ["uws_rooms.js", "ws_rooms.js"].iter().enumerate() {
+            let script = dir.join(peer);
+            if script.exists() {
+                // Node reads the port from the environment: wrap in `env`.
+                plan.push((
+                    peer.trim_end_matches(".js").into(),
+                    "env".into(),
+                    vec![
+                        format!("PORT={}", 19303 + i),
+                        "node".into(),
+                        script.display().to_string(),
+                    ],
+                    format!("127.0.0.1:{}", 19303 + i),
+                    true,
+                ));
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (name, program, args, addr, raw) in plan {
+        let addr: std::net::SocketAddr = addr.parse().map_err(err)?;
+        let server = start_server(&a.server_core, &program, &args, addr).await?;
+        // `taskset` execs the server: the child's pid is the server's.
+        let pid = server.0.id();
+        let run = FanoutArgs {
+            common: Common {
+                server: addr,
+                pid: Some(pid),
+                sources: 1,
+                json: None,
+            },
+            target: if raw { "raw".into() } else { "chatgate".into() },
+            receivers: a.receivers,
+            rate: a.rate,
+            duration: a.duration,
+            stalled: 0,
+            pad: 0,
+        };
+        let r = fanout_run(&run).await;
+        drop(server);
+        match r {
+            Ok(v) => rows.push((name, v)),
+            Err(e) => rows.push((name.clone(), json!({"error": e.to_string()}))),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    println!(
+        "\n{:<12} {:>12} {:>14} {:>10} {:>10} {:>10} {:>9}",
+        "server", "delivered", "deliveries/s", "p50 ms", "p99 ms", "max ms", "CPU s"
+    );
+    for (name, v) in &rows {
+        if let Some(e) = v.get("error") {
+            println!("{name:<12} failed: {e}");
+            continue;
+        }
+        println!(
+            "{:<12} {:>12} {:>14.0} {:>10.2} {:>10.2} {:>10.2} {:>9.2}",
+            name,
+            format!("{}/{}", v["delivered"], v["expected_deliveries"]),
+            v["deliveries_per_second"].as_f64().unwrap_or(0.0),
+            v["latency"]["p50_ms"].as_f64().unwrap_or(0.0),
+            v["latency"]["p99_ms"].as_f64().unwrap_or(0.0),
+            v["latency"]["max_ms"].as_f64().unwrap_or(0.0),
+            v["server_cpu_seconds"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+    if let Some(path) = &a.json {
+        let table: serde_json::Map<String, Value> = rows.into_iter().collect();
+        std::fs::write(path, serde_json::to_vec_pretty(&table).map_err(err)?)?;
+    }
+    Ok(())
 }
 
 /// Reads frames until the socket ends or `limit` passes; counts response
