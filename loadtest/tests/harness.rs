@@ -286,3 +286,56 @@ async fn the_baseline_relay_delivers_the_room_relay_protocol() {
     assert_eq!(r["delivered"], 800, "{r}");
     assert_eq!(r["latency"]["count"], 800);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_runs_chatgate_and_the_baseline_one_after_another() {
+    // The `chatgate` binary sits next to this test's own deps folder (the
+    // workspace's test run builds it for the server crate's tests).
+    let chatgate = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("chatgate");
+    assert!(
+        chatgate.exists(),
+        "build the workspace first: {}",
+        chatgate.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("compare.json");
+    let out = tokio::task::spawn_blocking({
+        let (chatgate, json) = (chatgate.clone(), json.clone());
+        move || {
+            Command::new(BIN)
+                .args([
+                    "compare",
+                    "--receivers",
+                    "5",
+                    "--rate",
+                    "10",
+                    "--duration",
+                    "1",
+                    "--chatgate-bin",
+                ])
+                .arg(&chatgate)
+                .arg("--json")
+                .arg(&json)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table: Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    for server in ["chatgate", "baseline"] {
+        assert_eq!(table[server]["delivered"], 50, "{server}: {table}");
+        assert_eq!(table[server]["expected_deliveries"], 50);
+    }
+}
