@@ -246,51 +246,39 @@ impl Engine {
             Some(Value::Object(m)) if m.is_empty() => None,
             Some(f) => Some(f),
         };
-        let sort_by = SortBy::parse(req.sort_by.as_deref())?;
+        SortBy::parse(req.sort_by.as_deref())?;
         let ids = (
             caller.org.org.id.0.as_str(),
             caller.agent.as_str(),
             "list_customers",
         );
         let key = &self.inner.page_key;
+        // A page id freezes the filters and the sort together (like
+        // `list_threads` freezes its chat); with a page id they are only
+        // compared when the request repeats them.
+        let frozen =
+            (req.page_id.is_none() || filters.is_some() || req.sort_by.is_some()).then(|| {
+                json!({
+                    "filters": filters,
+                    "sort_by": req.sort_by.as_deref().unwrap_or("created_at"),
+                })
+            });
         let list = crate::paging::ListRequest {
             page_id: req.page_id.as_deref(),
             sort_order: req.sort_order.as_deref(),
             limit: req.limit,
-            filters,
-            filters_name: None,
+            filters: frozen,
+            filters_name: Some("`filters` and `sort_by`"),
         };
-        let mut paging =
+        let paging =
             crate::paging::Paging::from_request(key, ids, list, (10, 100), crate::chats::now_us())?;
-        // The sort is frozen in the page id with the filters.
-        let frozen_sort = paging
-            .filters
-            .get("__sort_by")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let sort_by = match (frozen_sort, req.page_id.is_some()) {
-            (Some(s), true) => SortBy::parse(Some(&s))?,
-            (None, true) => SortBy::CreatedAt,
-            (_, false) => sort_by,
-        };
-        let filters: CustomerFilters = match &paging.filters {
-            Value::Object(m) => {
-                let mut m = m.clone();
-                m.remove("__sort_by");
-                serde_json::from_value(Value::Object(m))
-                    .map_err(|e| validation(format!("invalid `filters`: {e}")))?
-            }
-            _ => CustomerFilters::default(),
+        let sort_by = SortBy::parse(paging.filters["sort_by"].as_str())?;
+        let filters: CustomerFilters = match &paging.filters["filters"] {
+            Value::Null => CustomerFilters::default(),
+            f => serde_json::from_value(f.clone())
+                .map_err(|e| validation(format!("invalid `filters`: {e}")))?,
         };
         filters.check()?;
-        if req.page_id.is_none() && sort_by != SortBy::CreatedAt {
-            let mut f = match std::mem::take(&mut paging.filters) {
-                Value::Object(m) => m,
-                _ => Default::default(),
-            };
-            f.insert("__sort_by".into(), json!(sort_by.as_str()));
-            paging.filters = Value::Object(f);
-        }
         let (pending, body) = {
             let state = caller.org.lock();
             let keyed = state
@@ -462,15 +450,6 @@ impl SortBy {
                 )));
             }
         })
-    }
-    fn as_str(self) -> &'static str {
-        match self {
-            SortBy::CreatedAt => "created_at",
-            SortBy::ThreadsCount => "threads_count",
-            SortBy::VisitsCount => "visits_count",
-            SortBy::AgentLastEvent => "agent_last_event",
-            SortBy::CustomerLastEvent => "customer_last_event",
-        }
     }
     /// The sort value (ties go by id; the paging key is (value, id)).
     fn key(self, state: &OrgState, c: &CustomerState) -> i64 {

@@ -1449,6 +1449,19 @@ async fn list_customers_filters_and_sorts() {
             .iter()
             .all(|c| c["id"] != json!(chatter))
     );
+    // The page id froze the sort: asking for another with it is refused.
+    let (code, r3) = s
+        .web(
+            "list_customers",
+            owner,
+            json!({"page_id": next, "sort_by": "created_at"}),
+        )
+        .await;
+    assert_eq!(
+        (code, r3["error"]["type"].clone()),
+        (400, json!("validation")),
+        "{r3}"
+    );
     // Bad filters are `validation`.
     for bad in [
         json!({"filters": {"nope": {"values": ["x"]}}}),
