@@ -137,6 +137,9 @@ pub struct Connection {
     /// Whether this connection is counted among its address's
     /// unauthenticated connections (until it logs in or ends).
     pub(crate) counted_unauthenticated: std::sync::atomic::AtomicBool,
+    /// Set at login when the session asked for exact resume: its pushes go
+    /// through the stream (numbered, kept), see [`crate::resume`].
+    pub(crate) resume: OnceLock<Arc<crate::resume::ResumeStream>>,
 }
 
 /// What the transport knows about a client.
@@ -184,6 +187,7 @@ impl Connection {
                 peer,
                 user_agent: OnceLock::new(),
                 counted_unauthenticated: std::sync::atomic::AtomicBool::new(false),
+                resume: OnceLock::new(),
             }),
             ConnectionRx { outbound: rx },
         )
@@ -197,8 +201,13 @@ impl Connection {
     }
 
     /// Neither closed by the server nor left by its transport.
+    /// A session kept for resume is open while it holds its stream, with
+    /// or without a transport.
     pub(crate) fn is_open(&self) -> bool {
-        self.close_reason.get().is_none() && !self.outbound.is_closed()
+        match self.resume.get() {
+            Some(stream) => stream.holder() == self.id,
+            None => self.close_reason.get().is_none() && !self.outbound.is_closed(),
+        }
     }
 
     /// Records the client's `User-Agent` (at most 512 characters kept).
@@ -234,10 +243,19 @@ impl Connection {
         self.login.get()
     }
 
+    /// Sends a push: through the session's resume stream if it has one
+    /// (numbered and kept), else straight to its queue.
+    pub(crate) fn deliver(&self, frame: Bytes) {
+        match self.resume.get() {
+            Some(stream) => stream.publish(&frame),
+            None => self.enqueue(frame),
+        }
+    }
+
     /// Queues a frame without waiting. A full queue means the client is not
     /// keeping up: the connection is closed rather than letting it slow the
     /// publisher.
-    pub(crate) fn deliver(&self, frame: Bytes) {
+    pub(crate) fn enqueue(&self, frame: Bytes) {
         match self.outbound.try_send(frame) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {

@@ -31,6 +31,7 @@ mod paging;
 mod properties;
 mod provision;
 mod push;
+mod resume;
 mod state;
 mod status;
 mod tags;
@@ -42,6 +43,7 @@ pub use dispatch::{AfterReply, Reply, Request, Requester};
 pub use error::{internal, validation};
 pub use limits::Rate;
 pub use provision::{ProvisionAgent, ProvisionGroup, ProvisionOrg, ProvisionReport, ProvisionSpec};
+pub use resume::RESUME_LOG_BYTES;
 pub use uploads::{
     FILES_PREFIX, MAX_UPLOAD, ServedFile, UPLOAD_TTL_US, UploadedFile, encode_segment, upload_path,
     upload_response,
@@ -76,6 +78,12 @@ pub struct EngineConfig {
     pub bot_token_ttl: u64,
     /// Lifetime of access tokens from `/v1/auth`, seconds.
     pub access_token_ttl: u64,
+    /// How long a session that asked for exact resume is kept after its
+    /// connection drops (proto-docs/resume.md).
+    pub resume_window: std::time::Duration,
+    /// Latest pushes a resume stream keeps (at most `outbound_queue`, and at
+    /// most [`RESUME_LOG_BYTES`] bytes of them).
+    pub resume_log: usize,
 }
 
 impl Default for EngineConfig {
@@ -91,6 +99,8 @@ impl Default for EngineConfig {
             customer_token_ttl: 8 * 3600,
             bot_token_ttl: 24 * 3600,
             access_token_ttl: 3600,
+            resume_window: std::time::Duration::from_secs(60),
+            resume_log: 1024,
         }
     }
 }
@@ -144,6 +154,8 @@ pub(crate) struct Inner {
     pub(crate) shutting_down: OnceLock<(DisconnectReason, String)>,
     /// Signs page ids (drawn at start; page ids do not outlive the process).
     pub(crate) page_key: [u8; 32],
+    /// Resume streams by id (sessions that asked for exact resume).
+    pub(crate) resume_streams: DashMap<String, Arc<resume::ResumeStream>>,
 }
 
 impl Engine {
@@ -160,6 +172,7 @@ impl Engine {
             unauthenticated: Default::default(),
             config,
             shutting_down: OnceLock::new(),
+            resume_streams: DashMap::new(),
             page_key: {
                 let mut k = [0u8; 32];
                 k[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
@@ -337,7 +350,11 @@ impl Engine {
         self.inner.connections.remove(&conn.id());
         self.release_unauthenticated(conn);
         match conn.side() {
-            Side::Agent => status::session_ended(self, conn).await,
+            Side::Agent => {
+                if !resume::detach(self, conn) {
+                    status::session_ended(self, conn).await
+                }
+            }
             Side::Customer => chat_methods::customer_session_ended(self, conn),
         }
     }

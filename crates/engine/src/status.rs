@@ -102,6 +102,7 @@ pub(crate) async fn login(
             "`customer_monitoring_level` must be one of {MONITORING_LEVELS:?}"
         )));
     }
+    let resume = crate::resume::parse_request(req.resume.as_ref())?;
     let subs = match &req.pushes {
         Some(p) => Subscriptions::parse(Side::Agent, conn.version(), p).map_err(validation)?,
         None => Subscriptions::default_for(Side::Agent, conn.version()),
@@ -161,6 +162,20 @@ pub(crate) async fn login(
             conn: conn.clone(),
             away: req.away.unwrap_or(false),
         });
+        // Exact resume (extension): a replaced holder leaves the sessions
+        // here, so the agent's presence is what it was.
+        let resume_info = resume.map(|r| {
+            let (info, replaced) =
+                crate::resume::attach(engine, &mut state, &entry.org, &entry.agent, conn, r);
+            if let Some(old) = replaced {
+                old.close(
+                    DisconnectReason::ConnectionEvicted,
+                    Some(serde_json::json!({"detail": "resumed_elsewhere"})),
+                );
+            }
+            info
+        });
+        let agent = state.agents.get_mut(&entry.agent).expect("looked up above");
         let after = agent.effective();
         // The index of sessions that take `routing_status_set` (closed ones
         // are dropped here, at the next login).
@@ -180,7 +195,8 @@ pub(crate) async fn login(
         // A newly available agent takes queued chats.
         let (ops, queue_pushes) = drain_queue(&mut state, &org.org.id, now_us());
         pushes.extend(queue_pushes);
-        let response = login_response(&org.org, &state, &entry.agent, after);
+        let mut response = login_response(&org.org, &state, &entry.agent, after);
+        response.resume = resume_info;
         // After the response: the customers this session monitors.
         pushes.extend(crate::customers::incoming_customers(
             &state,
@@ -228,6 +244,7 @@ fn login_response(
             permission: permission(agent.agent.role),
         },
         chats_summary: chats_summary_for(state, agent_id),
+        resume: None,
     }
 }
 
@@ -402,6 +419,10 @@ pub(crate) async fn logout(engine: &Engine, caller: &Caller) -> Result<Reply, Er
     let pending = {
         let mut state = caller.org.lock();
         let (removed, push) = end_sessions(&mut state, &caller.agent, |_| true, None);
+        // Logged out on purpose: no session of the agent may be resumed.
+        for c in &removed {
+            crate::resume::end(engine, c);
+        }
         for other in removed.iter().filter(|c| c.id() != conn.id()) {
             other.close(DisconnectReason::AgentLoggedOutRemotely, None);
         }

@@ -140,6 +140,11 @@ pub struct LoginRequest {
     /// `{"3.5": ["incoming_chat", ...], "3.6": ["all"]}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pushes: Option<BTreeMap<String, Vec<String>>>,
+    /// chatgate extension (proto-docs/resume.md): `true` to start a resume
+    /// stream, or `{"stream_id", "last_seq"}` to resume one. Checked by the
+    /// engine, so a malformed value gets a clear `validation` message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Value>,
 }
 
 /// `license` of the login response.
@@ -180,6 +185,41 @@ pub struct LoginResponse {
     pub license: License,
     pub my_profile: MyProfile,
     pub chats_summary: Vec<ChatSummary>,
+    /// chatgate extension, only when the login asked for `resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeInfo>,
+}
+
+/// How a login's resume stream starts (chatgate extension,
+/// proto-docs/resume.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeStatus {
+    /// A new stream: its first push will carry `resume_seq` 1.
+    New,
+    /// The stream goes on: the pushes after `last_seq` follow the response
+    /// (`replayed` of them), then live ones.
+    Resumed,
+    /// The cursor's stream is gone or no longer holds `last_seq + 1`: the
+    /// client rebuilds its state from this response's snapshot; a new stream
+    /// starts.
+    ResyncNeeded,
+}
+
+/// `login` response field `resume` (chatgate extension).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeInfo {
+    pub stream_id: String,
+    pub status: ResumeStatus,
+    /// The stream's last sequence number when the login was answered: the
+    /// replayed pushes carry `last_seq + 1 ..= seq`.
+    pub seq: u64,
+    /// Pushes replayed after this response.
+    pub replayed: u64,
+    /// How long the stream is kept after its connection drops, seconds.
+    pub window_seconds: u64,
+    /// How many of its latest pushes the stream retains.
+    pub retained: u64,
 }
 
 /// `set_routing_status` request.

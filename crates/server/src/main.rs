@@ -71,6 +71,13 @@ struct Serve {
     /// Frames that may wait for one slow session before it is disconnected.
     #[arg(long, env = "CHATGATE_OUTBOUND_QUEUE", default_value_t = 1024)]
     outbound_queue: usize,
+    /// Seconds a session that asked for exact resume is kept after its
+    /// connection drops (proto-docs/resume.md).
+    #[arg(long, env = "CHATGATE_RESUME_WINDOW_SECS", default_value_t = 60)]
+    resume_window_secs: u64,
+    /// Latest pushes a resume stream keeps (at most --outbound-queue).
+    #[arg(long, env = "CHATGATE_RESUME_LOG", default_value_t = 1024)]
+    resume_log: usize,
     /// Requests per second each agent, bot or customer may make (0: no limit).
     #[arg(long, env = "CHATGATE_RATE_LIMIT_PER_SEC", default_value_t = 50.0)]
     rate_limit_per_sec: f64,
@@ -161,6 +168,14 @@ fn config_from(args: &Serve) -> Result<ServerConfig, String> {
         return Err("--outbound-queue must be at least 1".into());
     }
     config.engine.outbound_queue = args.outbound_queue;
+    if args.resume_log == 0 || args.resume_log > args.outbound_queue {
+        return Err(
+            "--resume-log must be at least 1 and at most --outbound-queue (a replay must fit the queue)"
+                .into(),
+        );
+    }
+    config.engine.resume_log = args.resume_log;
+    config.engine.resume_window = std::time::Duration::from_secs(args.resume_window_secs);
     config.engine.rate_limit = if args.rate_limit_per_sec > 0.0 {
         if args.rate_limit_burst < 1.0 {
             return Err("--rate-limit-burst must be at least 1".into());

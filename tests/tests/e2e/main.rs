@@ -11,6 +11,7 @@ mod limits;
 mod monitoring;
 mod properties;
 mod restart;
+mod resume;
 mod rtm_login;
 mod rtm_status;
 mod tls;
