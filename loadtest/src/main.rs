@@ -166,6 +166,10 @@ pub struct StormArgs {
     /// Seconds before the storm, and at least as long after it.
     #[arg(long, default_value_t = 3)]
     pub settle: u64,
+    /// Sessions ask for exact resume (proto-docs/resume.md) and log in again
+    /// with their cursor after the drop.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 #[derive(Args, Clone)]

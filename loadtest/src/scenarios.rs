@@ -138,15 +138,25 @@ fn drive(
 /// `storm`: N sessions up; a sender multicasts numbered messages; every
 /// session drops at once and reconnects; the harness measures the time
 /// until all are logged in again and, per session, which numbers it never
-/// received (what a client without a resume mechanism loses).
+/// received (what a client without a resume mechanism loses). With
+/// `--resume` the sessions use chatgate's exact resume and log in again with
+/// their cursor.
 pub async fn storm(a: StormArgs) -> io::Result<()> {
     raise_nofile();
     let epoch = Instant::now();
     let delivered = Arc::new(AtomicU64::new(0));
     let seqs: Vec<Arc<Mutex<Vec<u64>>>> = (0..a.sessions).map(|_| Default::default()).collect();
+    // Per session: its resume stream and the last `resume_seq` it read.
+    let streams: Vec<Arc<Mutex<Option<String>>>> =
+        (0..a.sessions).map(|_| Default::default()).collect();
+    let cursors: Vec<Arc<AtomicU64>> = (0..a.sessions).map(|_| Default::default()).collect();
     let measure_for = |i: usize| -> Measure {
         let seen = seqs[i].clone();
+        let cursor = cursors[i].clone();
         Arc::new(move |text: &str| {
+            if let Some(n) = resume_seq(text) {
+                cursor.store(n, Ordering::Relaxed);
+            }
             if !text.contains("\"incoming_multicast\"") {
                 return None;
             }
@@ -162,6 +172,7 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
         let common = a.common.clone();
         let delivered = delivered.clone();
         let measures: Vec<Measure> = (0..a.sessions).map(measure_for).collect();
+        let (streams, cursors, resume) = (streams.clone(), cursors.clone(), a.resume);
         async move {
             let sem = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
             let start_us = micros_since(epoch);
@@ -170,23 +181,33 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
                 let permit = sem.clone().acquire_owned().await.map_err(err)?;
                 let (common, stop, delivered) =
                     (common.clone(), phase_stop.clone(), delivered.clone());
+                let (stream, cursor) = (streams[i].clone(), cursors[i].clone());
                 setups.push(tokio::spawn(async move {
-                    let r = connect_login(
-                        &common,
-                        i,
-                        "/v3.5/agent/rtm/ws",
-                        &format!("load-agent-{i}"),
-                        epoch,
-                        start_us,
-                    )
-                    .await;
+                    let mut login = json!({"token": format!("Bearer load-agent-{i}")});
+                    if resume {
+                        login["resume"] = match stream.lock().unwrap().clone() {
+                            None => json!(true),
+                            Some(id) => {
+                                json!({"stream_id": id, "last_seq": cursor.load(Ordering::Relaxed)})
+                            }
+                        };
+                    }
+                    let r =
+                        login_with(&common, i, "/v3.5/agent/rtm/ws", login, epoch, start_us).await;
                     drop(permit);
                     r.map(|s| {
+                        let status = s.login["resume"]["status"].as_str().map(str::to_owned);
+                        if let Some(id) = s.login["resume"]["stream_id"].as_str() {
+                            *stream.lock().unwrap() = Some(id.to_owned());
+                        }
+                        let replayed = s.login["resume"]["replayed"].as_u64().unwrap_or(0);
                         let (tx, rx) = mpsc::channel(1);
                         (
                             s.latency_us,
                             tx,
                             drive(s.ws, rx, stop, epoch, measure, None, delivered),
+                            status,
+                            replayed,
                         )
                     })
                 }));
@@ -194,20 +215,26 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
             let mut login = Latency::default();
             let mut running = Vec::new();
             let mut failed = 0u64;
+            let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+            let mut replayed = 0u64;
             for s in setups {
                 match s.await.map_err(err)? {
-                    Ok((lat, tx, h)) => {
+                    Ok((lat, tx, h, status, n)) => {
                         login.record_us(lat);
                         running.push((tx, h));
+                        if let Some(st) = status {
+                            *statuses.entry(st).or_default() += 1;
+                        }
+                        replayed += n;
                     }
                     Err(_) => failed += 1,
                 }
             }
-            Ok::<_, io::Error>((running, login, failed))
+            Ok::<_, io::Error>((running, login, failed, statuses, replayed))
         }
     };
     let (stop1_tx, stop1_rx) = watch::channel(false);
-    let (first, login1, failed1) = connect_all(stop1_rx).await?;
+    let (first, login1, failed1, _, _) = connect_all(stop1_rx).await?;
     // The sender, for the whole run.
     let (stop_tx, stop_rx) = watch::channel(false);
     let sender_ws = connect_login(&a.common, 0, "/v3.5/agent/rtm/ws", "load-owner", epoch, 0)
@@ -244,7 +271,7 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
     }
     // ...and reconnects.
     let (stop2_tx, stop2_rx) = watch::channel(false);
-    let (second, login2, failed2) = connect_all(stop2_rx).await?;
+    let (second, login2, failed2, statuses, replayed) = connect_all(stop2_rx).await?;
     let back_secs = dropped_at.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(a.settle)).await;
     sending.abort();
@@ -257,11 +284,13 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
     }
     let _ = sender.await;
     // Numbers each session missed between the first and the last it saw.
-    let (mut missed_total, mut sessions_missing) = (0u64, 0u64);
+    let (mut missed_total, mut sessions_missing, mut duplicates) = (0u64, 0u64, 0u64);
     for s in &seqs {
         let mut v = s.lock().unwrap().clone();
         v.sort_unstable();
+        let n = v.len();
         v.dedup();
+        duplicates += (n - v.len()) as u64;
         if let (Some(lo), Some(hi)) = (v.first(), v.last()) {
             let missed = (hi - lo + 1) - v.len() as u64;
             missed_total += missed;
@@ -272,11 +301,14 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
     println!("{}", login2.line("login after the drop"));
     println!("{}", after.line("delivery after the storm"));
     println!(
-        "all {} sessions back {back_secs:.2} s after the drop ({} failed before, {} after); {sessions_missing} sessions missed {missed_total} multicasts in all",
+        "all {} sessions back {back_secs:.2} s after the drop ({} failed before, {} after); {sessions_missing} sessions missed {missed_total} multicasts in all; {duplicates} received twice",
         a.sessions - failed2 as usize,
         failed1,
         failed2
     );
+    if a.resume {
+        println!("resume: {statuses:?}, {replayed} pushes replayed");
+    }
     finish(
         &a.common,
         "storm",
@@ -290,6 +322,10 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
             "login_after_drop": login2.summary(),
             "sessions_that_missed_pushes": sessions_missing,
             "pushes_missed": missed_total,
+            "pushes_received_twice": duplicates,
+            "resume": a.resume,
+            "resume_statuses": statuses,
+            "pushes_replayed": replayed,
         }),
     )
 }
@@ -705,9 +741,18 @@ async fn schedule(
     (offered, backlog)
 }
 
+/// The `resume_seq` a chatgate push starts with, if any.
+fn resume_seq(text: &str) -> Option<u64> {
+    let rest = text.strip_prefix("{\"resume_seq\":")?;
+    let end = rest.find(',')?;
+    rest[..end].parse().ok()
+}
+
 struct Setup {
     ws: Ws,
     latency_us: u64,
+    /// The login response's payload.
+    login: Value,
 }
 
 /// Connects `path` and logs in with `token`; measures from `intended`.
@@ -734,10 +779,11 @@ async fn login_with(
     let source = (common.sources > 1 || common.server.ip().is_loopback())
         .then(|| client::source_for(i, common.sources));
     let mut ws = client::websocket(common.server, source, path).await?;
-    client::request(&mut ws, "login", "login", login).await?;
+    let login = client::request(&mut ws, "login", "login", login).await?;
     Ok(Setup {
         ws,
         latency_us: micros_since(epoch).saturating_sub(intended_us),
+        login,
     })
 }
 

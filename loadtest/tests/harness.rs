@@ -181,6 +181,29 @@ async fn idle_chat_and_fanout_against_the_real_server() {
     assert!(r["seconds_until_all_back"].as_f64().unwrap() > 0.0);
     assert!(r["pushes_missed"].is_u64(), "{r}");
 
+    // The same storm with exact resume: every session comes back with its
+    // cursor and misses nothing, receives nothing twice.
+    let r = run(
+        args(&[
+            "storm",
+            "--server",
+            &addr,
+            "--sessions",
+            "12",
+            "--rate",
+            "20",
+            "--settle",
+            "1",
+            "--resume",
+        ]),
+        dir.path(),
+    )
+    .await;
+    assert_eq!(r["failed_after"], 0, "{r}");
+    assert_eq!(r["resume_statuses"]["resumed"], 12, "{r}");
+    assert_eq!(r["pushes_missed"], 0, "{r}");
+    assert_eq!(r["pushes_received_twice"], 0, "{r}");
+
     // Ramp: steps until the bound; a bound nobody can miss holds every step.
     let r = run(
         args(&[
