@@ -45,6 +45,36 @@ pub(crate) fn authenticate(
     Ok(entry)
 }
 
+/// How long an expired credential is still recognized (and answered
+/// "Access token expired") before [`crate::Engine::sweep_tokens`] forgets it.
+pub const EXPIRED_TOKEN_GRACE_SECS: i64 = 3600;
+
+impl crate::Engine {
+    /// Forgets credentials that expired more than
+    /// [`EXPIRED_TOKEN_GRACE_SECS`] before `now` (Unix seconds): from memory
+    /// and, in the same step, from the store. Customer tokens are issued on
+    /// every widget start; without this they would pile up for the life of
+    /// the process. Returns how many were forgotten. The server calls it
+    /// periodically; tests pass the clock they want.
+    pub async fn sweep_tokens(&self, now: i64) -> Result<usize, ErrorBody> {
+        let before = now - EXPIRED_TOKEN_GRACE_SECS;
+        let mut n = 0;
+        self.inner.tokens.retain(|_, e| {
+            let keep = e.expires_at.is_none_or(|exp| exp >= before);
+            n += usize::from(!keep);
+            keep
+        });
+        crate::push::submit(
+            &self.inner.store,
+            vec![chatgate_store::Op::PurgeExpiredTokens { before }],
+            Vec::new(),
+        )?
+        .wait()
+        .await?;
+        Ok(n)
+    }
+}
+
 pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

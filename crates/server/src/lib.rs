@@ -209,7 +209,8 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
             }
         }
     }));
-    // Uploads no `file` event used expire after 24 h: swept every 10 min.
+    // Uploads no `file` event used expire after 24 h, and expired tokens are
+    // forgotten an hour after they expire: both swept every 10 min.
     let (sweeper, stop) = (engine.clone(), stop_accepting.clone());
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
@@ -225,6 +226,12 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(deleted = n, "expired uploads deleted"),
                         Err(e) => tracing::warn!(error = ?e, "upload sweep failed"),
+                    }
+                    // Expired credentials (customer tokens above all).
+                    match sweeper.sweep_tokens(now / 1_000_000).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(forgotten = n, "expired tokens forgotten"),
+                        Err(e) => tracing::warn!(error = ?e, "token sweep failed"),
                     }
                 }
             }

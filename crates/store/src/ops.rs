@@ -85,6 +85,8 @@ pub enum Op {
     SetTokenScopes { hash: [u8; 32], scopes: String },
     /// Revoke one credential.
     RevokeToken { hash: [u8; 32], at: i64 },
+    /// Delete every credential that expired before `before` (Unix seconds).
+    PurgeExpiredTokens { before: i64 },
     /// Revoke an agent's or bot's credentials of the given kinds.
     RevokeTokens {
         org: OrgId,

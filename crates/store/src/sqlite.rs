@@ -530,6 +530,12 @@ fn apply(tx: &Connection, op: &Op) -> Result<Option<u64>, StoreError> {
             )?
             .execute(params![&hash[..], at])?;
         }
+        Op::PurgeExpiredTokens { before } => {
+            tx.prepare_cached(
+                "DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at < ?1",
+            )?
+            .execute(params![before])?;
+        }
         Op::RevokeTokens {
             org,
             agent,

@@ -188,3 +188,42 @@ async fn customer_bot_and_access_tokens_expire() {
         "an expired token cannot be refreshed"
     );
 }
+
+#[tokio::test]
+async fn expired_tokens_are_forgotten_from_memory_and_store() {
+    let s = server(|_| {}).await;
+    let (customer, _) = s.customer_token("acme", None).await;
+    let ok = |code: u16| code == 200;
+    let (code, _) = s
+        .customer_web("acme", "get_customer", &customer, json!({}))
+        .await;
+    assert!(ok(code));
+    let engine = s.running.as_ref().unwrap().engine.clone();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Within its lifetime (8 h) plus the hour of grace nothing is forgotten.
+    assert_eq!(engine.sweep_tokens(now + 8 * 3600).await.unwrap(), 0);
+    let (code, _) = s
+        .customer_web("acme", "get_customer", &customer, json!({}))
+        .await;
+    assert!(ok(code), "still valid");
+    // Past expiry and grace: gone, and a restart does not bring it back;
+    // tokens without an expiry (personal access tokens) stay.
+    assert_eq!(engine.sweep_tokens(now + 10 * 3600).await.unwrap(), 1);
+    let (code, body) = s
+        .customer_web("acme", "get_customer", &customer, json!({}))
+        .await;
+    assert_eq!(code, 401, "{body}");
+    drop(engine);
+    let s = s.restart().await;
+    let (code, _) = s
+        .customer_web("acme", "get_customer", &customer, json!({}))
+        .await;
+    assert_eq!(code, 401, "forgotten in the store too");
+    let (code, _) = s
+        .web("list_routing_statuses", Some("Bearer bob-pat-1"), json!({}))
+        .await;
+    assert_eq!(code, 200);
+}
