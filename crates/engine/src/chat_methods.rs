@@ -693,7 +693,7 @@ pub(crate) async fn start_chat(
 
 /// v3.6 `customer_visit` of a thread a customer starts: the address and
 /// `User-Agent` of its live RTM connection (chatgate has no geolocation).
-fn customer_visit(state: &OrgState, customer: &str) -> Option<Value> {
+fn customer_visit(state: &OrgState, customer: &str) -> Option<Box<str>> {
     let conn = state.customers.get(customer)?.sessions.first()?;
     let mut visit = serde_json::Map::new();
     if let Some(ip) = conn.peer {
@@ -702,7 +702,7 @@ fn customer_visit(state: &OrgState, customer: &str) -> Option<Value> {
     if let Some(ua) = conn.user_agent() {
         visit.insert("user_agent".into(), json!(ua));
     }
-    (!visit.is_empty()).then_some(Value::Object(visit))
+    (!visit.is_empty()).then(|| Value::Object(visit).to_string().into_boxed_str())
 }
 
 /// Reverts an in-memory start or resume whose routing found nobody (before
