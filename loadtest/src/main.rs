@@ -8,6 +8,7 @@
 mod client;
 mod relay;
 mod scenarios;
+mod soak;
 mod stats;
 
 use clap::{Args, Parser, Subcommand};
@@ -50,6 +51,11 @@ enum Command {
     /// All sessions drop at once and reconnect while a sender multicasts:
     /// time until all are back, and how many pushes each missed.
     Storm(StormArgs),
+    /// A long run that must stay flat: agents churn (half of their
+    /// reconnects with exact resume), a pool of customers visit again and
+    /// again (start or resume a chat, messages, a transfer, deactivate);
+    /// memory and latency per interval.
+    Soak(SoakArgs),
     /// `fanout` at rising rates until p99 passes a bound; the last rate
     /// that held.
     Ramp(RampArgs),
@@ -173,6 +179,39 @@ pub struct StormArgs {
 }
 
 #[derive(Args, Clone)]
+pub struct SoakArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Churning agents (tokens `load-agent-0` …).
+    #[arg(long, default_value_t = 20)]
+    pub agents: usize,
+    /// Mean time an agent stays connected before its connection drops, ms.
+    #[arg(long, default_value_t = 4000)]
+    pub agent_hold_ms: u64,
+    /// Customers in the pool (each visits again and again).
+    #[arg(long, default_value_t = 200)]
+    pub customers: usize,
+    /// Customer visits in progress at once.
+    #[arg(long, default_value_t = 20)]
+    pub workers: usize,
+    /// Messages per visit.
+    #[arg(long, default_value_t = 5)]
+    pub messages: usize,
+    /// Pause after each message, ms.
+    #[arg(long, default_value_t = 20)]
+    pub pause_ms: u64,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 60)]
+    pub duration: u64,
+    /// Seconds per report line.
+    #[arg(long, default_value_t = 10)]
+    pub report_every: u64,
+    /// Organization the customers belong to.
+    #[arg(long, default_value = "load")]
+    pub org: String,
+}
+
+#[derive(Args, Clone)]
 pub struct CompareArgs {
     /// Receivers per run.
     #[arg(long, default_value_t = 1000)]
@@ -248,6 +287,7 @@ fn main() -> ExitCode {
             Command::Chat(a) => scenarios::chat(a).await,
             Command::Fanout(a) => scenarios::fanout(a).await,
             Command::Storm(a) => scenarios::storm(a).await,
+            Command::Soak(a) => soak::soak(a).await,
             Command::Ramp(a) => scenarios::ramp(a).await,
             Command::Hostile(a) => scenarios::hostile(a).await,
             Command::Compare(a) => scenarios::compare(a).await,

@@ -30,7 +30,7 @@ const SETUP_CONCURRENCY: usize = 256;
 /// client-side backlog (the harness, not the server, falling behind).
 const SENDER_QUEUE: usize = 4096;
 
-fn err(e: impl std::fmt::Display) -> io::Error {
+pub(crate) fn err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
@@ -54,22 +54,22 @@ pub fn write_provisioning(agents: usize, max_chats: u32, out: &std::path::Path) 
 
 /// What one connection saw.
 #[derive(Default)]
-struct ConnOut {
-    latency: Latency,
-    deliveries: u64,
-    acks: u64,
-    errors: BTreeMap<String, u64>,
-    closed_early: bool,
+pub(crate) struct ConnOut {
+    pub latency: Latency,
+    pub deliveries: u64,
+    pub acks: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub closed_early: bool,
 }
 
 /// Turns a received text frame into the intended send time (µs since the
 /// epoch) when it is a delivery this connection measures.
-type Measure = Arc<dyn Fn(&str) -> Option<u64> + Send + Sync>;
+pub(crate) type Measure = Arc<dyn Fn(&str) -> Option<u64> + Send + Sync>;
 
 /// Drives one connection until `stop`: writes queued frames, reads frames,
 /// records deliveries, counts acknowledgements and errors, sends an RTM
 /// `ping` every `ping_every`.
-fn drive(
+pub(crate) fn drive(
     mut ws: Ws,
     mut outbound: mpsc::Receiver<String>,
     mut stop: watch::Receiver<bool>,
@@ -742,17 +742,17 @@ async fn schedule(
 }
 
 /// The `resume_seq` a chatgate push starts with, if any.
-fn resume_seq(text: &str) -> Option<u64> {
+pub(crate) fn resume_seq(text: &str) -> Option<u64> {
     let rest = text.strip_prefix("{\"resume_seq\":")?;
     let end = rest.find(',')?;
     rest[..end].parse().ok()
 }
 
-struct Setup {
-    ws: Ws,
-    latency_us: u64,
+pub(crate) struct Setup {
+    pub ws: Ws,
+    pub latency_us: u64,
     /// The login response's payload.
-    login: Value,
+    pub login: Value,
 }
 
 /// Connects `path` and logs in with `token`; measures from `intended`.
@@ -768,7 +768,7 @@ async fn connect_login(
     login_with(common, i, path, login, epoch, intended_us).await
 }
 
-async fn login_with(
+pub(crate) async fn login_with(
     common: &Common,
     i: usize,
     path: &str,
@@ -787,7 +787,7 @@ async fn login_with(
     })
 }
 
-fn finish(common: &Common, name: &str, result: Value) -> io::Result<()> {
+pub(crate) fn finish(common: &Common, name: &str, result: Value) -> io::Result<()> {
     if let Some(path) = &common.json {
         std::fs::write(path, serde_json::to_vec_pretty(&result).map_err(err)?)?;
         println!("{name}: JSON written to {}", path.display());
@@ -795,7 +795,7 @@ fn finish(common: &Common, name: &str, result: Value) -> io::Result<()> {
     Ok(())
 }
 
-fn raise_nofile() {
+pub(crate) fn raise_nofile() {
     // The soft limit up to the hard one (the harness holds many sockets).
     #[cfg(target_os = "linux")]
     {

@@ -362,3 +362,67 @@ async fn compare_runs_chatgate_and_the_baseline_one_after_another() {
         assert_eq!(table[server]["expected_deliveries"], 50);
     }
 }
+
+/// The soak, short in CI; `CHATGATE_SOAK_SECS=1800 cargo test -p
+/// chatgate-load --release --test harness soak` makes it the long run (the
+/// figures in loadtest/README.md come from the command line instead, with
+/// the server in its own process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_churns_agents_and_customers_and_reports_every_interval() {
+    let secs: u64 = std::env::var("CHATGATE_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let every = if secs >= 60 { 10 } else { 1 };
+    let dir = tempfile::tempdir().unwrap();
+    let running = server(dir.path(), 6).await;
+    let addr = running.http_addr.to_string();
+    let pid = std::process::id().to_string();
+    let r = run(
+        args(&[
+            "soak",
+            "--server",
+            &addr,
+            "--pid",
+            &pid,
+            "--agents",
+            "4",
+            "--agent-hold-ms",
+            "500",
+            "--customers",
+            "12",
+            "--workers",
+            "3",
+            "--messages",
+            "3",
+            "--pause-ms",
+            "5",
+            "--duration",
+            &secs.to_string(),
+            "--report-every",
+            &every.to_string(),
+        ]),
+        dir.path(),
+    )
+    .await;
+    let intervals = r["intervals"].as_array().unwrap();
+    assert_eq!(intervals.len() as u64, secs / every, "{r}");
+    assert!(r["visits"].as_u64().unwrap() > 0, "{r}");
+    let sum = |key: &str| -> u64 { intervals.iter().map(|i| i[key].as_u64().unwrap()).sum() };
+    // Agents came back, and half of those logins used exact resume (a
+    // `resumed` or an explicit `resync_needed`, never silence).
+    assert!(sum("agent_logins") >= 8, "{r}");
+    assert!(sum("resumed") + sum("resync_needed") >= 1, "{r}");
+    for i in intervals {
+        assert!(i["server_rss_kib"].as_u64().unwrap() > 0, "{i}");
+        assert!(i["send_event"]["count"].as_u64().unwrap() > 0, "{i}");
+        // The only refusals a soak may see: a transfer to the agent who
+        // already has the chat, or to one between connections.
+        for (kind, _) in i["errors"].as_object().unwrap() {
+            assert!(
+                kind.contains("is already in this chat") || kind.contains("agent_offline"),
+                "{kind}: {r}"
+            );
+        }
+    }
+}
