@@ -21,7 +21,7 @@ use chatgate_protocol::data::{Event, SneakPeek, TypingIndicator, User, Visibilit
 use chatgate_protocol::{ErrorBody, ErrorType};
 use chatgate_store::Op;
 use serde_json::json;
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 
 fn agent_of(caller: &ChatCaller) -> &str {
     match &caller.actor {
@@ -774,21 +774,25 @@ pub(crate) async fn multicast(
     }
     let pending = {
         let state = caller.org.lock();
-        let mut chosen: BTreeSet<&str> = BTreeSet::new();
-        for (id, a) in &state.agents {
-            let by_all = agents.all == Some(true);
-            let by_id = agents.ids.as_ref().is_some_and(|ids| ids.contains(id));
-            let by_group = agents
-                .groups
-                .as_ref()
-                .is_some_and(|gs| gs.iter().any(|g| a.agent.in_group(*g)));
-            if by_all || by_id || by_group {
-                chosen.insert(id.as_str());
-            }
-        }
-        let to = chosen
-            .into_iter()
-            .flat_map(|a| agent_sessions(&state, a))
+        // One pass over the agents, skipping at once those without a
+        // session (in a large organization most are offline): `perf` on the
+        // fanout scenario showed a sorted set of every agent id and a map
+        // lookup per agent taking a sixth of the server's CPU.
+        let by_all = agents.all == Some(true);
+        let ids: HashSet<&str> = agents.ids.iter().flatten().map(String::as_str).collect();
+        let to = state
+            .agents
+            .iter()
+            .filter(|(_, a)| !a.sessions.is_empty())
+            .filter(|(id, a)| {
+                by_all
+                    || ids.contains(id.as_str())
+                    || agents
+                        .groups
+                        .as_ref()
+                        .is_some_and(|gs| gs.iter().any(|g| a.agent.in_group(*g)))
+            })
+            .flat_map(|(_, a)| a.sessions.iter().map(|s| s.conn.clone()))
             .collect();
         let push = Outgoing::new(
             "incoming_multicast",
