@@ -1284,6 +1284,22 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
             v["payload"]["content"]["t"].as_u64()
         })
     };
+    // Latency by the second the message was meant to be sent in, so a
+    // disturbance (a stalled reader being cut off, say) shows when it hit.
+    let timeline: Arc<Mutex<Vec<Latency>>> = Default::default();
+    let measure: Measure = {
+        let (inner, tl) = (measure, timeline.clone());
+        Arc::new(move |text: &str| {
+            let t = inner(text)?;
+            let sec = (t / 1_000_000) as usize;
+            let mut v = tl.lock().unwrap();
+            if v.len() <= sec {
+                v.resize_with(sec + 1, Default::default);
+            }
+            v[sec].record_us(micros_since(epoch).saturating_sub(t));
+            Some(t)
+        })
+    };
     let sem = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
     let stalled = a.stalled.min(a.receivers);
     let pad = "x".repeat(a.pad);
@@ -1433,6 +1449,22 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
         _ => None,
     };
     println!("{}", all.latency.line("send -> delivery"));
+    let by_second: Vec<Value> = timeline
+        .lock()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.count() > 0)
+        .map(|(s, l)| json!({"second": s, "count": l.count(), "p99_ms": l.quantile_us(0.99) as f64 / 1e3}))
+        .collect();
+    println!(
+        "p99 by second of sending (ms): {}",
+        by_second
+            .iter()
+            .map(|v| format!("{:.1}", v["p99_ms"].as_f64().unwrap_or(0.0)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!(
         "offered {offered} messages ({:.0}/s) x {n} receivers: delivered {} of {expected} ({:.0} deliveries/s), client backlog {backlog}, sender errors {:?}",
         offered as f64 / secs,
@@ -1456,6 +1488,7 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
             "sender_errors": sender_out.errors,
             "latency": all.latency.summary(),
             "latency_distribution": all.latency.distribution(),
+            "latency_by_second": by_second,
             "server_cpu_seconds": cpu,
     }))
 }

@@ -124,6 +124,10 @@ pub struct Connection {
     version: Version,
     /// Frames for the client. Bounded; publishers only `try_send`.
     outbound: mpsc::Sender<Bytes>,
+    /// Bytes of the frames waiting in `outbound` (the transport reports what
+    /// it took with [`Connection::dequeued`]), and their bound.
+    queued_bytes: std::sync::atomic::AtomicUsize,
+    max_queued_bytes: usize,
     /// Set once: why the server closes this connection.
     close_reason: OnceLock<(DisconnectReason, Option<Value>)>,
     close_signal: Notify,
@@ -163,7 +167,7 @@ impl Connection {
         version: Version,
         capacity: usize,
     ) -> (Arc<Connection>, ConnectionRx) {
-        Self::with_peer(id, side, version, capacity, None)
+        Self::with_peer(id, side, version, capacity, usize::MAX, None)
     }
 
     pub(crate) fn with_peer(
@@ -171,6 +175,7 @@ impl Connection {
         side: Side,
         version: Version,
         capacity: usize,
+        max_queued_bytes: usize,
         peer: Option<std::net::IpAddr>,
     ) -> (Arc<Connection>, ConnectionRx) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
@@ -180,6 +185,8 @@ impl Connection {
                 side,
                 version,
                 outbound: tx,
+                queued_bytes: std::sync::atomic::AtomicUsize::new(0),
+                max_queued_bytes: max_queued_bytes.max(1),
                 close_reason: OnceLock::new(),
                 close_signal: Notify::new(),
                 login: OnceLock::new(),
@@ -252,21 +259,39 @@ impl Connection {
         }
     }
 
-    /// Queues a frame without waiting. A full queue means the client is not
-    /// keeping up: the connection is closed rather than letting it slow the
-    /// publisher.
+    /// Queues a frame without waiting. A full queue (in frames or in
+    /// bytes) means the client is not keeping up: the connection is closed
+    /// rather than letting it slow the publisher or hold memory.
     pub(crate) fn enqueue(&self, frame: Bytes) {
+        let n = frame.len();
+        let before = self.queued_bytes.fetch_add(n, Ordering::Relaxed);
+        if before + n > self.max_queued_bytes {
+            self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+            self.slow_consumer();
+            return;
+        }
         match self.outbound.try_send(frame) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.dropped_frames.fetch_add(1, Ordering::Relaxed);
-                self.close(
-                    DisconnectReason::ConnectionTimeout,
-                    Some(serde_json::json!({"detail": "slow_consumer"})),
-                );
+            Err(e) => {
+                self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+                if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    self.slow_consumer();
+                }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
+    }
+
+    fn slow_consumer(&self) {
+        self.dropped_frames.fetch_add(1, Ordering::Relaxed);
+        self.close(
+            DisconnectReason::ConnectionTimeout,
+            Some(serde_json::json!({"detail": "slow_consumer"})),
+        );
+    }
+
+    /// The transport took a frame of `len` bytes off the queue.
+    pub fn dequeued(&self, len: usize) {
+        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
     }
 
     /// Asks the transport to close this connection with `reason`. The first
@@ -354,5 +379,21 @@ mod tests {
         assert_eq!(data.unwrap()["detail"], "slow_consumer");
         assert_eq!(c.dropped_frames(), 1);
         assert_eq!(rx.outbound.recv().await.unwrap(), Bytes::from_static(b"1"));
+    }
+
+    #[tokio::test]
+    async fn a_queue_over_its_bytes_closes_as_slow_consumer() {
+        let (c, mut rx) = Connection::with_peer(1, Side::Agent, Version::V3_5, 100, 10, None);
+        c.deliver(Bytes::from_static(b"12345"));
+        c.deliver(Bytes::from_static(b"67890"));
+        // Taken by the transport: room again.
+        let f = rx.outbound.recv().await.unwrap();
+        c.dequeued(f.len());
+        c.deliver(Bytes::from_static(b"abcde"));
+        assert!(c.close_reason().is_none(), "10 bytes fit");
+        c.deliver(Bytes::from_static(b"x"));
+        let (reason, data) = c.closed().await;
+        assert_eq!(reason, DisconnectReason::ConnectionTimeout);
+        assert_eq!(data.unwrap()["detail"], "slow_consumer");
     }
 }

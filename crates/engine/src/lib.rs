@@ -64,6 +64,10 @@ pub struct EngineConfig {
     /// queue is full is disconnected (`connection_timeout`, `data.detail =
     /// "slow_consumer"`) instead of slowing the publisher.
     pub outbound_queue: usize,
+    /// Bytes that may wait in one session's outbound queue (the same
+    /// disconnect beyond it): large pushes fill memory long before the
+    /// frame count does.
+    pub outbound_queue_bytes: usize,
     /// Requests per principal (agent, bot or customer); `None` = unlimited.
     pub rate_limit: Option<Rate>,
     /// Live RTM sessions per agent; a login beyond it evicts the oldest
@@ -90,6 +94,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             outbound_queue: 1024,
+            outbound_queue_bytes: 2 * 1024 * 1024,
             rate_limit: Some(Rate {
                 per_second: 50.0,
                 burst: 200.0,
@@ -315,8 +320,14 @@ impl Engine {
         peer: Option<std::net::IpAddr>,
     ) -> (Arc<Connection>, ConnectionRx) {
         let id = self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
-        let (conn, rx) =
-            Connection::with_peer(id, side, version, self.inner.config.outbound_queue, peer);
+        let (conn, rx) = Connection::with_peer(
+            id,
+            side,
+            version,
+            self.inner.config.outbound_queue,
+            self.inner.config.outbound_queue_bytes,
+            peer,
+        );
         self.inner.connections.insert(id, conn.clone());
         if let Some((reason, detail)) = self.inner.shutting_down.get() {
             conn.close(*reason, Some(serde_json::json!({ "detail": detail })));

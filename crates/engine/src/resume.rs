@@ -87,12 +87,21 @@ struct StreamLog {
     frames: VecDeque<(u64, Bytes)>,
     bytes: usize,
     max_frames: usize,
+    /// At most [`RESUME_LOG_BYTES`] and half the session's queue in bytes, so
+    /// a replay always fits the new connection's queue.
+    max_bytes: usize,
     /// The holder while its transport is up; `None` while detached.
     live: Option<Arc<Connection>>,
 }
 
 impl ResumeStream {
-    fn new(org: &str, agent: &str, holder: &Arc<Connection>, max_frames: usize) -> Arc<Self> {
+    fn new(
+        org: &str,
+        agent: &str,
+        holder: &Arc<Connection>,
+        max_frames: usize,
+        max_bytes: usize,
+    ) -> Arc<Self> {
         Arc::new(ResumeStream {
             id: uuid::Uuid::new_v4().simple().to_string(),
             org: org.to_owned(),
@@ -103,6 +112,7 @@ impl ResumeStream {
                 frames: VecDeque::new(),
                 bytes: 0,
                 max_frames: max_frames.max(1),
+                max_bytes,
                 live: Some(holder.clone()),
             }),
         })
@@ -132,7 +142,7 @@ impl ResumeStream {
         log.bytes += numbered.len();
         let seq = log.last_seq;
         log.frames.push_back((seq, numbered.clone()));
-        while log.frames.len() > log.max_frames || log.bytes > RESUME_LOG_BYTES {
+        while log.frames.len() > log.max_frames || log.bytes > log.max_bytes {
             match log.frames.pop_front() {
                 Some((_, f)) => log.bytes -= f.len(),
                 None => break,
@@ -170,9 +180,10 @@ pub(crate) fn attach(
 ) -> (ResumeInfo, Option<Arc<Connection>>) {
     let cfg = &engine.inner.config;
     let max_frames = cfg.resume_log.min(cfg.outbound_queue).max(1);
+    let max_bytes = RESUME_LOG_BYTES.min(cfg.outbound_queue_bytes / 2);
     let window_seconds = cfg.resume_window.as_secs();
     let start = |status| {
-        let stream = ResumeStream::new(org, agent, conn, max_frames);
+        let stream = ResumeStream::new(org, agent, conn, max_frames, max_bytes);
         let _ = conn.resume.set(stream.clone());
         engine
             .inner
@@ -382,7 +393,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_numbers_keeps_a_bounded_window_and_forwards_live() {
         let (c, mut rx) = Connection::new(1, crate::connection::Side::Agent, Version::V3_5, 16);
-        let s = ResumeStream::new("o", "a", &c, 3);
+        let s = ResumeStream::new("o", "a", &c, 3, RESUME_LOG_BYTES);
         for i in 0..5 {
             s.publish(&Bytes::from(format!("{{\"n\":{i}}}")));
         }

@@ -400,10 +400,14 @@ where
         outbound: &mut tokio::sync::mpsc::Receiver<Bytes>,
     ) -> bool {
         let mut batch = Vec::with_capacity(8);
+        self.conn.dequeued(first.len());
         batch.push(first);
         while batch.len() < WRITE_BATCH {
             match outbound.try_recv() {
-                Ok(f) => batch.push(f),
+                Ok(f) => {
+                    self.conn.dequeued(f.len());
+                    batch.push(f);
+                }
                 Err(_) => break,
             }
         }

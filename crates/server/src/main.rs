@@ -71,6 +71,10 @@ struct Serve {
     /// Frames that may wait for one slow session before it is disconnected.
     #[arg(long, env = "CHATGATE_OUTBOUND_QUEUE", default_value_t = 1024)]
     outbound_queue: usize,
+    /// Bytes of pushes that may wait for one slow session before it is
+    /// disconnected.
+    #[arg(long, env = "CHATGATE_OUTBOUND_QUEUE_BYTES", default_value_t = 2 * 1024 * 1024)]
+    outbound_queue_bytes: usize,
     /// Seconds a session that asked for exact resume is kept after its
     /// connection drops (proto-docs/resume.md).
     #[arg(long, env = "CHATGATE_RESUME_WINDOW_SECS", default_value_t = 60)]
@@ -168,6 +172,10 @@ fn config_from(args: &Serve) -> Result<ServerConfig, String> {
         return Err("--outbound-queue must be at least 1".into());
     }
     config.engine.outbound_queue = args.outbound_queue;
+    if args.outbound_queue_bytes < 64 * 1024 {
+        return Err("--outbound-queue-bytes must be at least 65536".into());
+    }
+    config.engine.outbound_queue_bytes = args.outbound_queue_bytes;
     if args.resume_log == 0 || args.resume_log > args.outbound_queue {
         return Err(
             "--resume-log must be at least 1 and at most --outbound-queue (a replay must fit the queue)"
