@@ -69,6 +69,20 @@ pub async fn websocket_sized(
     Ok(ws)
 }
 
+/// Connects to the Customer RTM API of `org` and logs in with `token`.
+pub async fn customer_login(
+    server: SocketAddr,
+    source: Option<std::net::IpAddr>,
+    org: &str,
+    token: &str,
+) -> io::Result<Ws> {
+    let path = format!("/v3.5/customer/rtm/ws?organization_id={org}");
+    let mut ws = websocket(server, source, &path).await?;
+    let login = json!({"token": format!("Bearer {token}")});
+    request(&mut ws, "login", "login", login).await?;
+    Ok(ws)
+}
+
 /// A request frame as text.
 pub fn frame(action: &str, request_id: &str, payload: Value) -> String {
     let f = RequestFrame {

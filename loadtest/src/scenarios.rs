@@ -1025,19 +1025,7 @@ pub async fn chat(a: ChatArgs) -> io::Result<()> {
                 let token = body["access_token"].as_str().unwrap_or_default().to_owned();
                 let id = body["entity_id"].as_str().unwrap_or_default().to_owned();
                 let source = Some(client::source_for(i + 1, common.sources));
-                let mut ws = client::websocket(
-                    common.server,
-                    source,
-                    &format!("/v3.5/customer/rtm/ws?organization_id={org}"),
-                )
-                .await?;
-                client::request(
-                    &mut ws,
-                    "login",
-                    "login",
-                    json!({"token": format!("Bearer {token}")}),
-                )
-                .await?;
+                let mut ws = client::customer_login(common.server, source, &org, &token).await?;
                 st.lock().unwrap().insert(id, micros_since(epoch));
                 let r = client::request(
                     &mut ws,

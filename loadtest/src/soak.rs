@@ -210,19 +210,7 @@ async fn visit(
         }
     };
     let source = Some(client::source_for(k + 1, a.common.sources));
-    let mut ws = client::websocket(
-        a.common.server,
-        source,
-        &format!("/v3.5/customer/rtm/ws?organization_id={}", a.org),
-    )
-    .await?;
-    client::request(
-        &mut ws,
-        "login",
-        "login",
-        json!({"token": format!("Bearer {token}")}),
-    )
-    .await?;
+    let mut ws = client::customer_login(a.common.server, source, &a.org, &token).await?;
     let hello = json!({"events": [{"type": "message", "text": "hello again"}]});
     let chat_id = match known.and_then(|c| c.chat) {
         Some(chat) => {

@@ -122,6 +122,15 @@ impl ResumeStream {
         self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Ends the stream (with its log locked): nobody holds it, nothing is
+    /// kept, nothing more is numbered.
+    fn end_locked(&self, log: &mut StreamLog) {
+        self.holder.store(0, Ordering::Release);
+        log.frames.clear();
+        log.bytes = 0;
+        log.live = None;
+    }
+
     /// The connection the engine counts as this stream's session (0 once
     /// the stream ended).
     pub fn holder(&self) -> u64 {
@@ -233,10 +242,7 @@ pub(crate) fn attach(
     let oldest_kept = log.frames.front().map_or(log.last_seq + 1, |(s, _)| *s);
     let servable = previous != 0 && last_seq <= log.last_seq && last_seq + 1 >= oldest_kept;
     if !servable {
-        stream.holder.store(0, Ordering::Release);
-        log.frames.clear();
-        log.bytes = 0;
-        log.live = None;
+        stream.end_locked(&mut log);
         drop(log);
         engine.inner.resume_streams.remove(&stream.id);
         return (start(ResumeStatus::ResyncNeeded), replaced);
@@ -291,10 +297,7 @@ pub(crate) fn detach(engine: &Engine, conn: &Arc<Connection>) -> bool {
             true
         } else {
             // Ended for good: the stream goes with it.
-            stream.holder.store(0, Ordering::Release);
-            log.frames.clear();
-            log.bytes = 0;
-            log.live = None;
+            stream.end_locked(&mut log);
             false
         }
     };
@@ -323,10 +326,7 @@ pub(crate) fn end(engine: &Engine, conn: &Connection) {
     };
     let mut log = stream.lock();
     if stream.holder() == conn.id() {
-        stream.holder.store(0, Ordering::Release);
-        log.frames.clear();
-        log.bytes = 0;
-        log.live = None;
+        stream.end_locked(&mut log);
         drop(log);
         engine.inner.resume_streams.remove(&stream.id);
     }
@@ -342,9 +342,7 @@ async fn expire(engine: &Engine, conn: &Arc<Connection>, stream: &Arc<ResumeStre
         let _state = org.lock();
         let mut log = stream.lock();
         if stream.holder() == conn.id() && log.live.is_none() {
-            stream.holder.store(0, Ordering::Release);
-            log.frames.clear();
-            log.bytes = 0;
+            stream.end_locked(&mut log);
             true
         } else {
             false
