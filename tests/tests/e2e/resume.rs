@@ -25,6 +25,17 @@ async fn login_resuming(s: &TestServer, token: &str, resume: Value) -> (Rtm, Val
     (c, info)
 }
 
+/// Logs in as Alice with the cursor `(stream, last_seq)`; returns the
+/// client and the response's `resume`.
+async fn alice_resuming(s: &TestServer, stream: &str, last_seq: u64) -> (Rtm, Value) {
+    login_resuming(
+        s,
+        "alice-pat-1",
+        json!({"stream_id": stream, "last_seq": last_seq}),
+    )
+    .await
+}
+
 /// The customer says `text` in `chat`; returns once it is acknowledged.
 async fn say(cust: &mut Rtm, chat: &str, text: &str) {
     let r = cust
@@ -139,12 +150,7 @@ async fn a_dropped_session_gets_exactly_what_it_missed_then_live_pushes() {
     // Alice's session is kept: nobody saw her go offline.
     carol.no_push("routing_status_set", QUIET).await;
 
-    let (mut alice, info) = login_resuming(
-        &s,
-        "alice-pat-1",
-        json!({"stream_id": stream, "last_seq": last_seen}),
-    )
-    .await;
+    let (mut alice, info) = alice_resuming(&s, &stream, last_seen).await;
     assert_eq!(info["status"], "resumed", "{info}");
     assert_eq!(info["stream_id"], stream.as_str());
     let replayed = info["replayed"].as_u64().unwrap();
@@ -166,12 +172,7 @@ async fn a_dropped_session_gets_exactly_what_it_missed_then_live_pushes() {
     // server keeps the window, the client decides where it stands.
     drop(alice);
     let end = *seqs(&all).last().unwrap();
-    let (mut alice, info) = login_resuming(
-        &s,
-        "alice-pat-1",
-        json!({"stream_id": stream, "last_seq": end - 2}),
-    )
-    .await;
+    let (mut alice, info) = alice_resuming(&s, &stream, end - 2).await;
     assert_eq!(info["status"], "resumed", "{info}");
     assert_eq!(info["replayed"], 2);
     let again = read_n(&mut alice, 2).await;
@@ -240,12 +241,7 @@ async fn cursors_that_cannot_be_served_get_resync_needed() {
     for i in 2..=6 {
         say(&mut cust, &chat, &format!("m{i}")).await;
     }
-    let (mut alice, info) = login_resuming(
-        &s,
-        "alice-pat-1",
-        json!({"stream_id": stream, "last_seq": last_seen}),
-    )
-    .await;
+    let (mut alice, info) = alice_resuming(&s, &stream, last_seen).await;
     assert_eq!(info["status"], "resync_needed", "{info}");
     assert_eq!(info["replayed"], 0);
     let fresh = info["stream_id"].as_str().unwrap().to_owned();
@@ -256,12 +252,7 @@ async fn cursors_that_cannot_be_served_get_resync_needed() {
     assert_eq!(texts(&live), ["m7"]);
     numbered_from(&live, 1);
     // The old stream is gone for good.
-    let (_again, info) = login_resuming(
-        &s,
-        "alice-pat-1",
-        json!({"stream_id": stream, "last_seq": 1}),
-    )
-    .await;
+    let (_again, info) = alice_resuming(&s, &stream, 1).await;
     assert_eq!(info["status"], "resync_needed");
 }
 
@@ -280,12 +271,7 @@ async fn a_kept_session_ends_when_its_window_passes() {
     let p = carol.push("routing_status_set").await;
     assert_eq!(p["payload"]["agent_id"], "alice@acme.test");
     assert_eq!(p["payload"]["status"], "offline");
-    let (_alice, info) = login_resuming(
-        &s,
-        "alice-pat-1",
-        json!({"stream_id": stream, "last_seq": 0}),
-    )
-    .await;
+    let (_alice, info) = alice_resuming(&s, &stream, 0).await;
     assert_eq!(info["status"], "resync_needed");
 }
 
@@ -301,12 +287,7 @@ async fn resuming_while_the_old_connection_lives_takes_it_over() {
     let seen = pushes_until_text(&mut old, "m1").await;
     let last = *seqs(&seen).last().unwrap();
 
-    let (mut new, info) = login_resuming(
-        &s,
-        "alice-pat-1",
-        json!({"stream_id": stream, "last_seq": last}),
-    )
-    .await;
+    let (mut new, info) = alice_resuming(&s, &stream, last).await;
     assert_eq!(info["status"], "resumed");
     assert_eq!(info["replayed"], 0);
     let bye = old.disconnected().await;
@@ -328,11 +309,6 @@ async fn logging_out_ends_the_stream() {
     let stream = info["stream_id"].as_str().unwrap().to_owned();
     let r = alice.request("logout", json!({})).await;
     assert_eq!(r["success"], true, "{r}");
-    let (_alice, info) = login_resuming(
-        &s,
-        "alice-pat-1",
-        json!({"stream_id": stream, "last_seq": 0}),
-    )
-    .await;
+    let (_alice, info) = alice_resuming(&s, &stream, 0).await;
     assert_eq!(info["status"], "resync_needed");
 }
