@@ -229,18 +229,27 @@ pub(crate) fn attach(
     // section, so presence does not flicker.
     let previous = stream.holder();
     let mut replaced = None;
+    // The session must still be whole: among the agent's sessions (not
+    // evicted or logged out while kept) and not closed on purpose since
+    // (revocation, role change, ...). Otherwise pushes may have been
+    // computed without it, and only a resync is honest.
+    let mut whole = false;
     if previous != 0
         && previous != conn.id()
         && let Some(a) = state.agents.get_mut(agent)
         && let Some(i) = a.sessions.iter().position(|s| s.conn.id() == previous)
     {
         let old = a.sessions.remove(i).conn;
+        whole = match old.close_reason() {
+            None => true,
+            Some((reason, _)) => reason == DisconnectReason::ConnectionTimeout,
+        };
         if log.live.as_ref().is_some_and(|l| l.id() == old.id()) {
             replaced = Some(old);
         }
     }
     let oldest_kept = log.frames.front().map_or(log.last_seq + 1, |(s, _)| *s);
-    let servable = previous != 0 && last_seq <= log.last_seq && last_seq + 1 >= oldest_kept;
+    let servable = whole && last_seq <= log.last_seq && last_seq + 1 >= oldest_kept;
     if !servable {
         stream.end_locked(&mut log);
         drop(log);

@@ -312,3 +312,21 @@ async fn logging_out_ends_the_stream() {
     let (_alice, info) = alice_resuming(&s, &stream, 0).await;
     assert_eq!(info["status"], "resync_needed");
 }
+
+#[tokio::test]
+async fn a_kept_session_evicted_over_the_session_cap_cannot_be_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.engine.max_sessions_per_agent = 2;
+    let s = TestServer::start_with(dir, cfg).await;
+    let (alice, info) = login_resuming(&s, "alice-pat-1", json!(true)).await;
+    let stream = info["stream_id"].as_str().unwrap().to_owned();
+    drop(alice);
+    // Two more sessions: the second evicts the oldest, the kept one. Pushes
+    // after that are no longer computed for it, so its cursor must not be
+    // honoured.
+    let _b = s.login("alice-pat-1").await;
+    let _c = s.login("alice-pat-1").await;
+    let (_alice, info) = alice_resuming(&s, &stream, 0).await;
+    assert_eq!(info["status"], "resync_needed", "{info}");
+}
