@@ -240,16 +240,7 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
     let sender_ws = connect_login(&a.common, 0, "/v3.5/agent/rtm/ws", "load-owner", epoch, 0)
         .await?
         .ws;
-    let (tx, rx) = mpsc::channel(SENDER_QUEUE);
-    let sender = drive(
-        sender_ws,
-        rx,
-        stop_rx.clone(),
-        epoch,
-        Arc::new(|_| None),
-        None,
-        Arc::new(AtomicU64::new(0)),
-    );
+    let (tx, sender) = sender(sender_ws, stop_rx.clone(), epoch);
     let rate = a.rate.max(1);
     let sending = {
         let tx = tx.clone();
@@ -739,6 +730,26 @@ async fn schedule(
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
     (offered, backlog)
+}
+
+/// A connection that only sends (what it is given on the returned queue),
+/// counting acknowledgements and errors.
+fn sender(
+    ws: Ws,
+    stop: watch::Receiver<bool>,
+    epoch: Instant,
+) -> (mpsc::Sender<String>, JoinHandle<ConnOut>) {
+    let (tx, rx) = mpsc::channel(SENDER_QUEUE);
+    let h = drive(
+        ws,
+        rx,
+        stop,
+        epoch,
+        Arc::new(|_| None),
+        None,
+        Arc::new(AtomicU64::new(0)),
+    );
+    (tx, h)
 }
 
 /// The `resume_seq` a chatgate push starts with, if any.
@@ -1344,16 +1355,7 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
             .await?
             .ws
     };
-    let (tx, rx) = mpsc::channel(SENDER_QUEUE);
-    let sender = drive(
-        sender_ws,
-        rx,
-        stop_rx.clone(),
-        epoch,
-        Arc::new(|_| None),
-        None,
-        Arc::new(AtomicU64::new(0)),
-    );
+    let (tx, sender) = sender(sender_ws, stop_rx.clone(), epoch);
     println!("fanout ({}): {} receivers up", a.target, receivers.len());
     let started = Instant::now();
     let (offered, backlog) = schedule(
