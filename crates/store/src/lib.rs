@@ -174,7 +174,8 @@ pub trait Store: Send + Sync + 'static {
     /// Counters.
     fn stats(&self) -> StoreStats;
 
-    /// Stops accepting submissions, finishes the queued ones and waits for the
-    /// writer to exit.
+    /// Stops accepting submissions, finishes the queued ones, waits for the
+    /// writer to exit and releases the data directory (another store may
+    /// open it at once, even while handles to this one are still alive).
     fn close(&self);
 }

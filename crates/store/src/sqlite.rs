@@ -232,8 +232,10 @@ pub struct SqliteStore {
     /// writer in WAL mode).
     reader: Mutex<Connection>,
     stats: Arc<Counters>,
-    /// Held for the life of the store: the advisory lock on the data directory.
-    _lock: File,
+    /// The data directory's advisory lock; released by `close` once the
+    /// writer has finished, so a successor can open the directory even
+    /// while a straggling task still holds this handle.
+    lock: Mutex<Option<File>>,
     path: PathBuf,
 }
 
@@ -304,7 +306,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(writer)),
             reader: Mutex::new(reader),
             stats,
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
             path,
         })
     }
@@ -1132,6 +1134,9 @@ impl Store for SqliteStore {
         {
             tracing::error!("store writer panicked");
         }
+        // The writer is gone; nothing more can be written through this
+        // handle, so the directory is free for the next process or store.
+        drop(self.lock.lock().expect("store lock poisoned").take());
     }
 }
 

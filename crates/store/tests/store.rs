@@ -33,9 +33,7 @@ fn agent(id: &str) -> Agent {
 /// Submits and waits for the commit.
 fn write(store: &dyn Store, ops: Vec<Op>) -> Result<Committed, StoreError> {
     let (tx, rx) = std_mpsc::channel();
-    store
-        .submit(ops, Box::new(move |r| tx.send(r).unwrap()))
-        .unwrap();
+    store.submit(ops, Box::new(move |r| tx.send(r).unwrap()))?;
     rx.recv().unwrap()
 }
 
@@ -126,6 +124,21 @@ fn second_process_is_locked_out() {
         Err(StoreError::Locked(_)) => {}
         other => panic!("expected Locked, got {other:?}"),
     }
+}
+
+#[test]
+fn close_frees_the_directory_while_handles_remain() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Arc::new(SqliteStore::open(dir.path(), StoreConfig::default()).unwrap());
+    write(&*first, base_ops()).unwrap();
+    // A straggling task still holds a handle after shutdown closed it.
+    let straggler = first.clone();
+    first.close();
+    let second = SqliteStore::open(dir.path(), StoreConfig::default())
+        .expect("a closed store releases its lock");
+    assert_eq!(second.load().unwrap().orgs.len(), 1);
+    // The closed handle cannot write behind the new owner's back.
+    assert!(write(&*straggler, base_ops()).is_err());
 }
 
 fn event(chat: &str, id: &str, custom: Option<&str>) -> Op {
