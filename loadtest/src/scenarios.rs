@@ -1390,6 +1390,9 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
     }
     // What the stalled readers got in the end: read through their backlog
     // to the server's disconnect (or give up after 10 s each, in parallel).
+    // A reader that stopped reading may never be told why: the reason frame
+    // waits behind what its buffers hold, and the server gives it a bounded
+    // time (`close_drain`) before it closes the socket.
     let checks: Vec<_> = stalled_ws
         .into_iter()
         .map(|mut ws| {
@@ -1404,30 +1407,27 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
                     }
                     None
                 };
-                tokio::time::timeout(Duration::from_secs(10), read)
-                    .await
-                    .ok()
-                    .flatten()
+                match tokio::time::timeout(Duration::from_secs(10), read).await {
+                    Ok(Some(t)) => serde_json::from_str::<Value>(&t)
+                        .ok()
+                        .map(|v| {
+                            let p = &v["payload"];
+                            format!(
+                                "{} {}",
+                                p["reason"].as_str().unwrap_or("?"),
+                                p["data"]["detail"].as_str().unwrap_or("")
+                            )
+                        })
+                        .unwrap_or_default(),
+                    Ok(None) => "closed without a reason".to_owned(),
+                    Err(_) => "not disconnected".to_owned(),
+                }
             })
         })
         .collect();
     let mut cut_off = BTreeMap::<String, u64>::new();
     for c in checks {
-        let why = match c.await.map_err(err)? {
-            Some(t) => serde_json::from_str::<Value>(&t)
-                .ok()
-                .map(|v| {
-                    let p = &v["payload"];
-                    format!(
-                        "{} {}",
-                        p["reason"].as_str().unwrap_or("?"),
-                        p["data"]["detail"].as_str().unwrap_or("")
-                    )
-                })
-                .unwrap_or_default(),
-            None => "not disconnected".into(),
-        };
-        *cut_off.entry(why).or_default() += 1;
+        *cut_off.entry(c.await.map_err(err)?).or_default() += 1;
     }
     if stalled > 0 {
         println!("stalled receivers: {cut_off:?}");

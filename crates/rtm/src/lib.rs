@@ -197,8 +197,8 @@ where
                 biased;
                 (reason, data) = conn.closed() => return End::Disconnect(reason, data),
                 Some(frame) = outbound.recv(), if self.logins_pending == 0 => {
-                    if !self.write_pushes(frame, &mut outbound).await {
-                        return End::Gone;
+                    if let Err(end) = self.write_pushes(frame, &mut outbound).await {
+                        return end;
                     }
                 }
                 Some(answer) = self.inflight.next(), if !self.inflight.is_empty() => {
@@ -212,8 +212,8 @@ where
                         while self.logins_pending == 0
                             && let Ok(frame) = outbound.try_recv()
                         {
-                            if !self.write_pushes(frame, &mut outbound).await {
-                                return End::Gone;
+                            if let Err(end) = self.write_pushes(frame, &mut outbound).await {
+                                return end;
                             }
                         }
                     }
@@ -394,11 +394,15 @@ where
     }
 
     /// Writes `first` and whatever else is queued (up to a batch), then flushes.
+    /// A write blocked by a client that stopped reading does not hold the
+    /// session: when the engine closes the connection meanwhile (a
+    /// `slow_consumer` cut-off, say), the write is abandoned and the session
+    /// ends at once instead of after `write_timeout`.
     async fn write_pushes(
         &mut self,
         first: Bytes,
         outbound: &mut tokio::sync::mpsc::Receiver<Bytes>,
-    ) -> bool {
+    ) -> Result<(), End> {
         let mut batch = Vec::with_capacity(8);
         self.conn.dequeued(first.len());
         batch.push(first);
@@ -412,16 +416,23 @@ where
             }
         }
         let limit = self.config.write_timeout;
+        let conn = self.conn.clone();
         let sink = &mut self.sink;
-        let result = timeout(limit, async {
+        let write = timeout(limit, async {
             for frame in batch {
                 let text = Utf8Bytes::try_from(frame).expect("engine frames are UTF-8 JSON");
                 sink.feed(Message::Text(text)).await?;
             }
             sink.flush().await
-        })
-        .await;
-        matches!(result, Ok(Ok(())))
+        });
+        tokio::select! {
+            biased;
+            result = write => match result {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(End::Gone),
+            },
+            (reason, data) = conn.closed() => Err(End::Disconnect(reason, data)),
+        }
     }
 
     async fn write(&mut self, msg: Message) -> bool {
@@ -431,17 +442,30 @@ where
         )
     }
 
+    async fn write_until(&mut self, msg: Message, deadline: Instant) -> bool {
+        matches!(
+            tokio::time::timeout_at(deadline, self.sink.send(msg)).await,
+            Ok(Ok(()))
+        )
+    }
+
     async fn finish(&mut self, end: End) {
         match end {
             End::Gone => {}
             End::Disconnect(reason, data) => {
                 // Requests already in flight are answered first (their
-                // changes may already be committed), within a bound.
+                // changes may already be committed), within `close_drain`;
+                // then the reason and the close, within another. A client
+                // that stopped reading (the usual cause of a `slow_consumer`
+                // cut-off) holds the session no longer than that.
                 let deadline = Instant::now() + self.config.close_drain;
                 while !self.inflight.is_empty() {
                     match tokio::time::timeout_at(deadline, self.inflight.next()).await {
                         Ok(Some(answer)) => {
-                            if !self.write(Message::Text(answer.frame.into())).await {
+                            if !self
+                                .write_until(Message::Text(answer.frame.into()), deadline)
+                                .await
+                            {
                                 break;
                             }
                         }
@@ -454,14 +478,23 @@ where
                     "disconnecting session"
                 );
                 let frame = disconnect_frame(self.conn.side(), self.version, reason, data);
-                if self.write(Message::Text(frame.into())).await {
+                let deadline = Instant::now() + self.config.close_drain;
+                if self
+                    .write_until(Message::Text(frame.into()), deadline)
+                    .await
+                {
                     let _ = self
-                        .write(Message::Close(Some(CloseFrame {
-                            code: 1000,
-                            reason: Utf8Bytes::from(reason.as_str()),
-                        })))
+                        .write_until(
+                            Message::Close(Some(CloseFrame {
+                                code: 1000,
+                                reason: Utf8Bytes::from(reason.as_str()),
+                            })),
+                            deadline,
+                        )
                         .await;
                 }
+                let _ = tokio::time::timeout_at(deadline, self.sink.close()).await;
+                return;
             }
             End::LoggedOut => {
                 let _ = self

@@ -30,6 +30,11 @@ pub struct TlsSettings {
     pub key: PathBuf,
 }
 
+/// Default `SO_SNDBUF` of accepted sockets: 256 KiB is far more than chat
+/// traffic needs in flight on one connection, and a quarter of what Linux's
+/// autotuning grows to on a fast link.
+pub const DEFAULT_SOCKET_SEND_BUFFER: u32 = 256 * 1024;
+
 /// Everything the server needs. Built by the CLI or by tests.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -43,6 +48,12 @@ pub struct ServerConfig {
     pub provision: Option<ProvisionSpec>,
     /// Listen backlog (pending connections the kernel queues).
     pub backlog: u32,
+    /// `SO_SNDBUF` of every accepted socket, in bytes (Linux doubles it
+    /// for bookkeeping); `None` leaves the kernel's autotuning. A small
+    /// buffer bounds how much the server pushes into the kernel for a
+    /// client that stopped reading before its queue fills and it is cut off
+    /// as a slow consumer (loadtest/README.md has the measurements).
+    pub socket_send_buffer: Option<u32>,
     /// Time allowed for sessions to close and requests to finish at shutdown.
     pub shutdown_grace: Duration,
     pub web: WebConfig,
@@ -59,6 +70,7 @@ impl ServerConfig {
             tls: None,
             provision: None,
             backlog: 4096,
+            socket_send_buffer: Some(DEFAULT_SOCKET_SEND_BUFFER),
             shutdown_grace: Duration::from_secs(10),
             web: WebConfig::default(),
             engine: EngineConfig::default(),
@@ -135,7 +147,13 @@ impl std::fmt::Debug for Running {
     }
 }
 
-fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServerError> {
+/// Binds a listener. Accepted sockets inherit the listener's `SO_SNDBUF`
+/// (Linux copies it, and its lock against autotuning, on accept).
+fn bind(
+    addr: SocketAddr,
+    backlog: u32,
+    send_buffer: Option<u32>,
+) -> Result<TcpListener, ServerError> {
     let err = |source| ServerError::Bind { addr, source };
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
@@ -144,6 +162,9 @@ fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServerError> {
     }
     .map_err(err)?;
     socket.set_reuseaddr(true).map_err(err)?;
+    if let Some(bytes) = send_buffer {
+        socket.set_send_buffer_size(bytes).map_err(err)?;
+    }
     socket.bind(addr).map_err(err)?;
     socket.listen(backlog).map_err(err)
 }
@@ -171,13 +192,16 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
     let stop_accepting = CancellationToken::new();
     let mut tasks = Vec::new();
 
-    let listener = bind(config.listen, config.backlog)?;
+    let listener = bind(config.listen, config.backlog, config.socket_send_buffer)?;
     let http_addr = listener.local_addr().map_err(|source| ServerError::Bind {
         addr: config.listen,
         source,
     })?;
     let tls_listener = match (&config.tls, tls) {
-        (Some(t), Some(acceptor)) => Some((bind(t.listen, config.backlog)?, acceptor)),
+        (Some(t), Some(acceptor)) => Some((
+            bind(t.listen, config.backlog, config.socket_send_buffer)?,
+            acceptor,
+        )),
         _ => None,
     };
 

@@ -56,6 +56,11 @@ struct Serve {
     /// Listen backlog.
     #[arg(long, env = "CHATGATE_BACKLOG", default_value_t = 4096)]
     backlog: u32,
+    /// Send buffer (SO_SNDBUF) of every accepted socket, in bytes; 0 leaves
+    /// the kernel's autotuning. Bounds what a client that stopped reading
+    /// can soak up before it is cut off as a slow consumer.
+    #[arg(long, env = "CHATGATE_SOCKET_SEND_BUFFER", default_value_t = chatgate_server::DEFAULT_SOCKET_SEND_BUFFER)]
+    socket_send_buffer: u32,
     /// Seconds allowed for a graceful shutdown.
     #[arg(long, env = "CHATGATE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     shutdown_grace_secs: u64,
@@ -152,6 +157,7 @@ fn config_from(args: &Serve) -> Result<ServerConfig, String> {
     let mut config = ServerConfig::new(&args.data_dir);
     config.listen = args.listen;
     config.backlog = args.backlog;
+    config.socket_send_buffer = (args.socket_send_buffer > 0).then_some(args.socket_send_buffer);
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
     if args.login_timeout_secs == 0 {
         return Err("--login-timeout-secs must be at least 1".into());

@@ -14,6 +14,7 @@ mod restart;
 mod resume;
 mod rtm_login;
 mod rtm_status;
+mod slow;
 mod tls;
 mod uploads;
 mod web;
