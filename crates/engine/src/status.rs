@@ -206,7 +206,7 @@ pub(crate) async fn login(
         (commit(reservation, ops, pushes), response)
     };
     pending.wait().await?;
-    tracing::info!(org = %entry.org, agent = %entry.agent, connection = conn.id(), "agent logged in");
+    tracing::debug!(org = %entry.org, agent = %entry.agent, connection = conn.id(), "agent logged in");
     Ok(Reply::ok(
         serde_json::to_value(response).expect("login response serializes"),
     ))

@@ -243,6 +243,27 @@ pub struct SqliteStore {
 struct Counters {
     transactions: AtomicU64,
     submissions: AtomicU64,
+    /// Jobs handed to the writer whose completion has not run yet.
+    outstanding: AtomicU64,
+}
+
+impl Counters {
+    /// A barrier (no ops) when nothing is outstanding: everything submitted
+    /// before it is durable and its completion has run, so it completes
+    /// here, without a round trip through the writer thread. The caller
+    /// holds the lock that orders its changes (see `Reservation`), so no
+    /// submission it must follow can slip in between; one from elsewhere
+    /// that does is unrelated and may complete after it. Returns `done`
+    /// back when the job must go through the writer.
+    fn barrier_inline(&self, ops: &[Op], done: Completion) -> Option<Completion> {
+        if ops.is_empty() && self.outstanding.load(Ordering::Acquire) == 0 {
+            self.submissions.fetch_add(1, Ordering::Relaxed);
+            done(Ok(Committed::default()));
+            None
+        } else {
+            Some(done)
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -336,6 +357,7 @@ fn writer_loop(
                 for (job, result) in batch.drain(..).zip(per_job) {
                     stats.submissions.fetch_add(1, Ordering::Relaxed);
                     (job.done)(result);
+                    stats.outstanding.fetch_sub(1, Ordering::Release);
                 }
             }
             Err(e) => {
@@ -346,6 +368,7 @@ fn writer_loop(
                     (job.done)(Err(StoreError::Conflict(format!(
                         "transaction failed: {msg}"
                     ))));
+                    stats.outstanding.fetch_sub(1, Ordering::Release);
                 }
             }
         }
@@ -968,13 +991,24 @@ impl Store for SqliteStore {
     }
 
     fn submit(&self, ops: Vec<Op>, done: Completion) -> Result<(), StoreError> {
+        if self.tx.lock().expect("store sender lock poisoned").is_none() {
+            return Err(StoreError::Closed);
+        }
+        // Outside the sender's lock: an inline completion may submit again.
+        let Some(done) = self.stats.barrier_inline(&ops, done) else {
+            return Ok(());
+        };
         let guard = self.tx.lock().expect("store sender lock poisoned");
         let Some(tx) = guard.as_ref() else {
             return Err(StoreError::Closed);
         };
-        tx.try_send(Job { ops, done }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::Busy,
-            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        self.stats.outstanding.fetch_add(1, Ordering::AcqRel);
+        tx.try_send(Job { ops, done }).map_err(|e| {
+            self.stats.outstanding.fetch_sub(1, Ordering::Release);
+            match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            }
         })
     }
 
@@ -987,7 +1021,12 @@ impl Store for SqliteStore {
             mpsc::error::TrySendError::Full(_) => StoreError::Busy,
             mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
         })?;
+        let stats = self.stats.clone();
         Ok(crate::Reservation::new(move |ops, done| {
+            let Some(done) = stats.barrier_inline(&ops, done) else {
+                return;
+            };
+            stats.outstanding.fetch_add(1, Ordering::AcqRel);
             permit.send(Job { ops, done });
         }))
     }

@@ -311,12 +311,14 @@ fn full_queue_answers_busy() {
     let (tx, rx) = std_mpsc::channel::<()>();
     let inner = store.clone();
     // Inside a completion the writer is busy, so the queue cannot drain.
+    // (Writes, not barriers: a barrier with nothing outstanding completes
+    // without the writer.)
     store
         .submit(
-            Vec::new(),
+            base_ops(),
             Box::new(move |_| {
                 let results: Vec<_> = (0..3)
-                    .map(|_| inner.submit(Vec::new(), Box::new(|_| {})))
+                    .map(|_| inner.submit(base_ops(), Box::new(|_| {})))
                     .collect();
                 assert!(results[0].is_ok() && results[1].is_ok());
                 assert!(matches!(results[2], Err(StoreError::Busy)));
@@ -625,4 +627,43 @@ fn full_text_search_finds_every_word_in_its_organization_only() {
     assert!(hits.iter().all(|h| h.thread_id == "TB"));
     assert_eq!(facts[0].len(), 3);
     assert!(facts[1].is_empty());
+}
+
+#[test]
+fn barriers_complete_at_once_when_nothing_is_outstanding_and_wait_otherwise() {
+    use std::sync::Mutex;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
+    // Nothing outstanding: the barrier completes before `submit` returns.
+    let (tx, rx) = std_mpsc::channel();
+    store
+        .submit(Vec::new(), Box::new(move |r| tx.send(r.is_ok()).unwrap()))
+        .unwrap();
+    assert_eq!(rx.try_recv(), Ok(true));
+    // Behind a write that is not durable yet, a barrier waits for it: its
+    // completion runs after the write's.
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let (o1, o2) = (order.clone(), order.clone());
+    let (tx, rx) = std_mpsc::channel();
+    let reservation = store.reserve().unwrap();
+    store
+        .submit(
+            base_ops(),
+            Box::new(move |r| {
+                assert!(r.is_ok());
+                o1.lock().unwrap().push("write");
+            }),
+        )
+        .unwrap();
+    reservation.submit(
+        Vec::new(),
+        Box::new(move |_| {
+            o2.lock().unwrap().push("barrier");
+            tx.send(()).unwrap();
+        }),
+    );
+    rx.recv().unwrap();
+    assert_eq!(*order.lock().unwrap(), ["write", "barrier"]);
+    // The write is durable when the barrier completes.
+    assert_eq!(store.load().unwrap().orgs.len(), 1);
 }
