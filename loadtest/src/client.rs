@@ -30,19 +30,68 @@ fn err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-/// A TCP connection from `source` (any port) to `server`.
-pub async fn tcp(server: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
-    let sock = if server.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    if let Some(ip) = source {
-        sock.bind(SocketAddr::new(ip, 0))?;
+/// Source ports the harness hands out itself (see [`bind_source`]).
+const SOURCE_PORTS: std::ops::RangeInclusive<u16> = 10_000..=65_000;
+
+/// Binds `sock` to `ip` on a port the harness picks.
+///
+/// `bind(ip:0)` makes Linux search its bind table for a free port, which
+/// costs more the more ports are bound: with 10,000 connections the
+/// harness spent 17 s of system time there (and logged in 567 agents per
+/// second). Binding an explicit port is a hash lookup; a port in use (by a
+/// socket in `TIME_WAIT`, say) is skipped.
+fn bind_source(sock: &TcpSocket, ip: IpAddr) -> io::Result<()> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    // Each run starts somewhere else in the range, away from the ports an
+    // earlier run left in `TIME_WAIT`.
+    static START: OnceLock<u32> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    });
+    let span = u32::from(SOURCE_PORTS.end() - SOURCE_PORTS.start()) + 1;
+    let mut last = None;
+    for _ in 0..1000 {
+        let n = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
+        let port = *SOURCE_PORTS.start() + (n % span) as u16;
+        match sock.bind(SocketAddr::new(ip, port)) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
     }
-    let stream = sock.connect(server).await?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+    Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
+}
+
+/// A TCP connection from `source` to `server`.
+pub async fn tcp(server: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let mut attempts = 0;
+    loop {
+        let sock = if server.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(ip) = source {
+            bind_source(&sock, ip)?;
+        }
+        match sock.connect(server).await {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            // The picked port is free to bind but its connection to
+            // `server` still exists (in `TIME_WAIT` from an earlier run):
+            // take the next port.
+            Err(e) if source.is_some() && e.kind() == io::ErrorKind::AddrInUse && attempts < 1000 => {
+                attempts += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// A WebSocket to `ws://server{path}` with small buffers (the harness holds
