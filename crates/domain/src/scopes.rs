@@ -39,6 +39,14 @@ const NORMAL: &[&str] = &[
 /// What a bot token carries (the vendor's list).
 const BOT: &[&str] = &["chats--access:rw", "agents-bot--my:rw", "customers:rw"];
 
+/// `x:ro` is granted by `x:rw` among `scopes`.
+fn grants_through_rw<'a>(mut scopes: impl Iterator<Item = &'a str>, scope: &str) -> bool {
+    match scope.strip_suffix(":ro") {
+        Some(base) => scopes.any(|s| s.strip_suffix(":rw") == Some(base)),
+        None => false,
+    }
+}
+
 impl ScopeSet {
     /// Parses scope strings; unknown forms are refused.
     pub fn parse<S: AsRef<str>>(scopes: &[S]) -> Result<ScopeSet, String> {
@@ -62,22 +70,40 @@ impl ScopeSet {
 
     /// The default scopes of an agent's role, or of a bot.
     pub fn defaults(kind: AgentKind, role: Role) -> ScopeSet {
+        Self::from_static(Self::default_list(kind, role))
+    }
+
+    fn default_list(kind: AgentKind, role: Role) -> &'static [&'static str] {
         match (kind, role) {
-            (AgentKind::Bot, _) => Self::from_static(BOT),
-            (_, Role::Owner | Role::Administrator) => Self::from_static(ALL_SCOPES),
-            (_, Role::Normal) => Self::from_static(NORMAL),
+            (AgentKind::Bot, _) => BOT,
+            (_, Role::Owner | Role::Administrator) => ALL_SCOPES,
+            (_, Role::Normal) => NORMAL,
         }
     }
 
     /// Whether the set grants `scope` (`x:ro` is granted by `x:rw`).
     pub fn has(&self, scope: &str) -> bool {
-        if self.0.contains(scope) {
-            return true;
-        }
-        match scope.strip_suffix(":ro") {
-            Some(base) => self.0.contains(&format!("{base}:rw")),
-            None => false,
-        }
+        self.0.contains(scope) || grants_through_rw(self.0.iter().map(String::as_str), scope)
+    }
+
+    /// Whether the default scopes of `kind` / `role` grant `scope`: what
+    /// `ScopeSet::defaults(kind, role).has(scope)` answers, without
+    /// building the set (this runs per session on every push).
+    pub fn role_grants(kind: AgentKind, role: Role, scope: &str) -> bool {
+        let list = Self::default_list(kind, role);
+        list.contains(&scope) || grants_through_rw(list.iter().copied(), scope)
+    }
+
+    /// Whether a session grants `scope`: its role does, and its token's
+    /// scopes (`None`: the role's defaults) do too. The same answer as
+    /// `token.intersect(&ScopeSet::defaults(kind, role)).has(scope)`.
+    pub fn session_grants(
+        token: Option<&ScopeSet>,
+        kind: AgentKind,
+        role: Role,
+        scope: &str,
+    ) -> bool {
+        Self::role_grants(kind, role, scope) && token.is_none_or(|t| t.has(scope))
     }
 
     /// Whether the set grants any of `scopes` (empty = nothing required).
@@ -110,6 +136,56 @@ impl ScopeSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_grants_answers_like_the_intersection() {
+        // Every scope in both modes, against tokens that each hold a
+        // different mix of modes.
+        let scopes: Vec<String> = ALL_SCOPES
+            .iter()
+            .flat_map(|s| {
+                let base = s.strip_suffix(":rw").unwrap_or(s);
+                [format!("{base}:ro"), format!("{base}:rw")]
+            })
+            .collect();
+        let tokens: Vec<ScopeSet> = (0..6)
+            .map(|k| {
+                let picked: Vec<&String> = scopes
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| (i + k) % 3 == 0 || (i * k) % 5 == 1)
+                    .map(|(_, s)| s)
+                    .collect();
+                ScopeSet::parse(&picked).unwrap()
+            })
+            .collect();
+        let mut checked = 0;
+        for kind in [AgentKind::Agent, AgentKind::Bot] {
+            for role in [Role::Owner, Role::Administrator, Role::Normal] {
+                let defaults = ScopeSet::defaults(kind, role);
+                for scope in &scopes {
+                    assert_eq!(
+                        ScopeSet::role_grants(kind, role, scope),
+                        defaults.has(scope),
+                        "{kind:?} {role:?} {scope}"
+                    );
+                    assert_eq!(
+                        ScopeSet::session_grants(None, kind, role, scope),
+                        defaults.has(scope)
+                    );
+                    for t in &tokens {
+                        assert_eq!(
+                            ScopeSet::session_grants(Some(t), kind, role, scope),
+                            t.intersect(&defaults).has(scope),
+                            "{kind:?} {role:?} {scope} {t:?}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 2 * 3 * 2 * ALL_SCOPES.len() * tokens.len());
+    }
 
     #[test]
     fn rw_implies_ro_and_intersection_narrows() {

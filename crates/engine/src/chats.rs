@@ -336,7 +336,7 @@ impl CustomerState {
 /// everywhere when its role's scopes include `chats--all` (the audience of
 /// pushes is decided by the role; a request by its token's scopes).
 pub(crate) fn has_group_access(agent: &AgentState, access: &[u32]) -> bool {
-    ScopeSet::defaults(agent.agent.kind, agent.agent.role).has("chats--all:ro")
+    ScopeSet::role_grants(agent.agent.kind, agent.agent.role, "chats--all:ro")
         || in_groups(agent, access)
 }
 
@@ -381,16 +381,23 @@ pub(crate) fn recipients(
         // Agents who see the chat only through access: each session by the
         // scopes it logged in with (a restricted token narrows its role).
         for (id, a) in &state.agents {
-            if agents.contains(id.as_str()) || !has_group_access(a, &chat.access) {
+            // Most agents of a large organization are offline: the cheapest
+            // test first.
+            if a.sessions.is_empty()
+                || !has_group_access(a, &chat.access)
+                || agents.contains(id.as_str())
+            {
                 continue;
             }
             let in_groups = in_groups(a, &chat.access);
             for s in &a.sessions {
-                let reads_all = || match s.conn.login_state().and_then(|l| l.scopes()) {
-                    None => true, // role defaults: has_group_access said yes
-                    Some(token) => token
-                        .intersect(&ScopeSet::defaults(a.agent.kind, a.agent.role))
-                        .has("chats--all:ro"),
+                let reads_all = || {
+                    ScopeSet::session_grants(
+                        s.conn.login_state().and_then(|l| l.scopes()).as_deref(),
+                        a.agent.kind,
+                        a.agent.role,
+                        "chats--all:ro",
+                    )
                 };
                 if in_groups || reads_all() {
                     out.push(s.conn.clone());

@@ -93,11 +93,12 @@ pub(crate) fn covers(state: &OrgState, agent: &AgentState, c: &CustomerState) ->
 /// Whether a session may receive customer pushes at all (`customers:ro`
 /// in its role, narrowed by its token's scopes).
 fn session_sees_customers(agent: &AgentState, conn: &Connection) -> bool {
-    let role = ScopeSet::defaults(agent.agent.kind, agent.agent.role);
-    match conn.login_state().and_then(|l| l.scopes()) {
-        None => role.has("customers:ro"),
-        Some(token) => token.intersect(&role).has("customers:ro"),
-    }
+    ScopeSet::session_grants(
+        conn.login_state().and_then(|l| l.scopes()).as_deref(),
+        agent.agent.kind,
+        agent.agent.role,
+        "customers:ro",
+    )
 }
 
 /// Agent sessions that hear about customer `id`.

@@ -991,7 +991,12 @@ impl Store for SqliteStore {
     }
 
     fn submit(&self, ops: Vec<Op>, done: Completion) -> Result<(), StoreError> {
-        if self.tx.lock().expect("store sender lock poisoned").is_none() {
+        if self
+            .tx
+            .lock()
+            .expect("store sender lock poisoned")
+            .is_none()
+        {
             return Err(StoreError::Closed);
         }
         // Outside the sender's lock: an inline completion may submit again.
