@@ -228,6 +228,8 @@ pub struct SqliteStore {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     /// The writer thread, joined on close.
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The checkpointer thread and the sender whose drop stops it.
+    checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>,
     /// Read connection for loads and history reads (reads never block the
     /// writer in WAL mode).
     reader: Mutex<Connection>,
@@ -314,6 +316,16 @@ impl SqliteStore {
         let path = data_dir.join("chatgate.db");
         let mut write_conn = open_conn(&path)?;
         migrate(&mut write_conn)?;
+        // Checkpoints run on a thread of their own (below), not inside a
+        // commit: copying the WAL back into the database and syncing it
+        // took tens of milliseconds, and every request waiting on that
+        // commit waited with it.
+        write_conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
+        let checkpoint_conn = open_conn(&path)?;
+        let (stop_checkpoints, stopped) = std::sync::mpsc::channel::<()>();
+        let checkpointer = std::thread::Builder::new()
+            .name("chatgate-store-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoint_conn, stopped))?;
         let reader = open_conn(&path)?;
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let stats = Arc::new(Counters::default());
@@ -325,12 +337,52 @@ impl SqliteStore {
         Ok(SqliteStore {
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
+            checkpointer: Mutex::new(Some((stop_checkpoints, checkpointer))),
             reader: Mutex::new(reader),
             stats,
             lock: Mutex::new(Some(lock)),
             path,
         })
     }
+}
+
+/// How often the checkpointer copies committed pages from the WAL back into
+/// the database.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// WAL frames (4 KiB pages) past which the checkpointer restarts the log.
+const RESTART_FRAMES: i64 = 16_384;
+
+/// Passive checkpoints every [`CHECKPOINT_INTERVAL`] until stopped, then a
+/// last one that truncates the WAL. A passive checkpoint never blocks the
+/// writer, but under steady writes it never catches up with the log's end
+/// either, and the log only starts over once one has: so when the log is
+/// past [`RESTART_FRAMES`], right after a passive pass (little is left to
+/// copy), a `RESTART` checkpoint holds the writer back for the rest and
+/// makes the next commit start the log over. The WAL stays bounded.
+fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
+    // (busy, frames in the log, frames checkpointed)
+    let checkpoint = |mode: &str| -> Option<(i64, i64, i64)> {
+        match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        }) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, mode, "store checkpoint failed");
+                None
+            }
+        }
+    };
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+        stop.recv_timeout(CHECKPOINT_INTERVAL)
+    {
+        if let Some((_, frames, _)) = checkpoint("PASSIVE")
+            && frames > RESTART_FRAMES
+        {
+            checkpoint("RESTART");
+        }
+    }
+    checkpoint("TRUNCATE");
 }
 
 fn writer_loop(
@@ -1177,6 +1229,17 @@ impl Store for SqliteStore {
             && handle.join().is_err()
         {
             tracing::error!("store writer panicked");
+        }
+        if let Some((stop, handle)) = self
+            .checkpointer
+            .lock()
+            .expect("checkpointer lock poisoned")
+            .take()
+        {
+            drop(stop);
+            if handle.join().is_err() {
+                tracing::error!("store checkpointer panicked");
+            }
         }
         // The writer is gone; nothing more can be written through this
         // handle, so the directory is free for the next process or store.
