@@ -41,8 +41,8 @@ const SOURCE_PORTS: std::ops::RangeInclusive<u16> = 10_000..=65_000;
 /// second). Binding an explicit port is a hash lookup; a port in use (by a
 /// socket in `TIME_WAIT`, say) is skipped.
 fn bind_source(sock: &TcpSocket, ip: IpAddr) -> io::Result<()> {
-    use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
     // Each run starts somewhere else in the range, away from the ports an
     // earlier run left in `TIME_WAIT`.
     static START: OnceLock<u32> = OnceLock::new();
@@ -86,7 +86,9 @@ pub async fn tcp(server: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpSt
             // The picked port is free to bind but its connection to
             // `server` still exists (in `TIME_WAIT` from an earlier run):
             // take the next port.
-            Err(e) if source.is_some() && e.kind() == io::ErrorKind::AddrInUse && attempts < 1000 => {
+            Err(e)
+                if source.is_some() && e.kind() == io::ErrorKind::AddrInUse && attempts < 1000 =>
+            {
                 attempts += 1;
             }
             Err(e) => return Err(e),
