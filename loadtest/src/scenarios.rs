@@ -77,9 +77,15 @@ pub(crate) fn drive(
     measure: Measure,
     ping_every: Option<Duration>,
     delivered: Arc<AtomicU64>,
+    records: bool,
 ) -> JoinHandle<ConnOut> {
     tokio::spawn(async move {
         let mut out = ConnOut::default();
+        if records {
+            // Allocated now, not at the first delivery in the middle of
+            // the measurement (thousands of receivers at once).
+            out.latency = Latency::allocated();
+        }
         let mut ping = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
         ping.tick().await;
         let mut n = 0u64;
@@ -205,7 +211,7 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
                         (
                             s.latency_us,
                             tx,
-                            drive(s.ws, rx, stop, epoch, measure, None, delivered),
+                            drive(s.ws, rx, stop, epoch, measure, None, delivered, true),
                             status,
                             replayed,
                         )
@@ -748,6 +754,7 @@ fn sender(
         Arc::new(|_| None),
         None,
         Arc::new(AtomicU64::new(0)),
+        false,
     );
     (tx, h)
 }
@@ -862,6 +869,7 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
                     measure,
                     Some(Duration::from_secs(15)),
                     delivered,
+                    false,
                 );
                 (s.latency_us, h, _tx)
             })
@@ -1009,6 +1017,7 @@ pub async fn chat(a: ChatArgs) -> io::Result<()> {
             measure,
             None,
             delivered.clone(),
+            true,
         );
         agents.push((tx, h, chats));
     }
@@ -1058,7 +1067,7 @@ pub async fn chat(a: ChatArgs) -> io::Result<()> {
                     stamp_of(e["text"].as_str()?)
                 });
                 let (tx, rx) = mpsc::channel(SENDER_QUEUE);
-                let h = drive(ws, rx, stop, epoch, measure, None, delivered);
+                let h = drive(ws, rx, stop, epoch, measure, None, delivered, true);
                 Ok((tx, h, chat_id))
             }
             .await;
@@ -1331,7 +1340,7 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
                 let (tx, rx) = mpsc::channel(1);
                 Ok(Receiver::Reading(
                     tx,
-                    drive(ws, rx, stop, epoch, measure, None, delivered),
+                    drive(ws, rx, stop, epoch, measure, None, delivered, true),
                 ))
             }
             .await;

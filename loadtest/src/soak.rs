@@ -164,6 +164,7 @@ async fn agent_loop(a: SoakArgs, i: usize, shared: Shared, mut stop: watch::Rece
             measure,
             Some(Duration::from_secs(10)),
             Arc::new(AtomicU64::new(0)),
+            true,
         );
         let hold = Duration::from_millis(a.agent_hold_ms / 2 + rng.below(a.agent_hold_ms));
         tokio::select! {

@@ -25,6 +25,13 @@ fn new_histogram() -> Box<Histogram<u64>> {
 }
 
 impl Latency {
+    /// A recorder whose histogram is allocated now.
+    pub fn allocated() -> Latency {
+        Latency {
+            hist: Some(new_histogram()),
+        }
+    }
+
     /// Records one latency in microseconds (clamped into range).
     pub fn record_us(&mut self, us: u64) {
         let v = us.clamp(1, 3_600_000_000);
