@@ -68,20 +68,20 @@ pub(crate) type Measure = Arc<dyn Fn(&str) -> Option<u64> + Send + Sync>;
 
 /// Drives one connection until `stop`: writes queued frames, reads frames,
 /// records deliveries, counts acknowledgements and errors, sends an RTM
-/// `ping` every `ping_every`.
+/// `ping` every `ping_every`. Without `measure` it records nothing (and
+/// allocates no histogram).
 pub(crate) fn drive(
     mut ws: Ws,
     mut outbound: mpsc::Receiver<String>,
     mut stop: watch::Receiver<bool>,
     epoch: Instant,
-    measure: Measure,
+    measure: Option<Measure>,
     ping_every: Option<Duration>,
     delivered: Arc<AtomicU64>,
-    records: bool,
 ) -> JoinHandle<ConnOut> {
     tokio::spawn(async move {
         let mut out = ConnOut::default();
-        if records {
+        if measure.is_some() {
             // Allocated now, not at the first delivery in the middle of
             // the measurement (thousands of receivers at once).
             out.latency = Latency::allocated();
@@ -115,7 +115,7 @@ pub(crate) fn drive(
                         }
                         Some(Ok(_)) => continue,
                     };
-                    if let Some(intended) = measure(text.as_str()) {
+                    if let Some(intended) = measure.as_ref().and_then(|m| m(text.as_str())) {
                         let now = micros_since(epoch);
                         out.latency.record_us(now.saturating_sub(intended));
                         out.deliveries += 1;
@@ -211,7 +211,7 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
                         (
                             s.latency_us,
                             tx,
-                            drive(s.ws, rx, stop, epoch, measure, None, delivered, true),
+                            drive(s.ws, rx, stop, epoch, Some(measure), None, delivered),
                             status,
                             replayed,
                         )
@@ -746,16 +746,7 @@ fn sender(
     epoch: Instant,
 ) -> (mpsc::Sender<String>, JoinHandle<ConnOut>) {
     let (tx, rx) = mpsc::channel(SENDER_QUEUE);
-    let h = drive(
-        ws,
-        rx,
-        stop,
-        epoch,
-        Arc::new(|_| None),
-        None,
-        Arc::new(AtomicU64::new(0)),
-        false,
-    );
+    let h = drive(ws, rx, stop, epoch, None, None, Arc::new(AtomicU64::new(0)));
     (tx, h)
 }
 
@@ -860,16 +851,14 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
             drop(permit);
             r.map(|s| {
                 let (_tx, rx) = mpsc::channel(1);
-                let measure: Measure = Arc::new(|_| None);
                 let h = drive(
                     s.ws,
                     rx,
                     stop,
                     epoch,
-                    measure,
+                    None,
                     Some(Duration::from_secs(15)),
                     delivered,
-                    false,
                 );
                 (s.latency_us, h, _tx)
             })
@@ -1014,10 +1003,9 @@ pub async fn chat(a: ChatArgs) -> io::Result<()> {
             rx,
             stop_rx.clone(),
             epoch,
-            measure,
+            Some(measure),
             None,
             delivered.clone(),
-            true,
         );
         agents.push((tx, h, chats));
     }
@@ -1067,7 +1055,7 @@ pub async fn chat(a: ChatArgs) -> io::Result<()> {
                     stamp_of(e["text"].as_str()?)
                 });
                 let (tx, rx) = mpsc::channel(SENDER_QUEUE);
-                let h = drive(ws, rx, stop, epoch, measure, None, delivered, true);
+                let h = drive(ws, rx, stop, epoch, Some(measure), None, delivered);
                 Ok((tx, h, chat_id))
             }
             .await;
@@ -1340,7 +1328,7 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
                 let (tx, rx) = mpsc::channel(1);
                 Ok(Receiver::Reading(
                     tx,
-                    drive(ws, rx, stop, epoch, measure, None, delivered, true),
+                    drive(ws, rx, stop, epoch, Some(measure), None, delivered),
                 ))
             }
             .await;

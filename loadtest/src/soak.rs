@@ -161,10 +161,9 @@ async fn agent_loop(a: SoakArgs, i: usize, shared: Shared, mut stop: watch::Rece
             rx,
             phase_rx,
             epoch,
-            measure,
+            Some(measure),
             Some(Duration::from_secs(10)),
             Arc::new(AtomicU64::new(0)),
-            true,
         );
         let hold = Duration::from_millis(a.agent_hold_ms / 2 + rng.below(a.agent_hold_ms));
         tokio::select! {
