@@ -6,6 +6,7 @@
 //! connections and time.
 
 mod client;
+mod plot;
 mod relay;
 mod scenarios;
 mod soak;
@@ -88,6 +89,10 @@ pub struct Common {
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write an SVG plot of the latency distribution (and, where the
+    /// scenario records it, of p50/p99 by second) here.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]

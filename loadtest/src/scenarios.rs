@@ -117,7 +117,9 @@ pub(crate) fn drive(
                     };
                     if let Some(intended) = measure.as_ref().and_then(|m| m(text.as_str())) {
                         let now = micros_since(epoch);
-                        out.latency.record_us(now.saturating_sub(intended));
+                        let latency = now.saturating_sub(intended);
+                        out.latency.record_us(latency);
+                        crate::stats::LIVE.record_us(latency);
                         out.deliveries += 1;
                         delivered.fetch_add(1, Ordering::Relaxed);
                         continue;
@@ -132,6 +134,7 @@ pub(crate) fn drive(
                         } else {
                             let kind = v["payload"]["error"]["type"].as_str().unwrap_or("?");
                             *out.errors.entry(kind.to_owned()).or_default() += 1;
+                            crate::stats::LIVE.error();
                         }
                     }
                 }
@@ -432,6 +435,7 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
                 pid: Some(pid),
                 sources: 1,
                 json: None,
+                svg: None,
             },
             target: if raw { "raw".into() } else { "chatgate".into() },
             receivers: a.receivers,
@@ -725,11 +729,16 @@ async fn schedule(
             k += 1;
         }
         if elapsed >= next_report {
+            // The progress line: rate, p99 so far (approximate) and errors.
+            let live = &crate::stats::LIVE;
+            let secs = next_report.as_secs();
+            let done = delivered.load(Ordering::Relaxed);
             eprintln!(
-                "  {:>4}s offered {:>9} delivered {:>10}",
-                next_report.as_secs(),
-                offered,
-                delivered.load(Ordering::Relaxed)
+                "  {secs:>4}s offered {offered:>9} delivered {done:>10} ({:>8.0}/s)  p99 so far {}  errors {}",
+                done as f64 / elapsed.as_secs_f64(),
+                live.quantile_ms(0.99)
+                    .map_or_else(|| "      -".to_owned(), |ms| format!("{ms:>7.1} ms")),
+                live.errors()
             );
             next_report += Duration::from_secs(1);
         }
@@ -800,6 +809,15 @@ pub(crate) fn finish(common: &Common, name: &str, result: Value) -> io::Result<(
     if let Some(path) = &common.json {
         std::fs::write(path, serde_json::to_vec_pretty(&result).map_err(err)?)?;
         println!("{name}: JSON written to {}", path.display());
+    }
+    if let Some(path) = &common.svg {
+        match crate::plot::svg(name, &result) {
+            Some(svg) => {
+                std::fs::write(path, svg)?;
+                println!("{name}: plot written to {}", path.display());
+            }
+            None => println!("{name}: no latency distribution to plot"),
+        }
     }
     Ok(())
 }
@@ -1442,7 +1460,14 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
         .iter()
         .enumerate()
         .filter(|(_, l)| l.count() > 0)
-        .map(|(s, l)| json!({"second": s, "count": l.count(), "p99_ms": l.quantile_us(0.99) as f64 / 1e3}))
+        .map(|(s, l)| {
+            json!({
+                "second": s,
+                "count": l.count(),
+                "p50_ms": l.quantile_us(0.5) as f64 / 1e3,
+                "p99_ms": l.quantile_us(0.99) as f64 / 1e3,
+            })
+        })
         .collect();
     println!(
         "p99 by second of sending (ms): {}",

@@ -7,6 +7,7 @@
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// A latency recorder (1 µs to 1 h, 3 significant digits).
@@ -106,6 +107,75 @@ impl Latency {
     }
 }
 
+/// What the progress line shows while a run goes: every measured latency
+/// and every refused request of the whole process, kept lock-free (a
+/// relaxed add per record) in log-spaced buckets: 8 per power of two,
+/// so a quantile is known to within about 9 %. The final figures come from
+/// the exact HDR histograms, not from here.
+pub struct Live {
+    buckets: [AtomicU64; LIVE_BUCKETS],
+    errors: AtomicU64,
+}
+
+const LIVE_BUCKETS: usize = 8 * 40;
+
+impl Live {
+    const fn new() -> Live {
+        Live {
+            buckets: [const { AtomicU64::new(0) }; LIVE_BUCKETS],
+            errors: AtomicU64::new(0),
+        }
+    }
+
+    fn bucket(us: u64) -> usize {
+        let v = us.max(1) as f64;
+        ((v.log2() * 8.0) as usize).min(LIVE_BUCKETS - 1)
+    }
+
+    /// The bucket's upper bound in microseconds.
+    fn upper_us(bucket: usize) -> f64 {
+        ((bucket + 1) as f64 / 8.0).exp2()
+    }
+
+    pub fn record_us(&self, us: u64) {
+        self.buckets[Self::bucket(us)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// The (approximate, from above) latency at `q` so far, in ms; `None`
+    /// before the first record.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(Self::upper_us(i) / 1000.0);
+            }
+        }
+        Some(Self::upper_us(LIVE_BUCKETS - 1) / 1000.0)
+    }
+}
+
+/// The process's live counters (one run per process).
+pub static LIVE: Live = Live::new();
+
 /// Microseconds since `epoch`, the harness's clock for timestamps in
 /// payloads (every task of one run shares the epoch).
 pub fn micros_since(epoch: Instant) -> u64 {
@@ -174,5 +244,32 @@ mod tests {
         assert!(rss_kib(pid).unwrap() > 0);
         assert!(cpu_seconds(pid).unwrap() >= 0.0);
         assert!(rss_kib(u32::MAX).is_none());
+    }
+}
+
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+
+    #[test]
+    fn live_quantiles_bound_the_exact_ones_from_above_within_a_bucket() {
+        let live = Live::new();
+        let mut exact = Latency::default();
+        assert_eq!(live.quantile_ms(0.99), None);
+        for us in (1..=10_000u64).map(|i| i * 37 % 50_000 + 100) {
+            live.record_us(us);
+            exact.record_us(us);
+        }
+        for q in [0.5, 0.9, 0.99] {
+            let approx = live.quantile_ms(q).unwrap();
+            let true_ms = exact.quantile_us(q) as f64 / 1000.0;
+            assert!(
+                approx >= true_ms * 0.999 && approx <= true_ms * 1.1,
+                "q {q}: live {approx} ms, exact {true_ms} ms"
+            );
+        }
+        live.error();
+        live.error();
+        assert_eq!(live.errors(), 2);
     }
 }
