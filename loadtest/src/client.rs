@@ -96,6 +96,47 @@ pub async fn tcp(server: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpSt
     }
 }
 
+/// A Socket.IO connection (Engine.IO v4 over a WebSocket, no polling) to a
+/// room-relay peer, joined to `room`: the server's open packet (`0{…}`) is
+/// answered with a namespace connect (`40`), and its acknowledgement
+/// (`40{…}`) awaited. Events are then `42["m","…"]`; the server's pings
+/// (`2`) must be answered with `3` (the harness's reader does).
+pub async fn socketio(server: SocketAddr, source: Option<IpAddr>, room: &str) -> io::Result<Ws> {
+    let mut ws = websocket(
+        server,
+        source,
+        &format!("/socket.io/?EIO=4&transport=websocket&room={room}"),
+    )
+    .await?;
+    let next_text = async |ws: &mut Ws| -> io::Result<String> {
+        loop {
+            match tokio::time::timeout(REQUEST_TIMEOUT, ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => return Ok(t.as_str().to_owned()),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => return Err(err(e)),
+                Ok(None) => return Err(err("socket.io: closed during the handshake")),
+                Err(_) => return Err(err("socket.io: no handshake")),
+            }
+        }
+    };
+    let open = next_text(&mut ws).await?;
+    if !open.starts_with('0') {
+        return Err(err(format!(
+            "socket.io: expected an open packet, got {open:.40}"
+        )));
+    }
+    ws.send(Message::text("40")).await.map_err(err)?;
+    loop {
+        let f = next_text(&mut ws).await?;
+        if f.starts_with("40") {
+            return Ok(ws);
+        }
+        if f == "2" {
+            ws.send(Message::text("3")).await.map_err(err)?;
+        }
+    }
+}
+
 /// A WebSocket to `ws://server{path}` with small buffers (the harness holds
 /// thousands of them).
 pub async fn websocket(server: SocketAddr, source: Option<IpAddr>, path: &str) -> io::Result<Ws> {

@@ -142,7 +142,8 @@ pub struct ChatArgs {
 pub struct FanoutArgs {
     #[command(flatten)]
     pub common: Common,
-    /// `chatgate` (multicast to every agent) or `raw` (room relay).
+    /// `chatgate` (multicast to every agent), `raw` (room relay on plain
+    /// WebSocket frames) or `socketio` (room relay on Socket.IO).
     #[arg(long, default_value = "chatgate")]
     pub target: String,
     /// Receivers.

@@ -115,6 +115,14 @@ pub(crate) fn drive(
                         }
                         Some(Ok(_)) => continue,
                     };
+                    if text.as_str() == "2" {
+                        // An Engine.IO ping (Socket.IO targets): pong.
+                        if ws.send(Message::text("3")).await.is_err() {
+                            out.closed_early = true;
+                            break;
+                        }
+                        continue;
+                    }
                     if let Some(intended) = measure.as_ref().and_then(|m| m(text.as_str())) {
                         let now = micros_since(epoch);
                         let latency = now.saturating_sub(intended);
@@ -372,7 +380,7 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
     std::fs::create_dir_all(&tmp)?;
     let provision = tmp.join("provision.toml");
     write_provisioning(a.receivers, 20, &provision)?;
-    let mut plan: Vec<(String, String, Vec<String>, String, bool)> = vec![
+    let mut plan: Vec<(String, String, Vec<String>, String, &str)> = vec![
         (
             "chatgate".into(),
             a.chatgate_bin.display().to_string(),
@@ -390,7 +398,7 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
                 "100000".into(),
             ],
             "127.0.0.1:19301".into(),
-            false,
+            "chatgate",
         ),
         (
             "baseline".into(),
@@ -401,11 +409,16 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
                 "127.0.0.1:19302".into(),
             ],
             "127.0.0.1:19302".into(),
-            true,
+            "raw",
         ),
     ];
     if let Some(dir) = &a.peers_dir {
-        for (i, peer) in ["uws_rooms.js", "ws_rooms.js"].iter().enumerate() {
+        let peers = [
+            ("uws_rooms.js", "raw"),
+            ("ws_rooms.js", "raw"),
+            ("socketio_rooms.js", "socketio"),
+        ];
+        for (i, (peer, target)) in peers.iter().enumerate() {
             let script = dir.join(peer);
             if script.exists() {
                 // Node reads the port from the environment: wrap in `env`.
@@ -418,13 +431,13 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
                         script.display().to_string(),
                     ],
                     format!("127.0.0.1:{}", 19303 + i),
-                    true,
+                    *target,
                 ));
             }
         }
     }
     let mut rows = Vec::new();
-    for (name, program, args, addr, raw) in plan {
+    for (name, program, args, addr, target) in plan {
         let addr: std::net::SocketAddr = addr.parse().map_err(err)?;
         let server = start_server(&a.server_core, &program, &args, addr).await?;
         // `taskset` execs the server: the child's pid is the server's.
@@ -437,7 +450,7 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
                 json: None,
                 svg: None,
             },
-            target: if raw { "raw".into() } else { "chatgate".into() },
+            target: target.into(),
             receivers: a.receivers,
             rate: a.rate,
             duration: a.duration,
@@ -1272,22 +1285,38 @@ pub async fn ramp(a: RampArgs) -> io::Result<()> {
     )
 }
 
+/// What `fanout` talks to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// chatgate's RTM: `multicast` to every agent.
+    Chatgate,
+    /// A room-relay server on plain WebSocket frames.
+    Raw,
+    /// A room-relay server on Socket.IO (Engine.IO v4 over a WebSocket).
+    SocketIo,
+}
+
 async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
     raise_nofile();
-    let raw = match a.target.as_str() {
-        "chatgate" => false,
-        "raw" => true,
+    let target = match a.target.as_str() {
+        "chatgate" => Target::Chatgate,
+        "raw" => Target::Raw,
+        "socketio" => Target::SocketIo,
         other => {
             return Err(err(format!(
-                "--target must be chatgate or raw, not {other}"
+                "--target must be chatgate, raw or socketio, not {other}"
             )));
         }
     };
+    let raw = target != Target::Chatgate;
     let epoch = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     let delivered = Arc::new(AtomicU64::new(0));
     let cpu_before = a.common.pid.and_then(cpu_seconds);
-    let measure: Measure = if raw {
+    let measure: Measure = if target == Target::SocketIo {
+        // `42["m","r=r1;t=…;…"]`: an Engine.IO message carrying a Socket.IO event.
+        Arc::new(|text: &str| stamp_of(text.strip_prefix("42[\"m\",\"")?.split_once(';')?.1))
+    } else if raw {
         Arc::new(|text: &str| stamp_of(text.split_once(';')?.1))
     } else {
         Arc::new(|text: &str| {
@@ -1324,7 +1353,10 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
         let (stop, delivered, measure) = (stop_rx.clone(), delivered.clone(), measure.clone());
         setups.push(tokio::spawn(async move {
             let r: io::Result<_> = async {
-                let ws = if raw {
+                let ws = if target == Target::SocketIo {
+                    let source = Some(client::source_for(i, common.sources));
+                    client::socketio(common.server, source, "r1").await?
+                } else if raw {
                     let source = Some(client::source_for(i, common.sources));
                     client::websocket(common.server, source, "/?room=r1").await?
                 } else {
@@ -1363,7 +1395,9 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
         }
     }
     // The sender.
-    let sender_ws = if raw {
+    let sender_ws = if target == Target::SocketIo {
+        client::socketio(a.common.server, None, "pub").await?
+    } else if raw {
         client::websocket(a.common.server, None, "/?room=pub").await?
     } else {
         connect_login(&a.common, 0, "/v3.5/agent/rtm/ws", "load-owner", epoch, 0)
@@ -1380,7 +1414,9 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
         std::slice::from_ref(&tx),
         &delivered,
         |k, intended| {
-            let f = if raw {
+            let f = if target == Target::SocketIo {
+                format!("42[\"m\",\"r=r1;t={intended};{pad}\"]")
+            } else if raw {
                 format!("r=r1;t={intended};{pad}")
             } else {
                 client::frame(
