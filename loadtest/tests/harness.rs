@@ -412,3 +412,116 @@ async fn soak_churns_agents_and_customers_and_reports_every_interval() {
         }
     }
 }
+
+/// A minimal Socket.IO room relay (Engine.IO v4 over a WebSocket, the part
+/// `../shared/bench/peers/socketio_rooms.js` uses): open packet, namespace
+/// connect, one ping per connection, events relayed to the room named in
+/// the message. Counts the pongs it gets back.
+async fn mini_socketio(
+    listener: tokio::net::TcpListener,
+    pongs: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::sync::mpsc;
+    use tokio_tungstenite::tungstenite::Message;
+    type Rooms = std::sync::Arc<std::sync::Mutex<Vec<(String, mpsc::UnboundedSender<String>)>>>;
+    let rooms: Rooms = Default::default();
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let (rooms, pongs) = (rooms.clone(), pongs.clone());
+        tokio::spawn(async move {
+            let mut room = String::new();
+            let ws = tokio_tungstenite::accept_hdr_async(
+                tcp,
+                |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+                    let q = req.uri().query().unwrap_or("");
+                    assert!(
+                        q.contains("EIO=4") && q.contains("transport=websocket"),
+                        "{q}"
+                    );
+                    room = q
+                        .split('&')
+                        .find_map(|kv| kv.strip_prefix("room="))
+                        .unwrap_or("")
+                        .to_owned();
+                    Ok(resp)
+                },
+            )
+            .await
+            .unwrap();
+            let (mut sink, mut stream) = ws.split();
+            sink.send(Message::text(
+                r#"0{"sid":"s","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#,
+            ))
+            .await
+            .unwrap();
+            match stream.next().await {
+                Some(Ok(Message::Text(t))) if t.as_str() == "40" => {}
+                other => panic!("expected a namespace connect, got {other:?}"),
+            }
+            sink.send(Message::text(r#"40{"sid":"n"}"#)).await.unwrap();
+            sink.send(Message::text("2")).await.unwrap();
+            let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+            if room != "pub" {
+                rooms.lock().unwrap().push((room, tx));
+            }
+            tokio::spawn(async move {
+                while let Some(f) = rx.recv().await {
+                    if sink.send(Message::text(f)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            while let Some(Ok(Message::Text(t))) = stream.next().await {
+                let t = t.as_str();
+                if t == "3" {
+                    pongs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                } else if let Some(body) = t.strip_prefix(r#"42["m",""#) {
+                    let target = body.strip_prefix("r=").and_then(|b| b.split(';').next());
+                    for (r, tx) in rooms.lock().unwrap().iter() {
+                        if Some(r.as_str()) == target {
+                            let _ = tx.send(t.to_owned());
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_speaks_socketio_to_a_socketio_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let pongs = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let relay = tokio::spawn(mini_socketio(listener, pongs.clone()));
+    let r = run(
+        args(&[
+            "fanout",
+            "--target",
+            "socketio",
+            "--server",
+            &addr,
+            "--receivers",
+            "10",
+            "--rate",
+            "20",
+            "--duration",
+            "2",
+        ]),
+        dir.path(),
+    )
+    .await;
+    relay.abort();
+    assert_eq!(r["offered"], 40, "{r}");
+    assert_eq!(
+        r["delivered"], 400,
+        "every event reached every receiver: {r}"
+    );
+    assert_eq!(r["latency"]["count"], 400);
+    // Every connection (10 receivers and the sender) answered its ping.
+    assert_eq!(pongs.load(std::sync::atomic::Ordering::Relaxed), 11);
+}
