@@ -417,6 +417,8 @@ async fn soak_churns_agents_and_customers_and_reports_every_interval() {
 /// `../shared/bench/peers/socketio_rooms.js` uses): open packet, namespace
 /// connect, one ping per connection, events relayed to the room named in
 /// the message. Counts the pongs it gets back.
+// tungstenite's handshake callback returns its (large) error response type.
+#[allow(clippy::result_large_err)]
 async fn mini_socketio(
     listener: tokio::net::TcpListener,
     pongs: std::sync::Arc<std::sync::atomic::AtomicU64>,
