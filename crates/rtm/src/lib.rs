@@ -416,7 +416,7 @@ where
             }
         }
         let limit = self.config.write_timeout;
-        let conn = self.conn.clone();
+        let conn = &self.conn;
         let sink = &mut self.sink;
         let write = timeout(limit, async {
             for frame in batch {
