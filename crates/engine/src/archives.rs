@@ -293,7 +293,10 @@ fn serde_json_like(f: &ArchiveFilters) -> String {
 /// A thread that passed the metadata filters.
 struct Candidate {
     chat_id: String,
-    index: usize,
+    /// The thread when it matched (older threads are not in memory) and
+    /// where it sits among its chat's threads.
+    thread: crate::chats::ThreadState,
+    at: crate::chats::Neighbors,
     thread_id: String,
     created_us: i64,
     /// Agents present in the chat when this is its last thread.
@@ -362,7 +365,16 @@ pub(crate) async fn list_archives(
         }
     };
 
-    // Metadata filters on the hot state.
+    // Threads before a chat's last are in the store only: read them all
+    // (after a barrier) when any chat has some.
+    let any_older = c.absent_ok() && caller.org.lock().chats.values().any(|c| c.older > 0);
+    let stored = if any_older {
+        crate::chats::load_org_threads(&engine.inner.store, &org_id).await?
+    } else {
+        HashMap::new()
+    };
+
+    // Metadata filters.
     let (mut candidates, agent_groups) = {
         let state = caller.org.lock();
         let agent = state
@@ -376,14 +388,17 @@ pub(crate) async fn list_archives(
                 if !can_read(agent, chat, all) || !chat_matches(&c.f, &state, chat) {
                     continue;
                 }
-                for (index, t) in chat.threads.iter().enumerate() {
+                let all = chat.all_threads(stored.get(&chat.id).map_or(&[], Vec::as_slice));
+                for (index, t) in all.iter().enumerate() {
                     if !thread_matches(&c, chat, t, text_threads.as_ref()) {
                         continue;
                     }
-                    let last = index + 1 == chat.threads.len();
+                    let at = crate::chats::Neighbors::within(&all, index);
+                    let last = at.is_last;
                     out.push(Candidate {
                         chat_id: chat.id.clone(),
-                        index,
+                        thread: (*t).clone(),
+                        at,
                         thread_id: t.id.clone(),
                         created_us: t.created_at_us,
                         present_agents: if last {
@@ -470,16 +485,16 @@ pub(crate) async fn list_archives(
             let Some(chat) = state.chats.get(&cand.chat_id) else {
                 continue;
             };
-            if cand.index >= chat.threads.len() {
-                continue;
-            }
-            let events = if cand.index + 1 == chat.threads.len() {
-                chat.events.clone()
-            } else {
-                events
+            // A thread still hot is shown as it is now.
+            let (t, events) = match chat.hot_thread(&cand.thread_id) {
+                Some((index, hot)) if index + 1 == chat.thread_count() => {
+                    (hot, chat.events.clone())
+                }
+                Some((_, hot)) => (hot, events),
+                None => (&cand.thread, events),
             };
-            let mut thread = wire_thread(&state, chat, cand.index, events, false, now);
-            crate::chats::add_visit(&mut thread, chat, caller.version, false);
+            let mut thread = wire_thread(&state, chat, t, cand.at.clone(), events, false, now);
+            crate::chats::add_visit(&mut thread, t, caller.version, false);
             // Access is per chat: every thread of a readable chat is
             // accessible.
             thread.previous_accessible_thread_id = thread.previous_thread_id.clone();

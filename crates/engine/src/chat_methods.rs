@@ -10,14 +10,14 @@
 use crate::Engine;
 use crate::auth::{authenticate, hash_secret, now_secs};
 use crate::chats::{
-    Audience, ChatState, ChatUser, CustomerState, Routed, ThreadState, UserKind, append_event,
-    can_read, close_thread, drain_queue, incoming_chat_pushes, load_thread_events, now_us,
-    queue_pushes, random_id, recipients, route_chat, summary, validate_event, visible_to_customer,
-    wire_chat, wire_thread,
+    Audience, ChatState, ChatUser, CustomerState, Neighbors, Routed, ThreadState, UserKind,
+    append_event, can_read, close_thread, drain_queue, incoming_chat_pushes, load_chat_threads,
+    load_thread_events, now_us, queue_pushes, random_id, recipients, route_chat, summary,
+    validate_event, visible_to_customer, wire_chat, wire_thread,
 };
 use crate::connection::{Connection, LoginState, Side, Subscriptions};
 use crate::dispatch::{Reply, parse};
-use crate::error::{err, validation};
+use crate::error::{err, internal, validation};
 use crate::push::{Cause, Outgoing, commit, reserve};
 use crate::state::{Org, OrgState, TokenEntry};
 use chatgate_domain::{OrgId, RoutingStatus};
@@ -560,6 +560,9 @@ pub(crate) async fn start_chat(
                     created_at_us: now,
                     users,
                     threads: Vec::new(),
+                    older: 0,
+                    older_last_id: None,
+                    custom_floor_seq: 0,
                     events: Vec::new(),
                     last_seq: 0,
                     followers: Default::default(),
@@ -575,98 +578,116 @@ pub(crate) async fn start_chat(
             }
             id
         };
-        let visit = match &caller.actor {
-            Actor::Customer(id) => customer_visit(state, id),
-            Actor::Agent(_) => None,
-        };
-        let chat = state.chats.get_mut(&chat_id).expect("chat exists");
-        if let Some(groups) = access {
-            chat.access = groups;
-        }
-        if let Some(p) = chat_req.properties {
-            chat.properties = p;
-        }
-        ops.push(Op::UpdateChat {
-            org: org_id.clone(),
-            chat_id: chat_id.clone(),
-            access: serde_json::to_string(&chat.access).expect("serializes"),
-            properties: serde_json::to_string(&chat.properties).expect("serializes"),
-        });
-        let thread = ThreadState {
-            id: random_id(10),
-            active,
-            created_at_us: now,
-            closed_at_us: (!active).then_some(now),
-            queued_at_us: None,
-            properties: initial.properties.unwrap_or_default(),
-            tags: Vec::new(),
-            customer_visit: visit,
-        };
-        let thread_id = thread.id.clone();
-        ops.push(Op::CreateThread {
-            org: org_id.clone(),
-            chat_id: chat_id.clone(),
-            thread: thread.record(),
-        });
-        chat.threads.push(thread);
-        chat.events.clear();
-        // The requester (and, on resume, the customer) is present again.
-        let me = caller.actor.id().to_owned();
-        if let Some(u) = chat.user_mut(&me) {
-            u.present = true;
-            u.seen_up_to_us = Some(now);
-        }
-        for u in &chat.users {
-            ops.push(Op::SetChatUser {
+        // Everything below changes the hot state before anything is
+        // submitted: on any refusal the chat goes back to what it was.
+        let before = resume.then(|| state.chats[&chat_id].clone());
+        let started = (|| -> Result<_, ErrorBody> {
+            let visit = match &caller.actor {
+                Actor::Customer(id) => customer_visit(state, id),
+                Actor::Agent(_) => None,
+            };
+            let chat = state.chats.get_mut(&chat_id).expect("chat exists");
+            if let Some(groups) = access {
+                chat.access = groups;
+            }
+            if let Some(p) = chat_req.properties {
+                chat.properties = p;
+            }
+            ops.push(Op::UpdateChat {
                 org: org_id.clone(),
                 chat_id: chat_id.clone(),
-                user: u.record(),
+                access: serde_json::to_string(&chat.access).expect("serializes"),
+                properties: serde_json::to_string(&chat.properties).expect("serializes"),
             });
-        }
-        let mut event_ids = Vec::new();
-        for mut e in initial.events {
-            ops.extend(crate::uploads::adopt_in(
-                &mut state.uploads,
-                &org_id.0,
-                &mut e,
-            )?);
+            let thread = ThreadState {
+                id: random_id(10),
+                active,
+                created_at_us: now,
+                closed_at_us: (!active).then_some(now),
+                queued_at_us: None,
+                properties: initial.properties.unwrap_or_default(),
+                tags: Vec::new(),
+                customer_visit: visit,
+            };
+            let thread_id = thread.id.clone();
+            ops.push(Op::CreateThread {
+                org: org_id.clone(),
+                chat_id: chat_id.clone(),
+                thread: thread.record(),
+            });
+            chat.threads.push(thread);
+            chat.events.clear();
+            // The requester (and, on resume, the customer) is present again.
+            let me = caller.actor.id().to_owned();
+            if let Some(u) = chat.user_mut(&me) {
+                u.present = true;
+                u.seen_up_to_us = Some(now);
+            }
+            for u in &chat.users {
+                ops.push(Op::SetChatUser {
+                    org: org_id.clone(),
+                    chat_id: chat_id.clone(),
+                    user: u.record(),
+                });
+            }
+            let mut event_ids = Vec::new();
+            for mut e in initial.events {
+                ops.extend(crate::uploads::adopt_in(
+                    &mut state.uploads,
+                    &org_id.0,
+                    &mut e,
+                )?);
+                let chat = state.chats.get_mut(&chat_id).expect("chat exists");
+                let author = e.common().author_id.clone().unwrap_or_else(|| me.clone());
+                let (e, op) = append_event(&org_id, chat, e, Some(&author), now);
+                event_ids.push(e.common().id.clone().expect("assigned"));
+                ops.push(op);
+            }
             let chat = state.chats.get_mut(&chat_id).expect("chat exists");
-            let author = e.common().author_id.clone().unwrap_or_else(|| me.clone());
-            let (e, op) = append_event(&org_id, chat, e, Some(&author), now);
-            event_ids.push(e.common().id.clone().expect("assigned"));
-            ops.push(op);
-        }
-        let chat = state.chats.get_mut(&chat_id).expect("chat exists");
-        if let Actor::Agent(a) = &caller.actor
-            && active
-        {
-            let present: Vec<String> = chat.present_agents().map(str::to_owned).collect();
-            for agent in present {
-                if let Some(st) = state.agents.get_mut(&agent) {
-                    st.active_chats.insert(chat_id.clone());
-                    if &agent == a {
-                        st.last_assigned_us = now;
+            if let Actor::Agent(a) = &caller.actor
+                && active
+            {
+                let present: Vec<String> = chat.present_agents().map(str::to_owned).collect();
+                for agent in present {
+                    if let Some(st) = state.agents.get_mut(&agent) {
+                        st.active_chats.insert(chat_id.clone());
+                        if &agent == a {
+                            st.last_assigned_us = now;
+                        }
                     }
                 }
             }
-        }
-        let mut queued = false;
-        if caller.actor.is_customer() && active {
-            let (routed, routing_ops) = route_chat(state, &org_id, &chat_id, continuous, now);
-            match routed {
-                Routed::Offline => {
-                    let group = state.chats[&chat_id].group();
-                    undo_start(state, &chat_id, resume, &thread_id);
-                    return Err(err(
-                        ErrorType::GroupOffline,
-                        format!("no agent of group {group} is accepting chats"),
-                    ));
+            let mut queued = false;
+            if caller.actor.is_customer() && active {
+                let (routed, routing_ops) = route_chat(state, &org_id, &chat_id, continuous, now);
+                match routed {
+                    Routed::Offline => {
+                        let group = state.chats[&chat_id].group();
+                        return Err(err(
+                            ErrorType::GroupOffline,
+                            format!("no agent of group {group} is accepting chats"),
+                        ));
+                    }
+                    Routed::Queued => queued = true,
+                    Routed::Assigned => {}
                 }
-                Routed::Queued => queued = true,
-                Routed::Assigned => {}
+                ops.extend(routing_ops);
             }
-            ops.extend(routing_ops);
-        }
+            Ok((ops, queued, thread_id, event_ids))
+        })();
+        let (ops, queued, thread_id, event_ids) = match started {
+            Ok(x) => x,
+            Err(e) => {
+                undo_start(state, &chat_id, before);
+                return Err(e);
+            }
+        };
+        // The start stands: the threads before the new one leave memory.
+        state
+            .chats
+            .get_mut(&chat_id)
+            .expect("chat exists")
+            .retire_older();
         let chat = &state.chats[&chat_id];
         let mut pushes = incoming_chat_pushes(
             state,
@@ -705,13 +726,12 @@ fn customer_visit(state: &OrgState, customer: &str) -> Option<Box<str>> {
     (!visit.is_empty()).then(|| Value::Object(visit).to_string().into_boxed_str())
 }
 
-/// Reverts an in-memory start or resume whose routing found nobody (before
-/// anything was submitted).
-fn undo_start(state: &mut OrgState, chat_id: &str, resume: bool, thread_id: &str) {
-    if resume {
-        if let Some(chat) = state.chats.get_mut(chat_id) {
-            chat.threads.retain(|t| t.id != thread_id);
-        }
+/// Reverts an in-memory start or resume that was refused (before anything
+/// was submitted): a resumed chat gets back its state from `before`, a new
+/// one is forgotten.
+fn undo_start(state: &mut OrgState, chat_id: &str, before: Option<ChatState>) {
+    if let Some(before) = before {
+        state.chats.insert(chat_id.to_owned(), before);
     } else if let Some(chat) = state.chats.remove(chat_id)
         && let Some(c) = chat
             .customer_id
@@ -731,112 +751,150 @@ pub(crate) async fn send_event(
     validate_event(&req.event, caller.actor.is_customer()).map_err(validation)?;
     let now = now_us();
     let org_id = caller.org.org.id.clone();
-    let reservation = reserve(&engine.inner.store)?;
-    let (pending, event_id) = 'locked: {
-        let mut guard = caller.org.lock();
-        let state = &mut *guard;
-        readable(state, caller, &req.chat_id)?;
-        if let Some(p) = &req.event.common().properties {
-            crate::properties::check_write(
+    let mut checked_up_to = 0;
+    let (pending, event_id) = loop {
+        let reservation = reserve(&engine.inner.store)?;
+        let outcome = 'locked: {
+            let mut guard = caller.org.lock();
+            let state = &mut *guard;
+            readable(state, caller, &req.chat_id)?;
+            if let Some(p) = &req.event.common().properties {
+                crate::properties::check_write(
+                    state,
+                    crate::properties::Location::Event,
+                    caller.actor.is_customer(),
+                    p,
+                )?;
+            }
+            let chat = &state.chats[&req.chat_id];
+            let me = caller.actor.id();
+            let Some(user) = chat.user(me) else {
+                return Err(err(
+                    ErrorType::MissingAccess,
+                    "the requester is not a user of this chat",
+                ));
+            };
+            // A repeated custom_id from the same author is a retry: answer with
+            // the original event, store and push nothing (after a barrier, so
+            // the original is durable before we say so).
+            if let Some(custom) = &req.event.common().custom_id
+                && let Some(original) = chat.custom_ids.get(&(me.to_owned(), custom.clone()))
+            {
+                break 'locked Ok((
+                    commit(reservation, Vec::new(), Vec::new()),
+                    original.clone(),
+                ));
+            }
+            // Events of retired threads are not in `custom_ids`: unless the
+            // store was asked since they retired, ask it.
+            if req.event.common().custom_id.is_some() && chat.custom_floor_seq > checked_up_to {
+                break 'locked Err(chat.custom_floor_seq);
+            }
+            if user.visibility == Visibility::Agents
+                && req.event.common().visibility == Visibility::All
+            {
+                return Err(validation(
+                    "users added with visibility `agents` can only send events with visibility `agents`",
+                ));
+            }
+            if chat.active_thread().is_none()
+                && (req.attach_to_last_thread != Some(true) || chat.threads.is_empty())
+            {
+                return Err(err(
+                    ErrorType::ChatInactive,
+                    format!("chat `{}` has no active thread", req.chat_id),
+                ));
+            }
+            let mut event = req.event.clone();
+            let adopted = crate::uploads::adopt(state, &org_id.0, &mut event)?;
+            let chat = state.chats.get_mut(&req.chat_id).expect("checked");
+            let (event, op) = append_event(&org_id, chat, event, Some(me), now);
+            let mut ops = vec![op];
+            ops.extend(adopted);
+            if let Some(u) = chat.user_mut(me) {
+                u.seen_up_to_us = Some(now);
+                let rec = u.record();
+                ops.push(Op::SetChatUser {
+                    org: org_id.clone(),
+                    chat_id: req.chat_id.clone(),
+                    user: rec,
+                });
+            }
+            let chat = &state.chats[&req.chat_id];
+            let thread_id = chat.threads.last().expect("a thread").id.clone();
+            // A customer hears the event with only the properties it may read.
+            let to_customer = visible_to_customer(&event);
+            let split = to_customer && event.common().properties.is_some();
+            let recipients = recipients(
                 state,
-                crate::properties::Location::Event,
-                caller.actor.is_customer(),
-                p,
-            )?;
-        }
-        let chat = &state.chats[&req.chat_id];
-        let me = caller.actor.id();
-        let Some(user) = chat.user(me) else {
-            return Err(err(
-                ErrorType::MissingAccess,
-                "the requester is not a user of this chat",
-            ));
-        };
-        // A repeated custom_id from the same author is a retry: answer with
-        // the original event, store and push nothing (after a barrier, so
-        // the original is durable before we say so).
-        if let Some(custom) = &req.event.common().custom_id
-            && let Some(original) = chat.custom_ids.get(&(me.to_owned(), custom.clone()))
-        {
-            break 'locked (
-                commit(reservation, Vec::new(), Vec::new()),
-                original.clone(),
+                chat,
+                Audience::Members {
+                    customer: to_customer && !split,
+                },
             );
+            let event_id = event.common().id.clone().expect("assigned");
+            let mut pushes = Vec::new();
+            if split
+                && let Some(c) = chat
+                    .customer_id
+                    .as_ref()
+                    .and_then(|c| state.customers.get(c))
+            {
+                pushes.push(Outgoing::new(
+                    "incoming_event",
+                    IncomingEvent {
+                        chat_id: req.chat_id.clone(),
+                        thread_id: thread_id.clone(),
+                        event: crate::properties::customer_event(state, &event),
+                    },
+                    c.sessions.clone(),
+                    caller.cause.clone(),
+                ));
+            }
+            pushes.insert(
+                0,
+                Outgoing::new(
+                    "incoming_event",
+                    IncomingEvent {
+                        chat_id: req.chat_id.clone(),
+                        thread_id,
+                        event,
+                    },
+                    recipients,
+                    caller.cause.clone(),
+                ),
+            );
+            Ok((commit(reservation, ops, pushes), event_id))
+        };
+        match outcome {
+            Ok(done) => break done,
+            Err(floor) => {
+                // After a barrier every retired event is committed: the
+                // store's answer covers them all.
+                crate::push::submit(&engine.inner.store, Vec::new(), Vec::new())?
+                    .wait()
+                    .await?;
+                let custom = req.event.common().custom_id.clone().expect("checked");
+                let store = engine.inner.store.clone();
+                let (org, chat_id, author) = (
+                    org_id.0.clone(),
+                    req.chat_id.clone(),
+                    caller.actor.id().to_owned(),
+                );
+                let (found, seq) = tokio::task::spawn_blocking(move || {
+                    store.custom_event(&org, &chat_id, &author, &custom)
+                })
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+                if let Some(event_id) = found {
+                    return Ok(Reply::ok(
+                        serde_json::to_value(SendEventResponse { event_id }).expect("serializes"),
+                    ));
+                }
+                checked_up_to = seq.max(floor);
+            }
         }
-        if user.visibility == Visibility::Agents && req.event.common().visibility == Visibility::All
-        {
-            return Err(validation(
-                "users added with visibility `agents` can only send events with visibility `agents`",
-            ));
-        }
-        if chat.active_thread().is_none()
-            && (req.attach_to_last_thread != Some(true) || chat.threads.is_empty())
-        {
-            return Err(err(
-                ErrorType::ChatInactive,
-                format!("chat `{}` has no active thread", req.chat_id),
-            ));
-        }
-        let mut event = req.event;
-        let adopted = crate::uploads::adopt(state, &org_id.0, &mut event)?;
-        let chat = state.chats.get_mut(&req.chat_id).expect("checked");
-        let (event, op) = append_event(&org_id, chat, event, Some(me), now);
-        let mut ops = vec![op];
-        ops.extend(adopted);
-        if let Some(u) = chat.user_mut(me) {
-            u.seen_up_to_us = Some(now);
-            let rec = u.record();
-            ops.push(Op::SetChatUser {
-                org: org_id.clone(),
-                chat_id: req.chat_id.clone(),
-                user: rec,
-            });
-        }
-        let chat = &state.chats[&req.chat_id];
-        let thread_id = chat.threads.last().expect("a thread").id.clone();
-        // A customer hears the event with only the properties it may read.
-        let to_customer = visible_to_customer(&event);
-        let split = to_customer && event.common().properties.is_some();
-        let recipients = recipients(
-            state,
-            chat,
-            Audience::Members {
-                customer: to_customer && !split,
-            },
-        );
-        let event_id = event.common().id.clone().expect("assigned");
-        let mut pushes = Vec::new();
-        if split
-            && let Some(c) = chat
-                .customer_id
-                .as_ref()
-                .and_then(|c| state.customers.get(c))
-        {
-            pushes.push(Outgoing::new(
-                "incoming_event",
-                IncomingEvent {
-                    chat_id: req.chat_id.clone(),
-                    thread_id: thread_id.clone(),
-                    event: crate::properties::customer_event(state, &event),
-                },
-                c.sessions.clone(),
-                caller.cause.clone(),
-            ));
-        }
-        pushes.insert(
-            0,
-            Outgoing::new(
-                "incoming_event",
-                IncomingEvent {
-                    chat_id: req.chat_id.clone(),
-                    thread_id,
-                    event,
-                },
-                recipients,
-                caller.cause.clone(),
-            ),
-        );
-        (commit(reservation, ops, pushes), event_id)
     };
     pending.wait().await?;
     Ok(Reply::ok(
@@ -904,49 +962,72 @@ pub(crate) async fn get_chat(
 ) -> Result<Reply, ErrorBody> {
     let now = now_us();
     let for_customer = caller.actor.is_customer();
-    // The last thread's events are hot; an older thread's are read from the
-    // store outside the lock.
-    let older = {
-        let state = caller.org.lock();
-        let chat = readable(&state, caller, &req.chat_id)?;
-        match &req.thread_id {
-            None => None,
-            Some(t) => {
-                let index = chat
-                    .threads
-                    .iter()
-                    .position(|x| &x.id == t)
-                    .ok_or_else(|| not_found("thread", t))?;
-                (index + 1 < chat.threads.len()).then_some(index)
+    // The last thread is hot; an older thread, its metadata and its events
+    // are read from the store outside the lock (and read again should the
+    // thread asked for have left memory in between).
+    let mut older: Option<(Vec<ThreadState>, Vec<chatgate_protocol::data::Event>)> = None;
+    let (pending, chat) = loop {
+        if let Some(thread_id) = req.thread_id.as_ref().filter(|_| older.is_none()) {
+            let hot = {
+                let state = caller.org.lock();
+                let chat = readable(&state, caller, &req.chat_id)?;
+                chat.hot_thread(thread_id).is_some()
+            };
+            if !hot {
+                let org = &caller.org.org.id.0;
+                let stored = load_chat_threads(&engine.inner.store, org, &req.chat_id).await?;
+                let mut loaded =
+                    load_thread_events(&engine.inner.store, org, vec![thread_id.clone()]).await?;
+                older = Some((stored, loaded.pop().unwrap_or_default()));
             }
         }
-    };
-    let older_events = match older {
-        Some(index) => {
-            let thread_id = req.thread_id.clone().expect("given");
-            let mut loaded =
-                load_thread_events(&engine.inner.store, &caller.org.org.id.0, vec![thread_id])
-                    .await?;
-            let events = loaded.pop().unwrap_or_default();
-            Some((index, events))
-        }
-        None => None,
-    };
-    let (pending, chat) = {
         let state = caller.org.lock();
         let chat = readable(&state, caller, &req.chat_id)?;
         let viewer = (!for_customer).then(|| caller.actor.id());
         let mut wire = wire_chat(&state, chat, for_customer, viewer, now);
-        if let Some((index, events)) = older_events {
-            wire.thread = Some(wire_thread(&state, chat, index, events, for_customer, now));
+        let mut shown = chat.threads.last();
+        if let Some(t) = &req.thread_id {
+            if let Some((index, hot)) = chat.hot_thread(t) {
+                if index + 1 < chat.thread_count() {
+                    wire.thread = Some(wire_thread(
+                        &state,
+                        chat,
+                        hot,
+                        chat.hot_neighbors(index),
+                        chat.events.clone(),
+                        for_customer,
+                        now,
+                    ));
+                }
+                shown = Some(hot);
+            } else if let Some((stored, events)) = &older {
+                let all = chat.all_threads(stored);
+                let index = all
+                    .iter()
+                    .position(|x| &x.id == t)
+                    .ok_or_else(|| not_found("thread", t))?;
+                wire.thread = Some(wire_thread(
+                    &state,
+                    chat,
+                    all[index],
+                    Neighbors::within(&all, index),
+                    events.clone(),
+                    for_customer,
+                    now,
+                ));
+                shown = Some(all[index]);
+            } else {
+                // It left memory since we looked: read it from the store.
+                continue;
+            }
         }
-        if let Some(t) = wire.thread.as_mut() {
-            crate::chats::add_visit(t, chat, caller.version, for_customer);
+        if let (Some(w), Some(t)) = (wire.thread.as_mut(), shown) {
+            crate::chats::add_visit(w, t, caller.version, for_customer);
         }
-        (
+        break (
             crate::push::submit(&engine.inner.store, Vec::new(), Vec::new())?,
             wire,
-        )
+        );
     };
     pending.wait().await?;
     Ok(Reply::ok(serde_json::to_value(chat).expect("serializes")))

@@ -6,12 +6,13 @@
 use crate::Engine;
 use crate::chat_methods::{Actor, ChatCaller, not_found, readable};
 use crate::chats::{
-    Audience, ChatUser, UserKind, agent_sessions, close_agent, drain_queue, has_group_access,
-    incoming_chat_pushes, incoming_chat_to_agent, load_thread_events, now_us, queue_of, recipients,
-    rfc3339, route_chat, union, wire_thread, wire_users,
+    Audience, ChatUser, Neighbors, ThreadState, UserKind, agent_sessions, close_agent, drain_queue,
+    has_group_access, incoming_chat_pushes, incoming_chat_to_agent, load_chat_threads,
+    load_thread_events, now_us, queue_of, recipients, rfc3339, route_chat, union, wire_thread,
+    wire_users,
 };
 use crate::dispatch::Reply;
-use crate::error::{err, validation};
+use crate::error::{err, internal, validation};
 use crate::push::{Outgoing, commit, reserve, submit};
 use crate::state::OrgState;
 use crate::tags::MAX_TAG_CHARS;
@@ -957,38 +958,57 @@ pub(crate) async fn list_threads(
     };
     let paging = crate::paging::Paging::from_request(key, ids, list, (3, 100), now_us())?;
     let for_customer = caller.actor.is_customer();
-    let (indices, thread_ids, total, next_page_id, previous_page_id) = {
+    // Older threads are in the store only: read them (outside the lock)
+    // when the chat has any, and again should more leave memory meanwhile.
+    let mut stored: Vec<ThreadState> = Vec::new();
+    loop {
+        let older = {
+            let state = caller.org.lock();
+            readable(&state, caller, &req.chat_id)?.older
+        };
+        if older <= stored.len() {
+            break;
+        }
+        stored = load_chat_threads(&engine.inner.store, &caller.org.org.id.0, &req.chat_id).await?;
+        if stored.len() < older {
+            return Err(internal("the store has fewer threads than the chat"));
+        }
+    }
+    let (page, total, next_page_id, previous_page_id) = {
         let state = caller.org.lock();
         let chat = readable(&state, caller, &req.chat_id)?;
+        // A snapshot of every thread: the page is answered from it.
         let keyed = chat
-            .threads
-            .iter()
-            .enumerate()
-            .map(|(i, t)| ((t.created_at_us, t.id.clone()), t.created_at_us, i))
+            .all_threads(&stored)
+            .into_iter()
+            .map(|t| ((t.created_at_us, t.id.clone()), t.created_at_us, t.clone()))
             .collect();
-        let (idx, total, next, prev) = paging.page(key, ids, keyed);
-        let thread_ids: Vec<String> = idx.iter().map(|i| chat.threads[*i].id.clone()).collect();
-        (idx, thread_ids, total as u64, next, prev)
+        let (all, total, next, prev) = paging.page(key, ids, keyed);
+        (all, total as u64, next, prev)
     };
+    let thread_ids: Vec<String> = page.iter().map(|t| t.id.clone()).collect();
     // Older threads' events come from the store, outside the lock.
     let loaded = load_thread_events(&engine.inner.store, &caller.org.org.id.0, thread_ids).await?;
     let now = now_us();
     let (pending, threads) = {
         let state = caller.org.lock();
         let chat = readable(&state, caller, &req.chat_id)?;
-        let threads: Vec<_> = indices
-            .into_iter()
+        let all = chat.all_threads(&stored);
+        let threads: Vec<_> = page
+            .iter()
             .zip(loaded)
-            .filter(|(i, _)| *i < chat.threads.len())
-            .map(|(i, events)| {
-                let events = if i + 1 == chat.threads.len() {
-                    chat.events.clone()
-                } else {
-                    events
+            .filter_map(|(snap, events)| {
+                let index = all.iter().position(|t| t.id == snap.id)?;
+                let at = Neighbors::within(&all, index);
+                // The hot threads as they are now, their events from memory.
+                let (t, events) = match chat.hot_thread(&snap.id) {
+                    Some((_, hot)) if at.is_last => (hot, chat.events.clone()),
+                    Some((_, hot)) => (hot, events),
+                    None => (snap, events),
                 };
-                let mut t = wire_thread(&state, chat, i, events, for_customer, now);
-                crate::chats::add_visit(&mut t, chat, caller.version, for_customer);
-                t
+                let mut w = wire_thread(&state, chat, t, at, events, for_customer, now);
+                crate::chats::add_visit(&mut w, t, caller.version, for_customer);
+                Some(w)
             })
             .collect();
         (
@@ -1107,60 +1127,95 @@ pub(crate) async fn tag_thread(
     }
     let tag = tag.to_owned();
     let org_id = caller.org.org.id.clone();
-    let reservation = reserve(&engine.inner.store)?;
-    let pending = {
-        let mut guard = caller.org.lock();
-        let state = &mut *guard;
-        readable(state, caller, &req.chat_id)?;
-        let chat = &state.chats[&req.chat_id];
-        let Some(thread) = chat.threads.iter().find(|t| t.id == req.thread_id) else {
-            return Err(not_found("thread", &req.thread_id));
-        };
-        let has = thread.tags.contains(&tag);
-        if has == add {
-            return Ok(Reply::ok(json!({})));
-        }
-        if add {
-            crate::tags::check_applicable(state, &tag, &chat.access)?;
-        }
-        let chat = state.chats.get_mut(&req.chat_id).expect("checked");
-        let thread = chat
-            .threads
-            .iter_mut()
-            .find(|t| t.id == req.thread_id)
-            .expect("found above");
-        if add {
-            if thread.tags.len() >= MAX_TAGS_PER_THREAD {
-                return Err(validation(format!(
-                    "a thread carries at most {MAX_TAGS_PER_THREAD} tags"
-                )));
+    // A thread that is no longer hot is read from the store and written
+    // back, one such edit at a time.
+    let mut cold: Option<(tokio::sync::MutexGuard<'_, ()>, Vec<ThreadState>)> = None;
+    loop {
+        let reservation = reserve(&engine.inner.store)?;
+        let step = 'locked: {
+            let mut guard = caller.org.lock();
+            let state = &mut *guard;
+            readable(state, caller, &req.chat_id)?;
+            let chat = &state.chats[&req.chat_id];
+            let mut cold_copy: Option<ThreadState> = None;
+            if chat.hot_thread(&req.thread_id).is_none() {
+                match &cold {
+                    None => break 'locked None,
+                    Some((_, stored)) => {
+                        cold_copy = Some(
+                            chat.all_threads(stored)
+                                .into_iter()
+                                .find(|t| t.id == req.thread_id)
+                                .cloned()
+                                .ok_or_else(|| not_found("thread", &req.thread_id))?,
+                        );
+                    }
+                }
             }
-            thread.tags.push(tag.clone());
-        } else {
-            thread.tags.retain(|t| *t != tag);
-        }
-        let op = Op::SetThreadTags {
-            org: org_id,
-            thread_id: req.thread_id.clone(),
-            tags: serde_json::to_string(&thread.tags).expect("tags serialize"),
-        };
-        let chat = &state.chats[&req.chat_id];
-        let push = Outgoing::new(
+            let tags = match &cold_copy {
+                Some(t) => &t.tags,
+                None => &chat.hot_thread(&req.thread_id).expect("hot").1.tags,
+            };
+            if tags.contains(&tag) == add {
+                return Ok(Reply::ok(json!({})));
+            }
             if add {
-                "thread_tagged"
+                crate::tags::check_applicable(state, &tag, &chat.access)?;
+                if tags.len() >= MAX_TAGS_PER_THREAD {
+                    return Err(validation(format!(
+                        "a thread carries at most {MAX_TAGS_PER_THREAD} tags"
+                    )));
+                }
+            }
+            let chat = state.chats.get_mut(&req.chat_id).expect("checked");
+            let thread: &mut ThreadState = match cold_copy.as_mut() {
+                Some(t) => t,
+                None => chat
+                    .threads
+                    .iter_mut()
+                    .find(|t| t.id == req.thread_id)
+                    .expect("hot"),
+            };
+            if add {
+                thread.tags.push(tag.clone());
             } else {
-                "thread_untagged"
-            },
-            ThreadTag {
-                chat_id: req.chat_id.clone(),
+                thread.tags.retain(|t| *t != tag);
+            }
+            let op = Op::SetThreadTags {
+                org: org_id.clone(),
                 thread_id: req.thread_id.clone(),
-                tag,
-            },
-            recipients(state, chat, Audience::Members { customer: false }),
-            caller.cause.clone(),
-        );
-        commit(reservation, vec![op], vec![push])
-    };
-    pending.wait().await?;
-    Ok(Reply::ok(json!({})))
+                tags: serde_json::to_string(&thread.tags).expect("tags serialize"),
+            };
+            let chat = &state.chats[&req.chat_id];
+            let push = Outgoing::new(
+                if add {
+                    "thread_tagged"
+                } else {
+                    "thread_untagged"
+                },
+                ThreadTag {
+                    chat_id: req.chat_id.clone(),
+                    thread_id: req.thread_id.clone(),
+                    tag: tag.clone(),
+                },
+                recipients(state, chat, Audience::Members { customer: false }),
+                caller.cause.clone(),
+            );
+            Some(commit(reservation, vec![op], vec![push]))
+        };
+        match step {
+            Some(pending) => {
+                pending.wait().await?;
+                // The cold edit's lock is released after the commit.
+                drop(cold);
+                return Ok(Reply::ok(json!({})));
+            }
+            None => {
+                let lock = engine.inner.cold_edits.lock().await;
+                let stored =
+                    load_chat_threads(&engine.inner.store, &org_id.0, &req.chat_id).await?;
+                cold = Some((lock, stored));
+            }
+        }
+    }
 }

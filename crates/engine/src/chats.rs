@@ -127,6 +127,29 @@ pub(crate) struct ThreadState {
 }
 
 impl ThreadState {
+    /// A thread as stored.
+    pub fn from_record(t: ThreadRecord) -> Result<ThreadState, String> {
+        Ok(ThreadState {
+            properties: serde_json::from_str(&t.properties)
+                .map_err(|e| format!("thread {}: {e}", t.id))?,
+            tags: serde_json::from_str(&t.tags)
+                .map_err(|e| format!("thread {} tags: {e}", t.id))?,
+            customer_visit: match t.customer_visit {
+                Some(text) => {
+                    serde_json::from_str::<serde_json::Value>(&text)
+                        .map_err(|e| format!("thread {} customer_visit: {e}", t.id))?;
+                    Some(text.into_boxed_str())
+                }
+                None => None,
+            },
+            id: t.id,
+            active: t.active,
+            created_at_us: t.created_at_us,
+            closed_at_us: t.closed_at_us,
+            queued_at_us: t.queued_at_us,
+        })
+    }
+
     pub fn record(&self) -> ThreadRecord {
         ThreadRecord {
             id: self.id.clone(),
@@ -150,8 +173,19 @@ pub(crate) struct ChatState {
     pub properties: Properties,
     pub created_at_us: i64,
     pub users: Vec<ChatUser>,
-    /// Oldest first; only the last may be active.
+    /// The hot threads, oldest first; only the last may be active. Once a
+    /// new thread has started (and its start is decided), the threads before
+    /// it leave memory ([`ChatState::retire_older`]): they are read from the
+    /// store when asked for, so a chat's memory does not grow with its
+    /// history.
     pub threads: Vec<ThreadState>,
+    /// How many threads come before `threads` (only in the store).
+    pub older: usize,
+    /// The id of the last of those: the first hot thread's previous one.
+    pub older_last_id: Option<String>,
+    /// `custom_ids` may lack the events with a sequence number up to this
+    /// one (retired with their threads): a miss must look in the store.
+    pub custom_floor_seq: u64,
     /// Events of the last thread.
     pub events: Vec<Event>,
     /// Last per-chat sequence number committed (or submitted) for this chat.
@@ -160,13 +194,86 @@ pub(crate) struct ChatState {
     pub followers: HashSet<String>,
     /// The agent most recently assigned (a returning customer goes back to it).
     pub last_agent: Option<String>,
-    /// `(author, custom_id)` → event id of every event sent with a
-    /// `custom_id`: a repeated send returns the original event (and the
-    /// store's unique index is never violated).
+    /// `(author, custom_id)` → event id of the hot events sent with a
+    /// `custom_id` (see `custom_floor_seq` for the others): a repeated send
+    /// returns the original event (and the store's unique index is never
+    /// violated).
     pub custom_ids: HashMap<(String, String), String>,
 }
 
+/// Where a thread sits among its chat's threads.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Neighbors {
+    /// The chat's last thread (its users and queue are the chat's now).
+    pub is_last: bool,
+    pub previous: Option<String>,
+    pub next: Option<String>,
+}
+
+impl Neighbors {
+    /// The neighbors of `list[index]` in a chat's whole thread list.
+    pub fn within(list: &[&ThreadState], index: usize) -> Neighbors {
+        Neighbors {
+            is_last: index + 1 == list.len(),
+            previous: index.checked_sub(1).map(|i| list[i].id.clone()),
+            next: list.get(index + 1).map(|t| t.id.clone()),
+        }
+    }
+}
+
 impl ChatState {
+    /// How many threads the chat has (hot and older).
+    pub fn thread_count(&self) -> usize {
+        self.older + self.threads.len()
+    }
+
+    /// The hot thread `id` with its index among all the chat's threads.
+    pub fn hot_thread(&self, id: &str) -> Option<(usize, &ThreadState)> {
+        self.threads
+            .iter()
+            .position(|t| t.id == id)
+            .map(|i| (self.older + i, &self.threads[i]))
+    }
+
+    /// The neighbors of the hot thread at `index` (among all threads).
+    pub fn hot_neighbors(&self, index: usize) -> Neighbors {
+        let i = index - self.older;
+        Neighbors {
+            is_last: i + 1 == self.threads.len(),
+            previous: match i.checked_sub(1) {
+                Some(p) => Some(self.threads[p].id.clone()),
+                None => self.older_last_id.clone(),
+            },
+            next: self.threads.get(i + 1).map(|t| t.id.clone()),
+        }
+    }
+
+    /// Every thread, oldest first: the older ones from `stored` (the chat's
+    /// threads as [`load_chat_threads`] read them), then the hot ones.
+    pub fn all_threads<'a>(&'a self, stored: &'a [ThreadState]) -> Vec<&'a ThreadState> {
+        stored
+            .iter()
+            .take(self.older)
+            .chain(self.threads.iter())
+            .collect()
+    }
+
+    /// Moves every thread but the last out of memory (they are in the
+    /// store), with their `custom_id`s. Called once a new thread's start is
+    /// decided.
+    pub fn retire_older(&mut self) {
+        let keep = self.threads.len().saturating_sub(1);
+        if keep == 0 {
+            return;
+        }
+        for t in self.threads.drain(..keep) {
+            self.older += 1;
+            self.older_last_id = Some(t.id);
+        }
+        self.custom_ids.clear();
+        self.custom_floor_seq = self.last_seq;
+    }
+
     /// The active thread, if any (always the last one).
     pub fn active_thread(&self) -> Option<&ThreadState> {
         self.threads.last().filter(|t| t.active)
@@ -203,28 +310,12 @@ impl ChatState {
             .map_err(|e| format!("chat {} access: {e}", rec.id))?;
         let properties: Properties = serde_json::from_str(&rec.properties)
             .map_err(|e| format!("chat {} properties: {e}", rec.id))?;
-        let mut threads = Vec::new();
-        for t in rec.threads {
-            threads.push(ThreadState {
-                properties: serde_json::from_str(&t.properties)
-                    .map_err(|e| format!("thread {}: {e}", t.id))?,
-                tags: serde_json::from_str(&t.tags)
-                    .map_err(|e| format!("thread {} tags: {e}", t.id))?,
-                customer_visit: match t.customer_visit {
-                    Some(text) => {
-                        serde_json::from_str::<serde_json::Value>(&text)
-                            .map_err(|e| format!("thread {} customer_visit: {e}", t.id))?;
-                        Some(text.into_boxed_str())
-                    }
-                    None => None,
-                },
-                id: t.id,
-                active: t.active,
-                created_at_us: t.created_at_us,
-                closed_at_us: t.closed_at_us,
-                queued_at_us: t.queued_at_us,
-            });
-        }
+        let threads = rec
+            .threads
+            .into_iter()
+            .map(ThreadState::from_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        let older = rec.older_threads as usize;
         let mut events = Vec::new();
         for e in rec.last_thread_events {
             events.push(
@@ -263,6 +354,10 @@ impl ChatState {
             created_at_us: rec.created_at_us,
             users,
             threads,
+            older,
+            older_last_id: rec.older_last_thread_id,
+            // Only the last thread's custom ids were loaded.
+            custom_floor_seq: if older > 0 { rec.last_seq } else { 0 },
             events,
             last_seq: rec.last_seq,
             followers: HashSet::new(),
@@ -312,7 +407,7 @@ impl CustomerState {
             .chat_ids
             .iter()
             .filter_map(|c| state.chats.get(c))
-            .map(|c| c.threads.len() as u64)
+            .map(|c| c.thread_count() as u64)
             .sum();
         chatgate_protocol::chats::Customer {
             id: self.id.clone(),
@@ -491,12 +586,12 @@ pub(crate) fn queue_of(state: &OrgState, chat: &ChatState, now: i64) -> Option<Q
 pub(crate) fn wire_thread(
     state: &OrgState,
     chat: &ChatState,
-    index: usize,
+    t: &ThreadState,
+    at: Neighbors,
     events: Vec<Event>,
     for_customer: bool,
     now: i64,
 ) -> Thread {
-    let t = &chat.threads[index];
     let events: Vec<Event> = events
         .into_iter()
         .filter(|e| !for_customer || visible_to_customer(e))
@@ -509,7 +604,7 @@ pub(crate) fn wire_thread(
         })
         .collect();
     let mut user_ids: Vec<String> = Vec::new();
-    let is_last = index + 1 == chat.threads.len();
+    let is_last = at.is_last;
     if is_last {
         user_ids.extend(
             chat.users
@@ -545,8 +640,8 @@ pub(crate) fn wire_thread(
         } else {
             None
         },
-        previous_thread_id: index.checked_sub(1).map(|i| chat.threads[i].id.clone()),
-        next_thread_id: chat.threads.get(index + 1).map(|t| t.id.clone()),
+        previous_thread_id: at.previous,
+        next_thread_id: at.next,
         created_at: rfc3339(t.created_at_us),
         ..Default::default()
     }
@@ -555,16 +650,14 @@ pub(crate) fn wire_thread(
 /// v3.6 responses to agents show the thread's `customer_visit`.
 pub(crate) fn add_visit(
     thread: &mut Thread,
-    chat: &ChatState,
+    t: &ThreadState,
     version: chatgate_protocol::Version,
     for_customer: bool,
 ) {
     if version >= chatgate_protocol::Version::V3_6 && !for_customer {
-        thread.customer_visit = chat
-            .threads
-            .iter()
-            .find(|t| t.id == thread.id)
-            .and_then(|t| t.customer_visit.as_deref())
+        thread.customer_visit = t
+            .customer_visit
+            .as_deref()
             .and_then(|text| serde_json::from_str(text).ok());
     }
 }
@@ -577,11 +670,10 @@ pub(crate) fn wire_chat(
     viewer: Option<&str>,
     now: i64,
 ) -> Chat {
-    let thread = chat
-        .threads
-        .len()
-        .checked_sub(1)
-        .map(|i| wire_thread(state, chat, i, chat.events.clone(), for_customer, now));
+    let thread = chat.threads.last().map(|t| {
+        let at = chat.hot_neighbors(chat.thread_count() - 1);
+        wire_thread(state, chat, t, at, chat.events.clone(), for_customer, now)
+    });
     Chat {
         id: chat.id.clone(),
         users: wire_users(state, chat, for_customer),
@@ -773,6 +865,59 @@ pub(crate) async fn load_thread_events(
         }
         Ok(out)
     })
+    .await
+    .map_err(crate::error::internal)?
+    .map_err(crate::error::internal)
+}
+
+/// Every thread of a chat as stored, oldest first, after a barrier: every
+/// change submitted before the call is in (older threads are not in memory;
+/// see [`ChatState::retire_older`]).
+pub(crate) async fn load_chat_threads(
+    store: &Arc<dyn chatgate_store::Store>,
+    org: &str,
+    chat_id: &str,
+) -> Result<Vec<ThreadState>, chatgate_protocol::ErrorBody> {
+    crate::push::submit(store, Vec::new(), Vec::new())?
+        .wait()
+        .await?;
+    let store = store.clone();
+    let (org, chat_id) = (org.to_owned(), chat_id.to_owned());
+    tokio::task::spawn_blocking(move || -> Result<Vec<ThreadState>, String> {
+        store
+            .chat_threads(&org, &chat_id)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(ThreadState::from_record)
+            .collect()
+    })
+    .await
+    .map_err(crate::error::internal)?
+    .map_err(crate::error::internal)
+}
+
+/// Every thread of the organization as stored, by chat id (each chat's
+/// oldest first), after a barrier like [`load_chat_threads`].
+pub(crate) async fn load_org_threads(
+    store: &Arc<dyn chatgate_store::Store>,
+    org: &str,
+) -> Result<HashMap<String, Vec<ThreadState>>, chatgate_protocol::ErrorBody> {
+    crate::push::submit(store, Vec::new(), Vec::new())?
+        .wait()
+        .await?;
+    let store = store.clone();
+    let org = org.to_owned();
+    tokio::task::spawn_blocking(
+        move || -> Result<HashMap<String, Vec<ThreadState>>, String> {
+            let mut out: HashMap<String, Vec<ThreadState>> = HashMap::new();
+            for (chat, t) in store.org_threads(&org).map_err(|e| e.to_string())? {
+                out.entry(chat)
+                    .or_default()
+                    .push(ThreadState::from_record(t)?);
+            }
+            Ok(out)
+        },
+    )
     .await
     .map_err(crate::error::internal)?
     .map_err(crate::error::internal)

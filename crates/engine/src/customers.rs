@@ -468,7 +468,7 @@ fn threads_count(state: &OrgState, c: &CustomerState) -> u64 {
     c.chat_ids
         .iter()
         .filter_map(|id| state.chats.get(id))
-        .map(|chat| chat.threads.len() as u64)
+        .map(|chat| chat.thread_count() as u64)
         .sum()
 }
 

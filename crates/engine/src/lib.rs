@@ -161,6 +161,10 @@ pub(crate) struct Inner {
     pub(crate) page_key: [u8; 32],
     /// Resume streams by id (sessions that asked for exact resume).
     pub(crate) resume_streams: DashMap<String, Arc<resume::ResumeStream>>,
+    /// Held across the read-modify-write of a thread (or an event) that is
+    /// only in the store: such edits are rare, and two at once must not
+    /// lose one another's change.
+    pub(crate) cold_edits: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -178,6 +182,7 @@ impl Engine {
             config,
             shutting_down: OnceLock::new(),
             resume_streams: DashMap::new(),
+            cold_edits: tokio::sync::Mutex::new(()),
             page_key: {
                 let mut k = [0u8; 32];
                 k[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
@@ -424,6 +429,22 @@ impl Engine {
 
     pub fn connection_count(&self) -> usize {
         self.inner.connections.len()
+    }
+
+    /// Threads held in memory, every organization together: a chat keeps
+    /// its last thread hot and reads the older ones from the store when
+    /// asked, so this follows the number of chats, not their history.
+    pub fn hot_threads(&self) -> usize {
+        let orgs: Vec<Arc<Org>> = self.inner.orgs.iter().map(|o| o.value().clone()).collect();
+        orgs.iter()
+            .map(|o| {
+                o.lock()
+                    .chats
+                    .values()
+                    .map(|c| c.threads.len())
+                    .sum::<usize>()
+            })
+            .sum()
     }
 
     /// Whether the engine can take requests (the store accepts writes).

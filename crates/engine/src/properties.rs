@@ -10,7 +10,9 @@
 
 use crate::Engine;
 use crate::chat_methods::{ChatCaller, not_found, readable};
-use crate::chats::{Audience, ChatState, load_thread_events, now_us, recipients};
+use crate::chats::{
+    Audience, ChatState, load_chat_threads, load_thread_events, now_us, recipients,
+};
 use crate::dispatch::{Reply, parse};
 use crate::error::{err, validation};
 use crate::push::{Outgoing, commit, reserve};
@@ -624,29 +626,43 @@ pub(crate) async fn properties_method(
             Change::Delete(n) => check_delete(&state, loc, by_customer, n)?,
         }
     }
-    // An event of an older thread is read from the store first.
-    let older_events = match (&thread_id, &event_id) {
-        (Some(t), Some(_)) => {
-            let older = {
+    // A thread that has left memory (and its events) is read from the store
+    // first, under the engine's cold-edit lock (a thread's properties are
+    // written back whole; two such edits at once must not lose one).
+    let mut _cold_lock = None;
+    let (older_thread, older_events) = match &thread_id {
+        Some(t) => {
+            let hot = {
                 let state = caller.org.lock();
-                let chat = readable(&state, caller, &chat_id)?;
-                let index = chat
-                    .threads
-                    .iter()
-                    .position(|x| &x.id == t)
-                    .ok_or_else(|| not_found("thread", t))?;
-                index + 1 < chat.threads.len()
+                readable(&state, caller, &chat_id)?.hot_thread(t).is_some()
             };
-            if older {
-                let mut loaded =
-                    load_thread_events(&engine.inner.store, &caller.org.org.id.0, vec![t.clone()])
-                        .await?;
-                Some(loaded.pop().unwrap_or_default())
+            if hot {
+                (None, None)
             } else {
-                None
+                let org = &caller.org.org.id.0;
+                let store = &engine.inner.store;
+                let thread = if loc == Location::Thread {
+                    _cold_lock = Some(engine.inner.cold_edits.lock().await);
+                    let stored = load_chat_threads(store, org, &chat_id).await?;
+                    Some(
+                        stored
+                            .into_iter()
+                            .find(|x| &x.id == t)
+                            .ok_or_else(|| not_found("thread", t))?,
+                    )
+                } else {
+                    None
+                };
+                let events = if event_id.is_some() {
+                    let mut loaded = load_thread_events(store, org, vec![t.clone()]).await?;
+                    Some(loaded.pop().unwrap_or_default())
+                } else {
+                    None
+                };
+                (thread, events)
             }
         }
-        _ => None,
+        None => (None, None),
     };
     let org_id = caller.org.org.id.clone();
     let reservation = reserve(&engine.inner.store)?;
@@ -668,11 +684,21 @@ pub(crate) async fn properties_method(
             }
             Location::Thread => {
                 let t = thread_id.as_deref().expect("required");
-                let thread = chat
-                    .threads
-                    .iter_mut()
-                    .find(|x| x.id == t)
-                    .ok_or_else(|| not_found("thread", t))?;
+                let mut copy;
+                let thread = match chat.threads.iter_mut().find(|x| x.id == t) {
+                    Some(hot) => hot,
+                    None => {
+                        // Read before the lock (under the cold-edit lock).
+                        let Some(stored) = &older_thread else {
+                            return Err(err(
+                                ErrorType::ServiceUnavailable,
+                                "the thread was closed meanwhile; retry",
+                            ));
+                        };
+                        copy = stored.clone();
+                        &mut copy
+                    }
+                };
                 let changed = apply(&mut thread.properties, &change);
                 let op = Op::SetThreadProperties {
                     org: org_id.clone(),
@@ -684,12 +710,10 @@ pub(crate) async fn properties_method(
             Location::Event => {
                 let t = thread_id.as_deref().expect("required");
                 let e = event_id.as_deref().expect("required");
-                let index = chat
-                    .threads
-                    .iter()
-                    .position(|x| x.id == t)
-                    .ok_or_else(|| not_found("thread", t))?;
-                let is_last = index + 1 == chat.threads.len();
+                let is_last = chat.threads.last().is_some_and(|x| x.id == t);
+                if !is_last && older_events.is_none() && chat.hot_thread(t).is_none() {
+                    return Err(not_found("thread", t));
+                }
                 let mut copy;
                 let event: &mut Event = if is_last {
                     chat.events

@@ -108,6 +108,22 @@ impl Store for GatedStore {
     fn thread_events(&self, _: &str, _: &str) -> Result<Vec<EventRecord>, StoreError> {
         Ok(vec![])
     }
+    // This store keeps no chats: nothing older to find.
+    fn chat_threads(&self, _: &str, _: &str) -> Result<Vec<ThreadRecord>, StoreError> {
+        Ok(vec![])
+    }
+    fn org_threads(&self, _: &str) -> Result<Vec<(String, ThreadRecord)>, StoreError> {
+        Ok(vec![])
+    }
+    fn custom_event(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<(Option<String>, u64), StoreError> {
+        Ok((None, 0))
+    }
     fn search_text(
         &self,
         _: &str,

@@ -152,6 +152,25 @@ pub trait Store: Send + Sync + 'static {
     /// most `max`), without reading the texts: what filtering needs.
     fn search_threads(&self, org: &str, text: &str, max: u32) -> Result<Vec<String>, StoreError>;
 
+    /// Every thread of one chat, oldest first (committed state).
+    fn chat_threads(&self, org: &str, chat_id: &str) -> Result<Vec<ThreadRecord>, StoreError>;
+
+    /// Every thread of the organization as `(chat id, thread)`, grouped by
+    /// chat, each chat's oldest first (committed state). The archive search
+    /// reads older threads here: they are not kept in memory.
+    fn org_threads(&self, org: &str) -> Result<Vec<(String, ThreadRecord)>, StoreError>;
+
+    /// The id of the event `author` sent in the chat with `custom_id`, if
+    /// any, and the chat's committed `last_seq`, read together (so the
+    /// caller knows which events the answer covers).
+    fn custom_event(
+        &self,
+        org: &str,
+        chat_id: &str,
+        author: &str,
+        custom_id: &str,
+    ) -> Result<(Option<String>, u64), StoreError>;
+
     /// Kind, author and time of every event of each thread (for the archive
     /// filters that look at events), in the order of `thread_ids`.
     fn thread_facts(

@@ -314,12 +314,18 @@ pub struct ChatRecord {
     pub properties: String,
     pub created_at_us: i64,
     pub users: Vec<ChatUserRecord>,
-    /// Oldest first.
+    /// The last thread only (at most one): older threads stay in the store
+    /// and are read when asked for.
     pub threads: Vec<ThreadRecord>,
+    /// How many threads come before `threads`.
+    pub older_threads: u64,
+    /// The id of the thread just before `threads` (its `previous_thread_id`).
+    pub older_last_thread_id: Option<String>,
     /// Events of the last thread, in sequence order.
     pub last_thread_events: Vec<EventRecord>,
-    /// `(author, custom_id, event id)` of every event with a `custom_id`:
-    /// a repeated send returns the original event.
+    /// `(author, custom_id, event id)` of the last thread's events with a
+    /// `custom_id` (older ones are looked up with
+    /// [`crate::Store::custom_event`]).
     pub custom_ids: Vec<(String, String, String)>,
 }
 

@@ -1159,6 +1159,53 @@ impl Store for SqliteStore {
         rows.map(|r| r.map_err(StoreError::from)).collect()
     }
 
+    fn chat_threads(&self, org: &str, chat_id: &str) -> Result<Vec<ThreadRecord>, StoreError> {
+        let conn = self.reader.lock().expect("reader lock poisoned");
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {THREAD_COLUMNS} FROM threads
+             WHERE org_id = ?1 AND chat_id = ?2 ORDER BY created_at, rowid"
+        ))?;
+        let rows = stmt.query_map(params![org, chat_id], thread_row)?;
+        rows.map(|r| r.map_err(StoreError::from)).collect()
+    }
+
+    fn org_threads(&self, org: &str) -> Result<Vec<(String, ThreadRecord)>, StoreError> {
+        let conn = self.reader.lock().expect("reader lock poisoned");
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT chat_id, {THREAD_COLUMNS} FROM threads
+             WHERE org_id = ?1 ORDER BY chat_id, created_at, rowid"
+        ))?;
+        let rows = stmt.query_map(params![org], |r| Ok((r.get(0)?, thread_row_at(r, 1)?)))?;
+        rows.map(|r| r.map_err(StoreError::from)).collect()
+    }
+
+    fn custom_event(
+        &self,
+        org: &str,
+        chat_id: &str,
+        author: &str,
+        custom_id: &str,
+    ) -> Result<(Option<String>, u64), StoreError> {
+        let mut conn = self.reader.lock().expect("reader lock poisoned");
+        // One read transaction: the answer and the sequence it covers come
+        // from the same snapshot.
+        let tx = conn.transaction()?;
+        let found = tx
+            .prepare_cached(
+                "SELECT id FROM events
+                 WHERE org_id = ?1 AND chat_id = ?2 AND author_id = ?3 AND custom_id = ?4",
+            )?
+            .query_row(params![org, chat_id, author, custom_id], |r| r.get(0))
+            .optional()?;
+        let seq = tx
+            .prepare_cached("SELECT last_seq FROM chats WHERE org_id = ?1 AND id = ?2")?
+            .query_row(params![org, chat_id], |r| r.get::<_, i64>(0))
+            .optional()?
+            .unwrap_or(0);
+        drop(tx);
+        Ok((found, seq as u64))
+    }
+
     fn thread_facts(
         &self,
         org: &str,
@@ -1379,6 +1426,27 @@ fn load_tags(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreErro
     Ok(())
 }
 
+const THREAD_COLUMNS: &str =
+    "id, active, created_at, closed_at, queued_at, properties, tags, customer_visit";
+
+/// A row of [`THREAD_COLUMNS`] starting at column `at`.
+fn thread_row_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<ThreadRecord> {
+    Ok(ThreadRecord {
+        id: r.get(at)?,
+        active: r.get::<_, i64>(at + 1)? != 0,
+        created_at_us: r.get(at + 2)?,
+        closed_at_us: r.get(at + 3)?,
+        queued_at_us: r.get(at + 4)?,
+        properties: r.get(at + 5)?,
+        tags: r.get(at + 6)?,
+        customer_visit: r.get(at + 7)?,
+    })
+}
+
+fn thread_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ThreadRecord> {
+    thread_row_at(r, 0)
+}
+
 fn load_chats(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreError> {
     let mut chats = conn.prepare(
         "SELECT org_id, id, customer_id, last_seq, access, properties, created_at
@@ -1388,10 +1456,12 @@ fn load_chats(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreErr
         "SELECT user_id, user_type, present, visibility, seen_up_to FROM chat_users
          WHERE org_id = ?1 AND chat_id = ?2 ORDER BY rowid",
     )?;
-    let mut threads = conn.prepare(
-        "SELECT id, active, created_at, closed_at, queued_at, properties, tags, customer_visit FROM threads
-         WHERE org_id = ?1 AND chat_id = ?2 ORDER BY created_at, rowid",
-    )?;
+    let mut threads = conn.prepare(&format!(
+        "SELECT {THREAD_COLUMNS} FROM threads
+         WHERE org_id = ?1 AND chat_id = ?2 ORDER BY created_at DESC, rowid DESC LIMIT 2"
+    ))?;
+    let mut count =
+        conn.prepare("SELECT count(*) FROM threads WHERE org_id = ?1 AND chat_id = ?2")?;
     let rows: Vec<ChatRecord> = chats
         .query_map([], |r| {
             Ok(ChatRecord {
@@ -1404,6 +1474,8 @@ fn load_chats(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreErr
                 created_at_us: r.get(6)?,
                 users: Vec::new(),
                 threads: Vec::new(),
+                older_threads: 0,
+                older_last_thread_id: None,
                 last_thread_events: Vec::new(),
                 custom_ids: Vec::new(),
             })
@@ -1421,30 +1493,30 @@ fn load_chats(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreErr
         })? {
             chat.users.push(u?);
         }
-        for t in threads.query_map(params![chat.org.0, chat.id], |r| {
-            Ok(ThreadRecord {
-                id: r.get(0)?,
-                active: r.get::<_, i64>(1)? != 0,
-                created_at_us: r.get(2)?,
-                closed_at_us: r.get(3)?,
-                queued_at_us: r.get(4)?,
-                properties: r.get(5)?,
-                tags: r.get(6)?,
-                customer_visit: r.get(7)?,
-            })
-        })? {
-            chat.threads.push(t?);
+        // Only the last thread is kept hot; the one before it is named
+        // (its id is the last thread's `previous_thread_id`).
+        let mut newest: Vec<ThreadRecord> = threads
+            .query_map(params![chat.org.0, chat.id], thread_row)?
+            .collect::<Result<_, _>>()?;
+        chat.older_threads = count
+            .query_row(params![chat.org.0, chat.id], |r| r.get::<_, i64>(0))?
+            .saturating_sub(newest.len() as i64) as u64;
+        if newest.len() == 2 {
+            chat.older_last_thread_id = Some(newest[1].id.clone());
+            newest.truncate(1);
+            chat.older_threads += 1;
         }
-        let mut custom = conn.prepare_cached(
-            "SELECT author_id, custom_id, id FROM events
-             WHERE org_id = ?1 AND chat_id = ?2 AND custom_id IS NOT NULL AND author_id IS NOT NULL",
-        )?;
-        for c in custom.query_map(params![chat.org.0, chat.id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })? {
-            chat.custom_ids.push(c?);
-        }
+        chat.threads = newest;
         if let Some(last) = chat.threads.last() {
+            let mut custom = conn.prepare_cached(
+                "SELECT author_id, custom_id, id FROM events
+                 WHERE org_id = ?1 AND thread_id = ?2 AND custom_id IS NOT NULL AND author_id IS NOT NULL",
+            )?;
+            for c in custom.query_map(params![chat.org.0, last.id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })? {
+                chat.custom_ids.push(c?);
+            }
             chat.last_thread_events = events_where(
                 conn,
                 "org_id = ?1 AND thread_id = ?2",

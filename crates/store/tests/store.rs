@@ -215,6 +215,20 @@ fn a_failing_submission_is_rolled_back_alone() {
         .map(|e| e.id)
         .collect();
     assert_eq!(ids, vec!["a1", "a4"]);
+    // The custom id is found with the chat's committed sequence.
+    assert_eq!(
+        store
+            .custom_event("acme", "A", "alice@acme.test", "c1")
+            .unwrap(),
+        (Some("a1".to_owned()), 2)
+    );
+    assert_eq!(
+        store
+            .custom_event("acme", "A", "bob@acme.test", "c1")
+            .unwrap(),
+        (None, 2),
+        "another author's custom id is another one"
+    );
     // Appending to a chat that does not exist fails without side effects.
     assert!(matches!(
         write(&*store, vec![event("nope", "x", None)]),
@@ -470,9 +484,44 @@ fn chats_threads_users_and_customers_load_back() {
         .iter()
         .map(|t| (t.id.as_str(), t.active, t.closed_at_us))
         .collect();
-    assert_eq!(threads, vec![("T1", false, None), ("T2", false, Some(30))]);
-    let tags: Vec<_> = c.threads.iter().map(|t| t.tags.as_str()).collect();
-    assert_eq!(tags, vec![r#"["bug","vip"]"#, "[]"]);
+    assert_eq!(
+        threads,
+        vec![("T2", false, Some(30))],
+        "only the last thread is loaded hot"
+    );
+    assert_eq!(
+        (c.older_threads, c.older_last_thread_id.as_deref()),
+        (1, Some("T1")),
+        "the older ones are counted and the one before is named"
+    );
+    // The older threads are read on demand, in order, with their changes.
+    let all: Vec<_> = store
+        .chat_threads("acme", "A")
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t.tags, t.closed_at_us))
+        .collect();
+    assert_eq!(
+        all,
+        vec![
+            ("T1".to_owned(), r#"["bug","vip"]"#.to_owned(), None),
+            ("T2".to_owned(), "[]".to_owned(), Some(30)),
+        ]
+    );
+    let by_org: Vec<_> = store
+        .org_threads("acme")
+        .unwrap()
+        .into_iter()
+        .map(|(chat, t)| (chat, t.id))
+        .collect();
+    assert_eq!(
+        by_org,
+        vec![
+            ("A".to_owned(), "T1".to_owned()),
+            ("A".to_owned(), "T2".to_owned())
+        ]
+    );
+    assert!(store.org_threads("other").unwrap().is_empty());
     assert_eq!(c.users.len(), 1);
     assert_eq!(c.users[0].seen_up_to_us, Some(7));
     let last: Vec<_> = c.last_thread_events.iter().map(|e| e.id.as_str()).collect();
