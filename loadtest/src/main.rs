@@ -136,6 +136,11 @@ pub struct ChatArgs {
     /// Organization the customers belong to.
     #[arg(long, default_value = "load")]
     pub org: String,
+    /// `chatgate`, or a room-relay server: `raw` (plain WebSocket frames)
+    /// or `socketio`. Against a relay each customer is a pair of
+    /// connections (customer and agent), each sending to the other.
+    #[arg(long, default_value = "chatgate")]
+    pub target: String,
 }
 
 #[derive(Args, Clone)]
@@ -219,10 +224,21 @@ pub struct SoakArgs {
 
 #[derive(Args, Clone)]
 pub struct CompareArgs {
+    /// `fanout` (one sender, `--receivers`) or `chat` (`--customers` chats
+    /// with `--agents` agents; against the relays, pairs of connections).
+    #[arg(long, default_value = "fanout")]
+    pub shape: String,
+    /// Agents, for `--shape chat`.
+    #[arg(long, default_value_t = 100)]
+    pub agents: usize,
+    /// Customers (chats), for `--shape chat`.
+    #[arg(long, default_value_t = 1000)]
+    pub customers: usize,
     /// Receivers per run.
     #[arg(long, default_value_t = 1000)]
     pub receivers: usize,
-    /// Messages per second from the one sender.
+    /// Messages per second (from the one sender for `fanout`; all chats
+    /// together for `chat`).
     #[arg(long, default_value_t = 200)]
     pub rate: u64,
     /// Seconds of traffic per run.
@@ -262,6 +278,16 @@ pub struct HostileArgs {
 pub struct RampArgs {
     #[command(flatten)]
     pub fanout: FanoutArgs,
+    /// `fanout` (the flags above) or `chat` (`--agents`, `--customers`;
+    /// `--target`, `--duration` and the rates as above).
+    #[arg(long, default_value = "fanout")]
+    pub shape: String,
+    /// Agents, for `--shape chat`.
+    #[arg(long, default_value_t = 50)]
+    pub agents: usize,
+    /// Customers (chats), for `--shape chat`.
+    #[arg(long, default_value_t = 500)]
+    pub customers: usize,
     /// First rate (messages per second).
     #[arg(long, default_value_t = 50)]
     pub start: u64,

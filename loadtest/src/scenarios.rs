@@ -378,8 +378,13 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
     let exe = std::env::current_exe()?.display().to_string();
     let tmp = std::env::temp_dir().join(format!("chatgate-compare-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
+    let chat = match a.shape.as_str() {
+        "fanout" => false,
+        "chat" => true,
+        other => return Err(err(format!("--shape must be fanout or chat, not {other}"))),
+    };
     let provision = tmp.join("provision.toml");
-    write_provisioning(a.receivers, 20, &provision)?;
+    write_provisioning(a.receivers.max(a.agents), 20, &provision)?;
     let mut plan: Vec<(String, String, Vec<String>, String, &str)> = vec![
         (
             "chatgate".into(),
@@ -457,7 +462,20 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
             stalled: 0,
             pad: 0,
         };
-        let r = fanout_run(&run).await;
+        let r = if chat {
+            let c = ChatArgs {
+                common: run.common.clone(),
+                agents: a.agents,
+                customers: a.customers,
+                rate: a.rate,
+                duration: a.duration,
+                org: "load".into(),
+                target: target.into(),
+            };
+            chat_any(&c).await
+        } else {
+            fanout_run(&run).await
+        };
         drop(server);
         match r {
             Ok(v) => rows.push((name, v)),
@@ -728,6 +746,7 @@ async fn schedule(
     let start_us = micros_since(epoch);
     let (mut k, mut offered, mut backlog) = (0u64, 0u64, 0u64);
     let mut next_report = Duration::from_secs(1);
+    let mut progress = crate::stats::Progress::new();
     while k < total {
         let elapsed = start.elapsed();
         let due = ((elapsed.as_nanos() as f64 / interval_ns) as u64 + 1).min(total);
@@ -746,17 +765,20 @@ async fn schedule(
             let live = &crate::stats::LIVE;
             let secs = next_report.as_secs();
             let done = delivered.load(Ordering::Relaxed);
-            eprintln!(
-                "  {secs:>4}s offered {offered:>9} delivered {done:>10} ({:>8.0}/s)  p99 so far {}  errors {}",
+            let line = format!(
+                "{} {secs:>4}s offered {offered:>9} delivered {done:>10} ({:>8.0}/s)  p99 so far {}  errors {}",
+                crate::stats::bar(elapsed.as_secs_f64() / duration.as_secs_f64().max(1e-9), 20),
                 done as f64 / elapsed.as_secs_f64(),
                 live.quantile_ms(0.99)
                     .map_or_else(|| "      -".to_owned(), |ms| format!("{ms:>7.1} ms")),
                 live.errors()
             );
+            progress.show(&line);
             next_report += Duration::from_secs(1);
         }
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
+    progress.done();
     (offered, backlog)
 }
 
@@ -960,6 +982,140 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
 /// `chat`: customers start chats routed to agents, then both sides send
 /// messages at a fixed offered rate.
 pub async fn chat(a: ChatArgs) -> io::Result<()> {
+    let result = chat_any(&a).await?;
+    finish(&a.common, "chat", result)
+}
+
+/// The chat shape against the target `a.target` names.
+async fn chat_any(a: &ChatArgs) -> io::Result<Value> {
+    match a.target.as_str() {
+        "chatgate" => chat_run(a).await,
+        "raw" => chat_relay_run(a, false).await,
+        "socketio" => chat_relay_run(a, true).await,
+        other => Err(err(format!(
+            "--target must be chatgate, raw or socketio, not {other}"
+        ))),
+    }
+}
+
+/// The chat shape through a room-relay server: each of `customers` pairs is
+/// two connections, each joined to its own room, sending to the other's
+/// room (one delivery per message, as a chat event reaches the other side).
+async fn chat_relay_run(a: &ChatArgs, socketio: bool) -> io::Result<Value> {
+    raise_nofile();
+    let epoch = Instant::now();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let cpu_before = a.common.pid.and_then(cpu_seconds);
+    let measure: Measure = if socketio {
+        Arc::new(|text: &str| stamp_of(text.strip_prefix("42[\"m\",\"")?.split_once(';')?.1))
+    } else {
+        Arc::new(|text: &str| stamp_of(text.split_once(';')?.1))
+    };
+    let sem = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
+    let mut setups = Vec::new();
+    // Connection 2p is pair p's customer (room `c<p>`), 2p+1 its agent
+    // (room `a<p>`).
+    for i in 0..a.customers * 2 {
+        let permit = sem.clone().acquire_owned().await.map_err(err)?;
+        let common = a.common.clone();
+        let (stop, delivered, measure) = (stop_rx.clone(), delivered.clone(), measure.clone());
+        setups.push(tokio::spawn(async move {
+            let room = format!("{}{}", if i % 2 == 0 { 'c' } else { 'a' }, i / 2);
+            let source = Some(client::source_for(i, common.sources));
+            let r: io::Result<_> = async {
+                let ws = if socketio {
+                    client::socketio(common.server, source, &room).await?
+                } else {
+                    client::websocket(common.server, source, &format!("/?room={room}")).await?
+                };
+                let (tx, rx) = mpsc::channel(SENDER_QUEUE);
+                Ok((
+                    tx,
+                    drive(ws, rx, stop, epoch, Some(measure), None, delivered),
+                ))
+            }
+            .await;
+            drop(permit);
+            r
+        }));
+    }
+    let mut conns = Vec::new();
+    for s in setups {
+        conns.push(s.await.map_err(err)??);
+    }
+    let pairs = a.customers;
+    println!("chat ({}): {pairs} pairs up", a.target);
+    let senders: Vec<mpsc::Sender<String>> = conns.iter().map(|(tx, _)| tx.clone()).collect();
+    let started = Instant::now();
+    let (offered, backlog) = schedule(
+        epoch,
+        a.rate,
+        Duration::from_secs(a.duration),
+        &senders,
+        &delivered,
+        |k, intended| {
+            // Even k: a customer writes to its agent; odd k: the agent
+            // answers. Pairs take turns.
+            let pair = ((k / 2) as usize) % pairs.max(1);
+            let (from, to) = if k % 2 == 0 {
+                (2 * pair, format!("a{pair}"))
+            } else {
+                (2 * pair + 1, format!("c{pair}"))
+            };
+            let body = format!("r={to};t={intended}");
+            let f = if socketio {
+                format!("42[\"m\",\"{body}\"]")
+            } else {
+                body
+            };
+            Some((from, f))
+        },
+    )
+    .await;
+    let secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(DRAIN).await;
+    let _ = stop_tx.send(true);
+    let mut all = ConnOut::default();
+    let mut closed = 0u64;
+    for (_, h) in conns {
+        let o = h.await.map_err(err)?;
+        all.latency.add(&o.latency);
+        all.deliveries += o.deliveries;
+        closed += u64::from(o.closed_early);
+    }
+    let cpu = match (cpu_before, a.common.pid.and_then(cpu_seconds)) {
+        (Some(b), Some(a)) => Some(a - b),
+        _ => None,
+    };
+    println!("{}", all.latency.line("send -> push (other side)"));
+    println!(
+        "offered {offered} in {secs:.1} s ({:.0}/s), delivered {} ({:.0}/s), lost {}, client backlog {backlog}, connections closed early {closed}",
+        offered as f64 / secs,
+        all.deliveries,
+        all.deliveries as f64 / secs,
+        offered.saturating_sub(all.deliveries),
+    );
+    Ok(json!({
+        "scenario": "chat",
+        "target": a.target,
+        "pairs": pairs,
+        "offered_rate": a.rate,
+        "offered": offered,
+        "expected_deliveries": offered,
+        "delivered": all.deliveries,
+        "deliveries_per_second": all.deliveries as f64 / secs,
+        "lost": offered.saturating_sub(all.deliveries),
+        "client_backlog": backlog,
+        "latency": all.latency.summary(),
+        "latency_distribution": all.latency.distribution(),
+        "server_cpu_seconds": cpu,
+    }))
+}
+
+/// The chat shape through chatgate: customers start chats routed to agents,
+/// both sides send events.
+async fn chat_run(a: &ChatArgs) -> io::Result<Value> {
     raise_nofile();
     let epoch = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -1215,16 +1371,15 @@ pub async fn chat(a: ChatArgs) -> io::Result<()> {
             c / (all.deliveries.max(1) as f64 / 1e6)
         );
     }
-    finish(
-        &a.common,
-        "chat",
-        json!({
+    Ok(json!({
             "scenario": "chat",
+            "target": "chatgate",
             "agents": a.agents,
             "customers": nc,
             "setup_failures": setup_failures,
             "offered_rate": a.rate,
             "offered": offered,
+            "expected_deliveries": offered,
             "acknowledged": all.acks,
             "delivered": all.deliveries,
             "deliveries_per_second": all.deliveries as f64 / traffic_secs,
@@ -1235,8 +1390,7 @@ pub async fn chat(a: ChatArgs) -> io::Result<()> {
             "latency": all.latency.summary(),
             "latency_distribution": all.latency.distribution(),
             "server_cpu_seconds": cpu,
-        }),
-    )
+    }))
 }
 
 /// `fanout`: one sender, N receivers.
@@ -1249,39 +1403,60 @@ pub async fn fanout(a: FanoutArgs) -> io::Result<()> {
 /// connections) until p99 passes the bound or something is lost; reports
 /// the last rate that held.
 pub async fn ramp(a: RampArgs) -> io::Result<()> {
+    let chat = match a.shape.as_str() {
+        "fanout" => false,
+        "chat" => true,
+        other => return Err(err(format!("--shape must be fanout or chat, not {other}"))),
+    };
     let mut steps = Vec::new();
     let mut held: Option<u64> = None;
+    let mut held_deliveries = 0.0;
     let mut rate = a.start;
     for _ in 0..a.max_steps {
         let mut f = a.fanout.clone();
         f.rate = rate;
         f.common.json = None;
-        let r = fanout_run(&f).await?;
+        f.common.svg = None;
+        let (r, shape) = if chat {
+            let c = ChatArgs {
+                common: f.common.clone(),
+                agents: a.agents,
+                customers: a.customers,
+                rate,
+                duration: f.duration,
+                org: "load".into(),
+                target: f.target.clone(),
+            };
+            (chat_any(&c).await?, format!("{} chats", a.customers))
+        } else {
+            (fanout_run(&f).await?, format!("{} receivers", f.receivers))
+        };
         let p99 = r["latency"]["p99_ms"].as_f64().unwrap_or(f64::INFINITY);
         let complete = r["delivered"] == r["expected_deliveries"];
         println!(
-            "ramp: {rate} msg/s x {} receivers: p99 {p99:.2} ms, {} of {} delivered",
-            f.receivers, r["delivered"], r["expected_deliveries"]
+            "ramp: {rate} msg/s, {shape}: p99 {p99:.2} ms, {} of {} delivered",
+            r["delivered"], r["expected_deliveries"]
         );
+        let per_second = r["deliveries_per_second"].as_f64().unwrap_or(0.0);
         steps.push(json!({"rate": rate, "p99_ms": p99, "complete": complete, "result": r}));
         if p99 > a.bound_ms || !complete {
             break;
         }
         held = Some(rate);
+        held_deliveries = per_second;
         rate += a.step;
     }
     match held {
         Some(r) => println!(
-            "ramp: the last rate that held p99 <= {} ms with nothing lost: {r} msg/s ({} deliveries/s)",
+            "ramp: the last rate that held p99 <= {} ms with nothing lost: {r} msg/s ({held_deliveries:.0} deliveries/s)",
             a.bound_ms,
-            r * a.fanout.receivers as u64
         ),
         None => println!("ramp: even {} msg/s passed the bound", a.start),
     }
     finish(
         &a.fanout.common,
         "ramp",
-        json!({"scenario": "ramp", "bound_ms": a.bound_ms, "held_rate": held, "steps": steps}),
+        json!({"scenario": "ramp", "shape": a.shape, "bound_ms": a.bound_ms, "held_rate": held, "steps": steps}),
     )
 }
 

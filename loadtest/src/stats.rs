@@ -239,6 +239,15 @@ mod tests {
     }
 
     #[test]
+    fn the_bar_fills_with_progress_and_never_overflows() {
+        assert_eq!(bar(0.0, 10), "[..........]");
+        assert_eq!(bar(0.5, 10), "[#####.....]");
+        assert_eq!(bar(1.0, 10), "[##########]");
+        assert_eq!(bar(7.0, 4), "[####]");
+        assert_eq!(bar(-1.0, 4), "[....]");
+    }
+
+    #[test]
     fn reads_this_process_from_proc() {
         let pid = std::process::id();
         assert!(rss_kib(pid).unwrap() > 0);
@@ -271,5 +280,53 @@ mod live_tests {
         live.error();
         live.error();
         assert_eq!(live.errors(), 2);
+    }
+}
+
+/// A progress bar of `width` cells for `done` in 0..=1: `[#####.....]`.
+pub fn bar(done: f64, width: usize) -> String {
+    let full = ((done.clamp(0.0, 1.0) * width as f64).round() as usize).min(width);
+    format!("[{}{}]", "#".repeat(full), ".".repeat(width - full))
+}
+
+/// The live progress line: redrawn in place on a terminal, one line per
+/// update otherwise (so a log file keeps every second).
+pub struct Progress {
+    tty: bool,
+    drawn: bool,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        use std::io::IsTerminal;
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            drawn: false,
+        }
+    }
+
+    pub fn show(&mut self, line: &str) {
+        if self.tty {
+            // Back to the line's start, draw, clear what an older, longer
+            // line left.
+            eprint!("\r{line}\x1b[K");
+            self.drawn = true;
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Ends a redrawn line so what follows starts on its own.
+    pub fn done(&mut self) {
+        if self.drawn {
+            eprintln!();
+            self.drawn = false;
+        }
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
     }
 }

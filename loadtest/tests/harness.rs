@@ -289,11 +289,35 @@ async fn the_baseline_relay_delivers_the_room_relay_protocol() {
         dir.path(),
     )
     .await;
+    // The chat shape: pairs sending to each other's room, one delivery
+    // per message (none back to the sender).
+    let c = run(
+        args(&[
+            "chat",
+            "--target",
+            "raw",
+            "--server",
+            &addr,
+            "--customers",
+            "10",
+            "--rate",
+            "20",
+            "--duration",
+            "2",
+        ]),
+        dir.path(),
+    )
+    .await;
     relay.kill().unwrap();
     let _ = relay.wait();
     assert_eq!(r["offered"], 40, "{r}");
     assert_eq!(r["delivered"], 800, "{r}");
     assert_eq!(r["latency"]["count"], 800);
+    assert_eq!(c["pairs"], 10, "{c}");
+    assert_eq!(c["offered"], 40, "{c}");
+    assert_eq!(c["delivered"], 40, "{c}");
+    assert_eq!(c["lost"], 0, "{c}");
+    assert_eq!(c["latency"]["count"], 40);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,10 +366,50 @@ async fn compare_runs_chatgate_and_the_baseline_one_after_another() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let table: Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    let table: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     for server in ["chatgate", "baseline"] {
         assert_eq!(table[server]["delivered"], 50, "{server}: {table}");
         assert_eq!(table[server]["expected_deliveries"], 50);
+    }
+    // The chat shape: chats through chatgate, connection pairs through the
+    // baseline; every message reaches the other side.
+    let out = tokio::task::spawn_blocking({
+        let (chatgate, json) = (chatgate.clone(), json.clone());
+        move || {
+            Command::new(BIN)
+                .args([
+                    "compare",
+                    "--shape",
+                    "chat",
+                    "--agents",
+                    "2",
+                    "--customers",
+                    "4",
+                    "--rate",
+                    "10",
+                    "--duration",
+                    "1",
+                    "--chatgate-bin",
+                ])
+                .arg(&chatgate)
+                .arg("--json")
+                .arg(&json)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for server in ["chatgate", "baseline"] {
+        assert_eq!(table[server]["scenario"], "chat", "{server}: {table}");
+        assert_eq!(table[server]["delivered"], 10, "{server}: {table}");
+        assert_eq!(table[server]["expected_deliveries"], 10);
     }
 }
 
