@@ -293,10 +293,6 @@ fn serde_json_like(f: &ArchiveFilters) -> String {
 /// A thread that passed the metadata filters.
 struct Candidate {
     chat_id: String,
-    /// The thread when it matched (older threads are not in memory) and
-    /// where it sits among its chat's threads.
-    thread: crate::chats::ThreadState,
-    at: crate::chats::Neighbors,
     thread_id: String,
     created_us: i64,
     /// Agents present in the chat when this is its last thread.
@@ -393,12 +389,9 @@ pub(crate) async fn list_archives(
                     if !thread_matches(&c, chat, t, text_threads.as_ref()) {
                         continue;
                     }
-                    let at = crate::chats::Neighbors::within(&all, index);
-                    let last = at.is_last;
+                    let last = index + 1 == all.len();
                     out.push(Candidate {
                         chat_id: chat.id.clone(),
-                        thread: (*t).clone(),
-                        at,
                         thread_id: t.id.clone(),
                         created_us: t.created_at_us,
                         present_agents: if last {
@@ -485,15 +478,19 @@ pub(crate) async fn list_archives(
             let Some(chat) = state.chats.get(&cand.chat_id) else {
                 continue;
             };
-            // A thread still hot is shown as it is now.
-            let (t, events) = match chat.hot_thread(&cand.thread_id) {
-                Some((index, hot)) if index + 1 == chat.thread_count() => {
-                    (hot, chat.events.clone())
-                }
-                Some((_, hot)) => (hot, events),
-                None => (&cand.thread, events),
+            // Where the thread sits now: hot threads as they are now, older
+            // ones as read before the lock.
+            let all = chat.all_threads(stored.get(&cand.chat_id).map_or(&[], Vec::as_slice));
+            let Some(index) = all.iter().position(|t| t.id == cand.thread_id) else {
+                continue;
             };
-            let mut thread = wire_thread(&state, chat, t, cand.at.clone(), events, false, now);
+            let (t, at) = (all[index], crate::chats::Neighbors::within(&all, index));
+            let events = if at.is_last {
+                chat.events.clone()
+            } else {
+                events
+            };
+            let mut thread = wire_thread(&state, chat, t, at, events, false, now);
             crate::chats::add_visit(&mut thread, t, caller.version, false);
             // Access is per chat: every thread of a readable chat is
             // accessible.

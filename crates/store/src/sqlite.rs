@@ -1171,12 +1171,20 @@ impl Store for SqliteStore {
 
     fn org_threads(&self, org: &str) -> Result<Vec<(String, ThreadRecord)>, StoreError> {
         let conn = self.reader.lock().expect("reader lock poisoned");
+        // In table order (one pass, no index lookups), then each chat's
+        // threads in their order: by creation, ties by insertion.
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT chat_id, {THREAD_COLUMNS} FROM threads
-             WHERE org_id = ?1 ORDER BY chat_id, created_at, rowid"
+            "SELECT chat_id, rowid, {THREAD_COLUMNS} FROM threads NOT INDEXED WHERE org_id = ?1"
         ))?;
-        let rows = stmt.query_map(params![org], |r| Ok((r.get(0)?, thread_row_at(r, 1)?)))?;
-        rows.map(|r| r.map_err(StoreError::from)).collect()
+        let mut rows: Vec<(String, i64, ThreadRecord)> = stmt
+            .query_map(params![org], |r| {
+                Ok((r.get(0)?, r.get(1)?, thread_row_at(r, 2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        rows.sort_unstable_by(|a, b| {
+            (&a.0, a.2.created_at_us, a.1).cmp(&(&b.0, b.2.created_at_us, b.1))
+        });
+        Ok(rows.into_iter().map(|(chat, _, t)| (chat, t)).collect())
     }
 
     fn custom_event(
