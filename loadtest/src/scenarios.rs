@@ -62,6 +62,9 @@ pub(crate) struct ConnOut {
     pub closed_early: bool,
 }
 
+/// Request ids of a scenario's clean-up requests, which are not counted.
+const END_PREFIX: &str = "end-";
+
 /// Turns a received text frame into the intended send time (µs since the
 /// epoch) when it is a delivery this connection measures.
 pub(crate) type Measure = Arc<dyn Fn(&str) -> Option<u64> + Send + Sync>;
@@ -137,7 +140,12 @@ pub(crate) fn drive(
                         && let Ok(v) = serde_json::from_str::<Value>(text.as_str())
                         && v["type"] == "response"
                     {
-                        if v["success"] == true {
+                        let cleanup = v["request_id"]
+                            .as_str()
+                            .is_some_and(|r| r.starts_with(END_PREFIX));
+                        if cleanup {
+                            // A scenario's clean-up, not its traffic.
+                        } else if v["success"] == true {
                             out.acks += 1;
                         } else {
                             let kind = v["payload"]["error"]["type"].as_str().unwrap_or("?");
@@ -1321,6 +1329,18 @@ async fn chat_run(a: &ChatArgs) -> io::Result<Value> {
     .await;
     let traffic_secs = started_traffic.elapsed().as_secs_f64();
     tokio::time::sleep(DRAIN).await;
+    // Leave the server as we found it: each customer ends its chat, so the
+    // agents' capacity is free for the next run (a `ramp` step, say). These
+    // requests (`end…`) are not traffic: `drive` does not count them.
+    for (i, (tx, _, chat)) in customers.iter().enumerate() {
+        let f = client::frame(
+            "deactivate_chat",
+            &format!("{END_PREFIX}{i}"),
+            json!({ "id": chat }),
+        );
+        let _ = tx.send(f).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = stop_tx.send(true);
     let mut all = ConnOut::default();
     let n_customers = customers.len();

@@ -108,6 +108,32 @@ async fn idle_chat_and_fanout_against_the_real_server() {
     assert_eq!(r["latency"]["count"], 400);
     assert!(r["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
 
+    // The run ended its chats: one agent (max 20 chats) takes 20 new ones
+    // at once. Left active, the first run's chats would have been queued
+    // when their agents left and handed to this agent first.
+    let r = run(
+        args(&[
+            "chat",
+            "--server",
+            &addr,
+            "--agents",
+            "1",
+            "--customers",
+            "20",
+            "--rate",
+            "50",
+            "--duration",
+            "1",
+        ]),
+        dir.path(),
+    )
+    .await;
+    assert_eq!(
+        r["incoming_chat"]["count"], 20,
+        "the agent had room for every new chat: {r}"
+    );
+    assert_eq!(r["delivered"], 50, "{r}");
+
     let r = run(
         args(&[
             "fanout",
