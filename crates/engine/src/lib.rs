@@ -431,6 +431,16 @@ impl Engine {
         self.inner.connections.len()
     }
 
+    /// Forgets the request-rate buckets that have refilled (run with the
+    /// other sweeps): otherwise every principal ever seen, every customer
+    /// above all, would keep one. Returns how many were forgotten.
+    pub fn sweep_rate_limits(&self) -> usize {
+        match self.inner.config.rate_limit {
+            Some(rate) => self.inner.rate.sweep(rate, std::time::Instant::now()),
+            None => 0,
+        }
+    }
+
     /// Threads held in memory, every organization together: a chat keeps
     /// its last thread hot and reads the older ones from the store when
     /// asked, so this follows the number of chats, not their history.

@@ -46,6 +46,24 @@ impl RateLimiter {
             Err(Duration::from_secs_f64((1.0 - b.tokens) / rate.per_second))
         }
     }
+
+    /// Forgets the buckets that have refilled by `now`: a full bucket is
+    /// what a new one is, so nothing changes for anyone, and the map holds
+    /// only principals seen lately (not every customer ever). Returns how
+    /// many were forgotten.
+    pub fn sweep(&self, rate: Rate, now: Instant) -> usize {
+        let before = self.buckets.len();
+        self.buckets.retain(|_, b| {
+            let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
+            b.tokens + elapsed * rate.per_second < rate.burst
+        });
+        before.saturating_sub(self.buckets.len())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.buckets.len()
+    }
 }
 
 /// Unauthenticated connections per address.
@@ -108,6 +126,29 @@ mod tests {
             "refilled"
         );
         assert!(l.check("a", rate, t0 + Duration::from_millis(100)).is_err());
+    }
+
+    #[test]
+    fn refilled_buckets_are_forgotten_and_others_kept() {
+        let l = RateLimiter::default();
+        let rate = Rate {
+            per_second: 10.0,
+            burst: 3.0,
+        };
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            l.check("drained", rate, t0).unwrap();
+        }
+        l.check("touched", rate, t0).unwrap();
+        assert_eq!(l.sweep(rate, t0), 0, "nothing has refilled yet");
+        assert_eq!(l.len(), 2);
+        // 0.15 s later `touched` is full again (2 + 1.5 >= 3), `drained` is
+        // not (0 + 1.5 < 3): it must keep its debt.
+        assert_eq!(l.sweep(rate, t0 + Duration::from_millis(150)), 1);
+        assert_eq!(l.len(), 1);
+        assert!(l.check("drained", rate, t0 + Duration::from_millis(150)).is_ok());
+        assert_eq!(l.sweep(rate, t0 + Duration::from_secs(1)), 1);
+        assert_eq!(l.len(), 0);
     }
 
     #[test]

@@ -233,8 +233,9 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
             }
         }
     }));
-    // Uploads no `file` event used expire after 24 h, and expired tokens are
-    // forgotten an hour after they expire: both swept every 10 min.
+    // Uploads no `file` event used expire after 24 h, expired tokens are
+    // forgotten an hour after they expire, refilled rate-limit buckets are
+    // forgotten: all swept every 10 min.
     let (sweeper, stop) = (engine.clone(), stop_accepting.clone());
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
@@ -257,6 +258,9 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
                         Ok(n) => tracing::info!(forgotten = n, "expired tokens forgotten"),
                         Err(e) => tracing::warn!(error = ?e, "token sweep failed"),
                     }
+                    // Rate-limit buckets of principals not seen lately.
+                    let n = sweeper.sweep_rate_limits();
+                    tracing::debug!(forgotten = n, "refilled rate-limit buckets forgotten");
                 }
             }
         }
