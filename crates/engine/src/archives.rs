@@ -485,7 +485,8 @@ pub(crate) async fn list_archives(
                 continue;
             };
             let (t, at) = (all[index], crate::chats::Neighbors::within(&all, index));
-            let events = if at.is_last {
+            // The last thread's events are hot while the chat is active.
+            let events = if at.is_last && !chat.events_retired {
                 chat.events.clone()
             } else {
                 events

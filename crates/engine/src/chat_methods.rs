@@ -564,6 +564,10 @@ pub(crate) async fn start_chat(
                     older_last_id: None,
                     custom_floor_seq: 0,
                     events: Vec::new(),
+                    events_retired: false,
+                    event_count: 0,
+                    last_customer_event_us: None,
+                    last_agent_event_us: None,
                     last_seq: 0,
                     followers: Default::default(),
                     last_agent,
@@ -616,7 +620,7 @@ pub(crate) async fn start_chat(
                 thread: thread.record(),
             });
             chat.threads.push(thread);
-            chat.events.clear();
+            chat.reset_events();
             // The requester (and, on resume, the customer) is present again.
             let me = caller.actor.id().to_owned();
             if let Some(u) = chat.user_mut(&me) {
@@ -966,7 +970,26 @@ pub(crate) async fn get_chat(
     // are read from the store outside the lock (and read again should the
     // thread asked for have left memory in between).
     let mut older: Option<(Vec<ThreadState>, Vec<chatgate_protocol::data::Event>)> = None;
+    // An inactive chat's last thread has its events in the store only:
+    // (thread id, events) read outside the lock.
+    let mut last_events: Option<(String, Vec<chatgate_protocol::data::Event>)> = None;
     let (pending, chat) = loop {
+        let retired_last = {
+            let state = caller.org.lock();
+            let chat = readable(&state, caller, &req.chat_id)?;
+            chat.threads
+                .last()
+                .filter(|_| chat.events_retired)
+                .map(|t| t.id.clone())
+        };
+        if let Some(last) = retired_last
+            && last_events.as_ref().is_none_or(|(id, _)| *id != last)
+        {
+            let org = &caller.org.org.id.0;
+            let mut loaded =
+                load_thread_events(&engine.inner.store, org, vec![last.clone()]).await?;
+            last_events = Some((last, loaded.pop().unwrap_or_default()));
+        }
         if let Some(thread_id) = req.thread_id.as_ref().filter(|_| older.is_none()) {
             let hot = {
                 let state = caller.org.lock();
@@ -984,7 +1007,16 @@ pub(crate) async fn get_chat(
         let state = caller.org.lock();
         let chat = readable(&state, caller, &req.chat_id)?;
         let viewer = (!for_customer).then(|| caller.actor.id());
-        let mut wire = wire_chat(&state, chat, for_customer, viewer, now);
+        let last: &[chatgate_protocol::data::Event] = if chat.events_retired {
+            match (&last_events, chat.threads.last()) {
+                (Some((id, events)), Some(t)) if *id == t.id => events,
+                // Retired since we looked: read them.
+                _ => continue,
+            }
+        } else {
+            &chat.events
+        };
+        let mut wire = wire_chat(&state, chat, last, for_customer, viewer, now);
         let mut shown = chat.threads.last();
         if let Some(t) = &req.thread_id {
             if let Some((index, hot)) = chat.hot_thread(t) {
@@ -1076,67 +1108,95 @@ pub(crate) async fn list_chats(
         ),
     };
     let now = now_us();
-    let (pending, body) = {
-        let state = caller.org.lock();
-        let chats: Vec<&ChatState> = state
-            .chats
-            .values()
-            .filter(|c| match &caller.actor {
-                Actor::Customer(id) => c.customer_id.as_deref() == Some(id.as_str()),
-                Actor::Agent(id) => can_read(&state.agents[id], c, caller.reads_all_chats()),
-            })
-            .filter(|c| include_active || c.active_thread().is_none())
-            .filter(|c| only_active.is_none_or(|want| c.active_thread().is_some() == want))
-            .filter(|c| {
-                group_ids
-                    .as_ref()
-                    .is_none_or(|g| c.access.iter().any(|a| g.contains(a)))
-            })
-            .collect();
-        let keyed = chats
-            .into_iter()
-            .map(|c| {
-                let at = c
-                    .threads
-                    .last()
-                    .map(|t| t.created_at_us)
-                    .unwrap_or(c.created_at_us);
-                ((at, c.id.clone()), c.created_at_us, c)
-            })
-            .collect();
-        let (page, found, next_page_id, previous_page_id) = paging.page(key, ids, keyed);
-        let found = found as u64;
-        let viewer = (!for_customer).then(|| caller.actor.id());
-        let body = if for_customer {
-            let summaries: Vec<_> = page
-                .into_iter()
-                .map(|c| crate::chats::customer_summary(&state, c))
+    // Inactive chats' last events are in the store: read the page's
+    // (outside the lock), then answer; again if one retired meanwhile.
+    let mut loaded: std::collections::HashMap<String, Vec<chatgate_protocol::data::Event>> =
+        std::collections::HashMap::new();
+    let (pending, body) = 'answer: loop {
+        let missing: Vec<String> = 'page: {
+            let state = caller.org.lock();
+            let chats: Vec<&ChatState> = state
+                .chats
+                .values()
+                .filter(|c| match &caller.actor {
+                    Actor::Customer(id) => c.customer_id.as_deref() == Some(id.as_str()),
+                    Actor::Agent(id) => can_read(&state.agents[id], c, caller.reads_all_chats()),
+                })
+                .filter(|c| include_active || c.active_thread().is_none())
+                .filter(|c| only_active.is_none_or(|want| c.active_thread().is_some() == want))
+                .filter(|c| {
+                    group_ids
+                        .as_ref()
+                        .is_none_or(|g| c.access.iter().any(|a| g.contains(a)))
+                })
                 .collect();
-            let mut body = json!({"chats_summary": summaries, "total_chats": found});
-            if let Some(p) = next_page_id {
-                body["next_page_id"] = p.into();
-            }
-            if let Some(p) = previous_page_id {
-                body["previous_page_id"] = p.into();
-            }
-            body
-        } else {
-            let summaries: Vec<_> = page
+            let keyed = chats
                 .into_iter()
-                .map(|c| summary(&state, c, for_customer, viewer, now))
+                .map(|c| {
+                    let at = c
+                        .threads
+                        .last()
+                        .map(|t| t.created_at_us)
+                        .unwrap_or(c.created_at_us);
+                    ((at, c.id.clone()), c.created_at_us, c)
+                })
                 .collect();
-            serde_json::to_value(ListChatsResponse {
-                chats_summary: summaries,
-                found_chats: found,
-                next_page_id,
-                previous_page_id,
-            })
-            .expect("serializes")
+            let (page, found, next_page_id, previous_page_id) = paging.page(key, ids, keyed);
+            let missing: Vec<String> = page
+                .iter()
+                .filter(|c| c.events_retired)
+                .filter_map(|c| c.threads.last())
+                .filter(|t| !loaded.contains_key(&t.id))
+                .map(|t| t.id.clone())
+                .collect();
+            if !missing.is_empty() {
+                break 'page missing;
+            }
+            fn last<'a>(
+                c: &'a ChatState,
+                loaded: &'a std::collections::HashMap<String, Vec<chatgate_protocol::data::Event>>,
+            ) -> &'a [chatgate_protocol::data::Event] {
+                match c.threads.last().filter(|_| c.events_retired) {
+                    Some(t) => loaded.get(&t.id).map_or(&[], Vec::as_slice),
+                    None => &c.events,
+                }
+            }
+            let found = found as u64;
+            let viewer = (!for_customer).then(|| caller.actor.id());
+            let body = if for_customer {
+                let summaries: Vec<_> = page
+                    .into_iter()
+                    .map(|c| crate::chats::customer_summary(&state, c, last(c, &loaded)))
+                    .collect();
+                let mut body = json!({"chats_summary": summaries, "total_chats": found});
+                if let Some(p) = next_page_id {
+                    body["next_page_id"] = p.into();
+                }
+                if let Some(p) = previous_page_id {
+                    body["previous_page_id"] = p.into();
+                }
+                body
+            } else {
+                let summaries: Vec<_> = page
+                    .into_iter()
+                    .map(|c| summary(&state, c, last(c, &loaded), for_customer, viewer, now))
+                    .collect();
+                serde_json::to_value(ListChatsResponse {
+                    chats_summary: summaries,
+                    found_chats: found,
+                    next_page_id,
+                    previous_page_id,
+                })
+                .expect("serializes")
+            };
+            break 'answer (
+                crate::push::submit(&engine.inner.store, Vec::new(), Vec::new())?,
+                body,
+            );
         };
-        (
-            crate::push::submit(&engine.inner.store, Vec::new(), Vec::new())?,
-            body,
-        )
+        let events =
+            load_thread_events(&engine.inner.store, &caller.org.org.id.0, missing.clone()).await?;
+        loaded.extend(missing.into_iter().zip(events));
     };
     pending.wait().await?;
     Ok(Reply::ok(body))
@@ -1163,7 +1223,7 @@ pub(crate) fn chats_summary_for(
     chats.sort_by_key(|c| (c.created_at_us, c.id.clone()));
     chats
         .into_iter()
-        .map(|c| summary(state, c, false, Some(agent), now))
+        .map(|c| summary(state, c, &c.events, false, Some(agent), now))
         .collect()
 }
 

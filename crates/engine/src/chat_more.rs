@@ -1002,7 +1002,9 @@ pub(crate) async fn list_threads(
                 let at = Neighbors::within(&all, index);
                 // The hot threads as they are now, their events from memory.
                 let (t, events) = match chat.hot_thread(&snap.id) {
-                    Some((_, hot)) if at.is_last => (hot, chat.events.clone()),
+                    Some((_, hot)) if at.is_last && !chat.events_retired => {
+                        (hot, chat.events.clone())
+                    }
                     Some((_, hot)) => (hot, events),
                     None => (snap, events),
                 };

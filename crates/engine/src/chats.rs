@@ -186,8 +186,18 @@ pub(crate) struct ChatState {
     /// `custom_ids` may lack the events with a sequence number up to this
     /// one (retired with their threads): a miss must look in the store.
     pub custom_floor_seq: u64,
-    /// Events of the last thread.
+    /// Events of the last thread while the chat is active; empty once it
+    /// is not (`events_retired`): an inactive chat's events are read from
+    /// the store when asked for.
     pub events: Vec<Event>,
+    /// The last thread's events are in the store only.
+    pub events_retired: bool,
+    /// How many events the last thread has (numbers the next one).
+    pub event_count: usize,
+    /// When the customer, and an agent, last wrote in the last thread
+    /// (`list_customers` filters and sorts on these).
+    pub last_customer_event_us: Option<i64>,
+    pub last_agent_event_us: Option<i64>,
     /// Last per-chat sequence number committed (or submitted) for this chat.
     pub last_seq: u64,
     /// Agents following the chat.
@@ -274,6 +284,33 @@ impl ChatState {
         self.custom_floor_seq = self.last_seq;
     }
 
+    /// Drops the last thread's events from memory (the chat is no longer
+    /// active; they are in the store).
+    pub fn retire_events(&mut self) {
+        self.events = Vec::new();
+        self.events_retired = true;
+    }
+
+    /// A new last thread: no events yet, held in memory.
+    pub fn reset_events(&mut self) {
+        self.events = Vec::new();
+        self.events_retired = false;
+        self.event_count = 0;
+        self.last_customer_event_us = None;
+        self.last_agent_event_us = None;
+    }
+
+    /// Notes an event of the last thread written by `author` at `at`.
+    fn note_author(&mut self, author: Option<&str>, at: i64) {
+        match author {
+            None => {}
+            Some(a) if self.customer_id.as_deref() == Some(a) => {
+                self.last_customer_event_us = Some(at)
+            }
+            Some(_) => self.last_agent_event_us = Some(at),
+        }
+    }
+
     /// The active thread, if any (always the last one).
     pub fn active_thread(&self) -> Option<&ThreadState> {
         self.threads.last().filter(|t| t.active)
@@ -316,8 +353,10 @@ impl ChatState {
             .map(ThreadState::from_record)
             .collect::<Result<Vec<_>, _>>()?;
         let older = rec.older_threads as usize;
-        let mut events = Vec::new();
+        let mut events: Vec<Event> = Vec::new();
+        let mut authors = Vec::new();
         for e in rec.last_thread_events {
+            authors.push((e.author_id.clone(), e.created_at_us));
             events.push(
                 serde_json::from_str(&e.body).map_err(|err| format!("event {}: {err}", e.id))?,
             );
@@ -346,7 +385,7 @@ impl ChatState {
             .rev()
             .find(|u| u.kind == UserKind::Agent)
             .map(|u| u.id.clone());
-        Ok(ChatState {
+        let mut chat = ChatState {
             id: rec.id,
             customer_id: rec.customer_id,
             access,
@@ -358,7 +397,11 @@ impl ChatState {
             older_last_id: rec.older_last_thread_id,
             // Only the last thread's custom ids were loaded.
             custom_floor_seq: if older > 0 { rec.last_seq } else { 0 },
+            event_count: events.len(),
             events,
+            events_retired: false,
+            last_customer_event_us: None,
+            last_agent_event_us: None,
             last_seq: rec.last_seq,
             followers: HashSet::new(),
             last_agent,
@@ -367,7 +410,15 @@ impl ChatState {
                 .into_iter()
                 .map(|(author, custom, id)| ((author, custom), id))
                 .collect(),
-        })
+        };
+        for (author, at) in authors {
+            chat.note_author(author.as_deref(), at);
+        }
+        // An inactive chat's events stay in the store.
+        if chat.active_thread().is_none() {
+            chat.retire_events();
+        }
+        Ok(chat)
     }
 }
 
@@ -663,16 +714,19 @@ pub(crate) fn add_visit(
 }
 
 /// The chat with its last thread, as `incoming_chat` and `get_chat` show it.
+/// `last_events` are the last thread's (`chat.events`, or read from the
+/// store when they are retired).
 pub(crate) fn wire_chat(
     state: &OrgState,
     chat: &ChatState,
+    last_events: &[Event],
     for_customer: bool,
     viewer: Option<&str>,
     now: i64,
 ) -> Chat {
     let thread = chat.threads.last().map(|t| {
         let at = chat.hot_neighbors(chat.thread_count() - 1);
-        wire_thread(state, chat, t, at, chat.events.clone(), for_customer, now)
+        wire_thread(state, chat, t, at, last_events.to_vec(), for_customer, now)
     });
     Chat {
         id: chat.id.clone(),
@@ -696,6 +750,7 @@ pub(crate) fn wire_chat(
 pub(crate) fn summary(
     state: &OrgState,
     chat: &ChatState,
+    last_events: &[Event],
     for_customer: bool,
     viewer: Option<&str>,
     now: i64,
@@ -703,8 +758,7 @@ pub(crate) fn summary(
     let mut last_event_per_type = BTreeMap::new();
     let last_thread = chat.threads.last();
     if let Some(t) = last_thread {
-        for e in chat
-            .events
+        for e in last_events
             .iter()
             .filter(|e| !for_customer || visible_to_customer(e))
         {
@@ -772,11 +826,12 @@ pub(crate) fn summary(
 pub(crate) fn customer_summary(
     state: &OrgState,
     chat: &ChatState,
+    last_events: &[Event],
 ) -> chatgate_protocol::chats::CustomerChatSummary {
     let last = chat.threads.last();
     let mut last_event_per_type = BTreeMap::new();
     if let Some(t) = last {
-        for e in chat.events.iter().filter(|e| visible_to_customer(e)) {
+        for e in last_events.iter().filter(|e| visible_to_customer(e)) {
             last_event_per_type.insert(
                 event_kind(e),
                 LastEvent {
@@ -852,6 +907,11 @@ pub(crate) async fn load_thread_events(
     org: &str,
     thread_ids: Vec<String>,
 ) -> Result<Vec<Vec<Event>>, chatgate_protocol::ErrorBody> {
+    // Every event submitted before the read is in it (retired events may
+    // have been submitted an instant ago).
+    crate::push::submit(store, Vec::new(), Vec::new())?
+        .wait()
+        .await?;
     let store = store.clone();
     let org = org.to_owned();
     tokio::task::spawn_blocking(move || -> Result<Vec<Vec<Event>>, String> {
@@ -949,7 +1009,7 @@ pub(crate) fn incoming_chat_pushes(
             "incoming_chat",
             IncomingChat {
                 requester_id: requester.map(str::to_owned),
-                chat: wire_chat(state, chat, false, None, now),
+                chat: wire_chat(state, chat, &chat.events, false, None, now),
                 transferred_from: None,
             },
             to_agents,
@@ -961,7 +1021,7 @@ pub(crate) fn incoming_chat_pushes(
             "incoming_chat",
             IncomingChat {
                 requester_id: requester.map(str::to_owned),
-                chat: wire_chat(state, chat, true, None, now),
+                chat: wire_chat(state, chat, &chat.events, true, None, now),
                 transferred_from: None,
             },
             to_customer,
@@ -982,7 +1042,8 @@ pub(crate) fn append_event(
 ) -> (Event, Op) {
     let thread_id = chat.threads.last().expect("a thread exists").id.clone();
     chat.last_seq += 1;
-    let id = format!("{thread_id}_{}", chat.events.len() + 1);
+    chat.event_count += 1;
+    let id = format!("{thread_id}_{}", chat.event_count);
     let is_system = matches!(event, Event::SystemMessage { .. });
     {
         let c = event.common_mut();
@@ -1011,7 +1072,10 @@ pub(crate) fn append_event(
         created_at_us: now,
         body: serde_json::to_string(&event).expect("events serialize"),
     });
-    chat.events.push(event.clone());
+    chat.note_author(c.author_id.as_deref(), now);
+    if !chat.events_retired {
+        chat.events.push(event.clone());
+    }
     (event, op)
 }
 
@@ -1246,6 +1310,8 @@ pub(crate) fn close_thread(state: &mut OrgState, org: &OrgId, chat_id: &str, now
     t.queued_at_us = None;
     let t = t.clone();
     ops.push(thread_update(org, &t));
+    // Inactive: its events leave memory (they are in the store).
+    chat.retire_events();
     let mut left = Vec::new();
     for u in chat
         .users

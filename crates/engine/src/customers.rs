@@ -478,22 +478,18 @@ fn visits_count(c: &CustomerState) -> u64 {
 }
 
 /// The newest event by the customer (`by_customer`) or by an agent in the
-/// last threads of the customer's chats (the events chatgate keeps hot).
+/// last threads of the customer's chats (each chat keeps both times).
 fn last_event_us(state: &OrgState, c: &CustomerState, by_customer: bool) -> Option<i64> {
     c.chat_ids
         .iter()
         .filter_map(|id| state.chats.get(id))
-        .flat_map(|chat| chat.events.iter())
-        .filter(|e| {
-            let author = e.common().author_id.as_deref();
+        .filter_map(|chat| {
             if by_customer {
-                author == Some(c.id.as_str())
+                chat.last_customer_event_us
             } else {
-                author.is_some_and(|a| state.agents.contains_key(a))
+                chat.last_agent_event_us
             }
         })
-        .filter_map(|e| e.common().created_at.as_deref())
-        .filter_map(|t| crate::chat_more::parse_time_us(t).ok())
         .max()
 }
 

@@ -441,6 +441,22 @@ impl Engine {
         }
     }
 
+    /// Events held in memory, every organization together: only active
+    /// chats keep their last thread's events; the others' are read from
+    /// the store when asked for.
+    pub fn hot_events(&self) -> usize {
+        let orgs: Vec<Arc<Org>> = self.inner.orgs.iter().map(|o| o.value().clone()).collect();
+        orgs.iter()
+            .map(|o| {
+                o.lock()
+                    .chats
+                    .values()
+                    .map(|c| c.events.len())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// Threads held in memory, every organization together: a chat keeps
     /// its last thread hot and reads the older ones from the store when
     /// asked, so this follows the number of chats, not their history.

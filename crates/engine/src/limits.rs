@@ -146,7 +146,10 @@ mod tests {
         // not (0 + 1.5 < 3): it must keep its debt.
         assert_eq!(l.sweep(rate, t0 + Duration::from_millis(150)), 1);
         assert_eq!(l.len(), 1);
-        assert!(l.check("drained", rate, t0 + Duration::from_millis(150)).is_ok());
+        assert!(
+            l.check("drained", rate, t0 + Duration::from_millis(150))
+                .is_ok()
+        );
         assert_eq!(l.sweep(rate, t0 + Duration::from_secs(1)), 1);
         assert_eq!(l.len(), 0);
     }

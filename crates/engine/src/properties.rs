@@ -632,35 +632,34 @@ pub(crate) async fn properties_method(
     let mut _cold_lock = None;
     let (older_thread, older_events) = match &thread_id {
         Some(t) => {
-            let hot = {
+            // (thread in memory, its events in memory)
+            let (hot, hot_events) = {
                 let state = caller.org.lock();
-                readable(&state, caller, &chat_id)?.hot_thread(t).is_some()
+                let chat = readable(&state, caller, &chat_id)?;
+                let hot = chat.hot_thread(t).is_some();
+                (hot, hot && !chat.events_retired)
             };
-            if hot {
-                (None, None)
+            let org = &caller.org.org.id.0;
+            let store = &engine.inner.store;
+            let thread = if loc == Location::Thread && !hot {
+                _cold_lock = Some(engine.inner.cold_edits.lock().await);
+                let stored = load_chat_threads(store, org, &chat_id).await?;
+                Some(
+                    stored
+                        .into_iter()
+                        .find(|x| &x.id == t)
+                        .ok_or_else(|| not_found("thread", t))?,
+                )
             } else {
-                let org = &caller.org.org.id.0;
-                let store = &engine.inner.store;
-                let thread = if loc == Location::Thread {
-                    _cold_lock = Some(engine.inner.cold_edits.lock().await);
-                    let stored = load_chat_threads(store, org, &chat_id).await?;
-                    Some(
-                        stored
-                            .into_iter()
-                            .find(|x| &x.id == t)
-                            .ok_or_else(|| not_found("thread", t))?,
-                    )
-                } else {
-                    None
-                };
-                let events = if event_id.is_some() {
-                    let mut loaded = load_thread_events(store, org, vec![t.clone()]).await?;
-                    Some(loaded.pop().unwrap_or_default())
-                } else {
-                    None
-                };
-                (thread, events)
-            }
+                None
+            };
+            let events = if event_id.is_some() && !hot_events {
+                let mut loaded = load_thread_events(store, org, vec![t.clone()]).await?;
+                Some(loaded.pop().unwrap_or_default())
+            } else {
+                None
+            };
+            (thread, events)
         }
         None => (None, None),
     };
@@ -710,7 +709,9 @@ pub(crate) async fn properties_method(
             Location::Event => {
                 let t = thread_id.as_deref().expect("required");
                 let e = event_id.as_deref().expect("required");
-                let is_last = chat.threads.last().is_some_and(|x| x.id == t);
+                // The last thread's events, while they are in memory.
+                let is_last =
+                    chat.threads.last().is_some_and(|x| x.id == t) && !chat.events_retired;
                 if !is_last && older_events.is_none() && chat.hot_thread(t).is_none() {
                     return Err(not_found("thread", t));
                 }

@@ -1,7 +1,7 @@
-//! A chat's history leaves memory: only its last thread stays hot, and every
-//! older thread is still listed, shown, searched, tagged, given properties
-//! and deduplicated by `custom_id` from the store, before and after a
-//! restart.
+//! A chat's history leaves memory: only its last thread stays hot (and its
+//! events only while the chat is active), and every older thread is still
+//! listed, shown, searched, tagged, given properties and deduplicated by
+//! `custom_id` from the store, before and after a restart.
 
 use chatgate_engine::*;
 use chatgate_protocol::Version;
@@ -176,6 +176,16 @@ async fn check(engine: &Engine, chat: &str, threads: &[String]) {
         .filter_map(|e| e["text"].as_str())
         .collect();
     assert_eq!(texts, vec!["thread 3"], "the retry added nothing");
+
+    // The chat's summary carries its last event (read from the store when
+    // the chat is inactive).
+    let listed = ok(engine, "list_chats", json!({})).await;
+    let s = &listed["chats_summary"][0];
+    assert_eq!(s["id"], chat);
+    assert_eq!(
+        s["last_event_per_type"]["message"]["event"]["text"], "thread 3",
+        "{s}"
+    );
 }
 
 #[tokio::test]
@@ -211,6 +221,11 @@ async fn older_threads_are_served_from_the_store() {
         .await;
         check(&engine, &chat, &threads).await;
         assert_eq!(engine.hot_threads(), 1);
+        assert_eq!(engine.hot_events(), 1, "the active chat's last thread");
+        // Inactive, the chat's events leave memory and are still served.
+        ok(&engine, "deactivate_chat", json!({"id": chat})).await;
+        assert_eq!(engine.hot_events(), 0);
+        check(&engine, &chat, &threads).await;
         drop(engine);
         chatgate_store::Store::close(&*store);
         (chat, threads)
@@ -218,5 +233,6 @@ async fn older_threads_are_served_from_the_store() {
     // After a restart: the same answers, and still one thread in memory.
     let (engine, _store) = engine(dir.path()).await;
     assert_eq!(engine.hot_threads(), 1);
+    assert_eq!(engine.hot_events(), 0, "an inactive chat loads no events");
     check(&engine, &chat, &threads).await;
 }
