@@ -363,80 +363,41 @@ async fn compare_runs_chatgate_and_the_baseline_one_after_another() {
         chatgate.display()
     );
     let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("compare.json");
-    let out = tokio::task::spawn_blocking({
-        let (chatgate, json) = (chatgate.clone(), json.clone());
-        move || {
-            Command::new(BIN)
-                .args([
-                    "compare",
-                    "--receivers",
-                    "5",
-                    "--rate",
-                    "10",
-                    "--duration",
-                    "1",
-                    "--chatgate-bin",
-                ])
-                .arg(&chatgate)
-                .arg("--json")
-                .arg(&json)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let table = compare(&chatgate, dir.path(), &["--receivers", "5"]).await;
     for server in ["chatgate", "baseline"] {
         assert_eq!(table[server]["delivered"], 50, "{server}: {table}");
         assert_eq!(table[server]["expected_deliveries"], 50);
     }
     // The chat shape: chats through chatgate, connection pairs through the
     // baseline; every message reaches the other side.
-    let out = tokio::task::spawn_blocking({
-        let (chatgate, json) = (chatgate.clone(), json.clone());
-        move || {
-            Command::new(BIN)
-                .args([
-                    "compare",
-                    "--shape",
-                    "chat",
-                    "--agents",
-                    "2",
-                    "--customers",
-                    "4",
-                    "--rate",
-                    "10",
-                    "--duration",
-                    "1",
-                    "--chatgate-bin",
-                ])
-                .arg(&chatgate)
-                .arg("--json")
-                .arg(&json)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let chat = ["--shape", "chat", "--agents", "2", "--customers", "4"];
+    let table = compare(&chatgate, dir.path(), &chat).await;
     for server in ["chatgate", "baseline"] {
         assert_eq!(table[server]["scenario"], "chat", "{server}: {table}");
         assert_eq!(table[server]["delivered"], 10, "{server}: {table}");
         assert_eq!(table[server]["expected_deliveries"], 10);
     }
+}
+
+/// `compare` at 10 messages/s for 1 s with `extra` flags; its JSON table.
+async fn compare(chatgate: &std::path::Path, dir: &std::path::Path, extra: &[&str]) -> Value {
+    let json = dir.join("compare.json");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["compare", "--rate", "10", "--duration", "1"])
+        .args(extra)
+        .arg("--chatgate-bin")
+        .arg(chatgate)
+        .arg("--json")
+        .arg(&json);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap()
 }
 
 /// The soak, short in CI; `CHATGATE_SOAK_SECS=1800 cargo test -p

@@ -875,9 +875,7 @@ pub(crate) async fn send_event(
             Err(floor) => {
                 // After a barrier every retired event is committed: the
                 // store's answer covers them all.
-                crate::push::submit(&engine.inner.store, Vec::new(), Vec::new())?
-                    .wait()
-                    .await?;
+                crate::push::barrier(&engine.inner.store).await?;
                 let custom = req.event.common().custom_id.clone().expect("checked");
                 let store = engine.inner.store.clone();
                 let (org, chat_id, author) = (

@@ -909,9 +909,7 @@ pub(crate) async fn load_thread_events(
 ) -> Result<Vec<Vec<Event>>, chatgate_protocol::ErrorBody> {
     // Every event submitted before the read is in it (retired events may
     // have been submitted an instant ago).
-    crate::push::submit(store, Vec::new(), Vec::new())?
-        .wait()
-        .await?;
+    crate::push::barrier(store).await?;
     let store = store.clone();
     let org = org.to_owned();
     tokio::task::spawn_blocking(move || -> Result<Vec<Vec<Event>>, String> {
@@ -938,9 +936,7 @@ pub(crate) async fn load_chat_threads(
     org: &str,
     chat_id: &str,
 ) -> Result<Vec<ThreadState>, chatgate_protocol::ErrorBody> {
-    crate::push::submit(store, Vec::new(), Vec::new())?
-        .wait()
-        .await?;
+    crate::push::barrier(store).await?;
     let store = store.clone();
     let (org, chat_id) = (org.to_owned(), chat_id.to_owned());
     tokio::task::spawn_blocking(move || -> Result<Vec<ThreadState>, String> {
@@ -962,9 +958,7 @@ pub(crate) async fn load_org_threads(
     store: &Arc<dyn chatgate_store::Store>,
     org: &str,
 ) -> Result<HashMap<String, Vec<ThreadState>>, chatgate_protocol::ErrorBody> {
-    crate::push::submit(store, Vec::new(), Vec::new())?
-        .wait()
-        .await?;
+    crate::push::barrier(store).await?;
     let store = store.clone();
     let org = org.to_owned();
     tokio::task::spawn_blocking(

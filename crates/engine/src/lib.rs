@@ -445,31 +445,20 @@ impl Engine {
     /// chats keep their last thread's events; the others' are read from
     /// the store when asked for.
     pub fn hot_events(&self) -> usize {
-        let orgs: Vec<Arc<Org>> = self.inner.orgs.iter().map(|o| o.value().clone()).collect();
-        orgs.iter()
-            .map(|o| {
-                o.lock()
-                    .chats
-                    .values()
-                    .map(|c| c.events.len())
-                    .sum::<usize>()
-            })
-            .sum()
+        self.sum_over_chats(|c| c.events.len())
     }
 
     /// Threads held in memory, every organization together: a chat keeps
     /// its last thread hot and reads the older ones from the store when
     /// asked, so this follows the number of chats, not their history.
     pub fn hot_threads(&self) -> usize {
+        self.sum_over_chats(|c| c.threads.len())
+    }
+
+    fn sum_over_chats(&self, f: impl Fn(&chats::ChatState) -> usize) -> usize {
         let orgs: Vec<Arc<Org>> = self.inner.orgs.iter().map(|o| o.value().clone()).collect();
         orgs.iter()
-            .map(|o| {
-                o.lock()
-                    .chats
-                    .values()
-                    .map(|c| c.threads.len())
-                    .sum::<usize>()
-            })
+            .map(|o| o.lock().chats.values().map(&f).sum::<usize>())
             .sum()
     }
 
