@@ -462,8 +462,37 @@ pub(crate) async fn start_chat(
             )));
         }
     }
-    let now = now_us();
     let org_id: OrgId = caller.org.org.id.clone();
+    // A resumed chat's initial events may not repeat a custom id its author
+    // used earlier in the chat (the store's unique index would refuse the
+    // whole start after the hot change). The chat's older events are in the
+    // store: ask it (after a barrier), once the caller may read the chat.
+    let resumed_id = chat_req
+        .id
+        .clone()
+        .filter(|_| resume && !seen_custom.is_empty());
+    if let Some(chat_id) = resumed_id {
+        readable(&caller.org.lock(), caller, &chat_id)?;
+        crate::push::barrier(&engine.inner.store).await?;
+        for (author, custom) in &seen_custom {
+            let author = author
+                .clone()
+                .unwrap_or_else(|| caller.actor.id().to_owned());
+            let store = engine.inner.store.clone();
+            let (org, chat, c) = (org_id.0.clone(), chat_id.clone(), custom.clone());
+            let (found, _) =
+                tokio::task::spawn_blocking(move || store.custom_event(&org, &chat, &author, &c))
+                    .await
+                    .map_err(internal)?
+                    .map_err(internal)?;
+            if found.is_some() {
+                return Err(validation(format!(
+                    "`custom_id` `{custom}` was already used by its author in chat `{chat_id}`"
+                )));
+            }
+        }
+    }
+    let now = now_us();
     let reservation = reserve(&engine.inner.store)?;
     let (pending, response) = {
         let mut guard = caller.org.lock();
@@ -508,6 +537,18 @@ pub(crate) async fn start_chat(
                 return Err(validation(format!(
                     "chat `{id}` already has an active thread"
                 )));
+            }
+            // Custom ids of the chat's hot events (the store was asked for
+            // the others above).
+            for (author, custom) in &seen_custom {
+                let author = author
+                    .clone()
+                    .unwrap_or_else(|| caller.actor.id().to_owned());
+                if chat.custom_ids.contains_key(&(author, custom.clone())) {
+                    return Err(validation(format!(
+                        "`custom_id` `{custom}` was already used by its author in chat `{id}`"
+                    )));
+                }
             }
             id
         } else {

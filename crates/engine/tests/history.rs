@@ -225,6 +225,22 @@ async fn older_threads_are_served_from_the_store() {
         // Inactive, the chat's events leave memory and are still served.
         ok(&engine, "deactivate_chat", json!({"id": chat})).await;
         assert_eq!(engine.hot_events(), 0);
+        // Resuming with an initial event that repeats a custom id of the
+        // first thread (in the store) or of the last (in memory) is refused,
+        // and changes nothing.
+        for used in ["c-1", "c-3"] {
+            let refused = call(
+                &engine,
+                "resume_chat",
+                json!({"chat": {"id": chat, "thread": {"events": [message("again", used)]}}}),
+            )
+            .await
+            .unwrap_err();
+            assert!(
+                refused.contains("validation") && refused.contains(used),
+                "{refused}"
+            );
+        }
         check(&engine, &chat, &threads).await;
         drop(engine);
         chatgate_store::Store::close(&*store);
