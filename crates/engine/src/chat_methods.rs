@@ -797,13 +797,16 @@ pub(crate) async fn send_event(
     let now = now_us();
     let org_id = caller.org.org.id.clone();
     let mut checked_up_to = 0;
+    // Moved into the chat on the pass that appends it (the last pass).
+    let mut pending_event = Some(req.event);
     let (pending, event_id) = loop {
         let reservation = reserve(&engine.inner.store)?;
         let outcome = 'locked: {
             let mut guard = caller.org.lock();
             let state = &mut *guard;
             readable(state, caller, &req.chat_id)?;
-            if let Some(p) = &req.event.common().properties {
+            let req_event = pending_event.as_ref().expect("taken only on the last pass");
+            if let Some(p) = &req_event.common().properties {
                 crate::properties::check_write(
                     state,
                     crate::properties::Location::Event,
@@ -822,7 +825,7 @@ pub(crate) async fn send_event(
             // A repeated custom_id from the same author is a retry: answer with
             // the original event, store and push nothing (after a barrier, so
             // the original is durable before we say so).
-            if let Some(custom) = &req.event.common().custom_id
+            if let Some(custom) = &req_event.common().custom_id
                 && let Some(original) = chat.custom_ids.get(&(me.to_owned(), custom.clone()))
             {
                 break 'locked Ok((
@@ -832,11 +835,11 @@ pub(crate) async fn send_event(
             }
             // Events of retired threads are not in `custom_ids`: unless the
             // store was asked since they retired, ask it.
-            if req.event.common().custom_id.is_some() && chat.custom_floor_seq > checked_up_to {
+            if req_event.common().custom_id.is_some() && chat.custom_floor_seq > checked_up_to {
                 break 'locked Err(chat.custom_floor_seq);
             }
             if user.visibility == Visibility::Agents
-                && req.event.common().visibility == Visibility::All
+                && req_event.common().visibility == Visibility::All
             {
                 return Err(validation(
                     "users added with visibility `agents` can only send events with visibility `agents`",
@@ -850,7 +853,7 @@ pub(crate) async fn send_event(
                     format!("chat `{}` has no active thread", req.chat_id),
                 ));
             }
-            let mut event = req.event.clone();
+            let mut event = pending_event.take().expect("taken only on the last pass");
             let adopted = crate::uploads::adopt(state, &org_id.0, &mut event)?;
             let chat = state.chats.get_mut(&req.chat_id).expect("checked");
             let (event, op) = append_event(&org_id, chat, event, Some(me), now);
@@ -917,7 +920,10 @@ pub(crate) async fn send_event(
                 // After a barrier every retired event is committed: the
                 // store's answer covers them all.
                 crate::push::barrier(&engine.inner.store).await?;
-                let custom = req.event.common().custom_id.clone().expect("checked");
+                let custom = pending_event
+                    .as_ref()
+                    .and_then(|e| e.common().custom_id.clone())
+                    .expect("checked");
                 let store = engine.inner.store.clone();
                 let (org, chat_id, author) = (
                     org_id.0.clone(),
