@@ -977,14 +977,16 @@ pub(crate) async fn list_threads(
     let (page, total, next_page_id, previous_page_id) = {
         let state = caller.org.lock();
         let chat = readable(&state, caller, &req.chat_id)?;
-        // A snapshot of every thread: the page is answered from it.
-        let keyed = chat
-            .all_threads(&stored)
-            .into_iter()
-            .map(|t| ((t.created_at_us, t.id.clone()), t.created_at_us, t.clone()))
+        let all = chat.all_threads(&stored);
+        let keyed = all
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ((t.created_at_us, t.id.clone()), t.created_at_us, i))
             .collect();
-        let (all, total, next, prev) = paging.page(key, ids, keyed);
-        (all, total as u64, next, prev)
+        let (idx, total, next, prev) = paging.page(key, ids, keyed);
+        // A snapshot of the page's threads: the answer is built from it.
+        let page: Vec<ThreadState> = idx.into_iter().map(|i| all[i].clone()).collect();
+        (page, total as u64, next, prev)
     };
     let thread_ids: Vec<String> = page.iter().map(|t| t.id.clone()).collect();
     // Older threads' events come from the store, outside the lock.
