@@ -182,13 +182,9 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
             if let Some(n) = resume_seq(text) {
                 cursor.store(n, Ordering::Relaxed);
             }
-            if !text.contains("\"incoming_multicast\"") {
-                return None;
-            }
-            let v: Value = serde_json::from_str(text).ok()?;
-            let c = &v["payload"]["content"];
-            seen.lock().unwrap().push(c["seq"].as_u64()?);
-            c["t"].as_u64()
+            let c = multicast_stamp(text)?;
+            seen.lock().unwrap().push(c.seq?);
+            Some(c.t)
         })
     };
     // Connects every session; returns the running receivers and the login
@@ -1481,6 +1477,34 @@ pub async fn ramp(a: RampArgs) -> io::Result<()> {
 }
 
 /// What `fanout` talks to.
+/// The harness's stamp in an `incoming_multicast` push.
+#[derive(serde::Deserialize)]
+struct Stamp {
+    t: u64,
+    seq: Option<u64>,
+}
+
+/// Reads the stamp of an `incoming_multicast` push into a typed struct
+/// (unknown fields skipped, nothing allocated). Parsing every push into a
+/// `serde_json::Value` cost the harness more per frame than the relays'
+/// string split, which made chatgate's fan-out latency partly the harness's.
+fn multicast_stamp(text: &str) -> Option<Stamp> {
+    #[derive(serde::Deserialize)]
+    struct Frame {
+        payload: Payload,
+    }
+    #[derive(serde::Deserialize)]
+    struct Payload {
+        content: Stamp,
+    }
+    if !text.contains("\"incoming_multicast\"") {
+        return None;
+    }
+    serde_json::from_str::<Frame>(text)
+        .ok()
+        .map(|f| f.payload.content)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Target {
     /// chatgate's RTM: `multicast` to every agent.
@@ -1514,13 +1538,7 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
     } else if raw {
         Arc::new(|text: &str| stamp_of(text.split_once(';')?.1))
     } else {
-        Arc::new(|text: &str| {
-            if !text.contains("\"incoming_multicast\"") {
-                return None;
-            }
-            let v: Value = serde_json::from_str(text).ok()?;
-            v["payload"]["content"]["t"].as_u64()
-        })
+        Arc::new(|text: &str| multicast_stamp(text).map(|c| c.t))
     };
     // Latency by the second the message was meant to be sent in, so a
     // disturbance (a stalled reader being cut off, say) shows when it hit.

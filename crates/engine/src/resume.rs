@@ -405,7 +405,7 @@ mod tests {
             s.publish(&Bytes::from(format!("{{\"n\":{i}}}")));
         }
         for i in 0..5 {
-            let f = rx.outbound.recv().await.unwrap();
+            let f = rx.recv().await;
             assert_eq!(
                 f,
                 Bytes::from(format!("{{\"resume_seq\":{},\"n\":{i}}}", i + 1))

@@ -65,7 +65,7 @@ fn web(token: &str) -> Requester {
 
 fn drain(rx: &mut ConnectionRx) -> Vec<Value> {
     let mut out = Vec::new();
-    while let Ok(b) = rx.outbound.try_recv() {
+    while let Some(b) = rx.try_recv() {
         out.push(serde_json::from_slice(&b).unwrap());
     }
     out

@@ -26,6 +26,7 @@ use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
 
@@ -152,7 +153,7 @@ pub async fn run<S, R, E1, E2>(
         inflight: FuturesUnordered::new(),
         logins_pending: 0,
     };
-    let end = session.run_loop(stream, rx.outbound).await;
+    let end = session.run_loop(stream, rx).await;
     session.finish(end).await;
     engine.disconnect(&conn).await;
 }
@@ -178,7 +179,7 @@ where
     async fn run_loop<R, E2>(
         &mut self,
         mut stream: R,
-        mut outbound: tokio::sync::mpsc::Receiver<Bytes>,
+        mut outbound: chatgate_engine::ConnectionRx,
     ) -> End
     where
         R: Stream<Item = Result<Message, E2>> + Unpin + Send,
@@ -191,13 +192,20 @@ where
         );
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_seen = Instant::now();
+        // Made once, not on every turn of the loop: each turn is one push
+        // batch under fan-out, and a fresh close-signal future registered
+        // (and unregistered) itself every time.
+        let conn = self.conn.clone();
+        let closed = conn.closed();
+        tokio::pin!(closed);
+        let login_timer = sleep_until(login_deadline);
+        tokio::pin!(login_timer);
         loop {
-            let conn = self.conn.clone();
             tokio::select! {
                 biased;
-                (reason, data) = conn.closed() => return End::Disconnect(reason, data),
-                Some(frame) = outbound.recv(), if self.logins_pending == 0 => {
-                    if let Err(end) = self.write_pushes(frame, &mut outbound).await {
+                (reason, data) = &mut closed => return End::Disconnect(reason, data),
+                batch = outbound.recv_batch(WRITE_BATCH), if self.logins_pending == 0 => {
+                    if let Err(end) = self.write_pushes(batch).await {
                         return end;
                     }
                 }
@@ -209,10 +217,12 @@ where
                     } else {
                         // Pushes already queued (e.g. the one this request
                         // caused) go out before the response.
-                        while self.logins_pending == 0
-                            && let Ok(frame) = outbound.try_recv()
-                        {
-                            if let Err(end) = self.write_pushes(frame, &mut outbound).await {
+                        while self.logins_pending == 0 {
+                            let batch = outbound.try_recv_batch(WRITE_BATCH);
+                            if batch.is_empty() {
+                                break;
+                            }
+                            if let Err(end) = self.write_pushes(batch).await {
                                 return end;
                             }
                         }
@@ -254,7 +264,7 @@ where
                         Some(Ok(Message::Close(_))) => return End::Gone,
                     }
                 }
-                _ = sleep_until(login_deadline), if !self.conn.is_logged_in() => {
+                _ = &mut login_timer, if !self.conn.is_logged_in() => {
                     return End::Disconnect(
                         DisconnectReason::ConnectionTimeout,
                         Some(serde_json::json!({"detail": "login_timeout"})),
@@ -393,46 +403,38 @@ where
         None
     }
 
-    /// Writes `first` and whatever else is queued (up to a batch), then flushes.
+    /// Writes a batch of queued frames, then flushes once.
     /// A write blocked by a client that stopped reading does not hold the
     /// session: when the engine closes the connection meanwhile (a
     /// `slow_consumer` cut-off, say), the write is abandoned and the session
     /// ends at once instead of after `write_timeout`.
-    async fn write_pushes(
-        &mut self,
-        first: Bytes,
-        outbound: &mut tokio::sync::mpsc::Receiver<Bytes>,
-    ) -> Result<(), End> {
-        let mut batch = Vec::with_capacity(8);
-        self.conn.dequeued(first.len());
-        batch.push(first);
-        while batch.len() < WRITE_BATCH {
-            match outbound.try_recv() {
-                Ok(f) => {
-                    self.conn.dequeued(f.len());
-                    batch.push(f);
-                }
-                Err(_) => break,
-            }
-        }
+    async fn write_pushes(&mut self, batch: Vec<Bytes>) -> Result<(), End> {
         let limit = self.config.write_timeout;
         let conn = &self.conn;
         let sink = &mut self.sink;
-        let write = timeout(limit, async {
+        let write = async {
             for frame in batch {
                 let text = Utf8Bytes::try_from(frame).expect("engine frames are UTF-8 JSON");
                 sink.feed(Message::Text(text)).await?;
             }
             sink.flush().await
-        });
-        tokio::select! {
-            biased;
-            result = write => match result {
-                Ok(Ok(())) => Ok(()),
-                _ => Err(End::Gone),
+        };
+        tokio::pin!(write);
+        // Most writes finish at once (the socket has room): those need no
+        // timer, and arming one per batch showed in the fan-out profile.
+        let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+        let result = match first {
+            Poll::Ready(r) => r,
+            Poll::Pending => tokio::select! {
+                biased;
+                result = timeout(limit, write) => match result {
+                    Ok(r) => r,
+                    Err(_) => return Err(End::Gone),
+                },
+                (reason, data) = conn.closed() => return Err(End::Disconnect(reason, data)),
             },
-            (reason, data) = conn.closed() => Err(End::Disconnect(reason, data)),
-        }
+        };
+        result.map_err(|_| End::Gone)
     }
 
     async fn write(&mut self, msg: Message) -> bool {
