@@ -283,6 +283,60 @@ fn waiting_submissions_share_one_transaction() {
 }
 
 #[test]
+fn a_failing_submission_in_a_group_is_rolled_back_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path(), StoreConfig::default()).unwrap());
+    write(&*store, base_ops()).unwrap();
+    write(&*store, vec![chat("A")]).unwrap();
+    write(&*store, vec![event("A", "a1", Some("c1"))]).unwrap();
+    let (tx, rx) = std_mpsc::channel();
+    let inner = store.clone();
+    let tx2 = tx.clone();
+    // As above: the three submissions wait in the queue and form one group;
+    // the middle one repeats a custom id and must fail alone.
+    store
+        .submit(
+            vec![event("A", "a2", None)],
+            Box::new(move |r| {
+                r.unwrap();
+                let jobs = [
+                    vec![event("A", "g1", None)],
+                    vec![event("A", "g2", None), event("A", "g3", Some("c1"))],
+                    vec![event("A", "g4", None)],
+                ];
+                for (i, ops) in jobs.into_iter().enumerate() {
+                    let tx = tx2.clone();
+                    inner
+                        .submit(
+                            ops,
+                            Box::new(move |r| tx.send((i, r.map(|c| c.seqs))).unwrap()),
+                        )
+                        .unwrap();
+                }
+            }),
+        )
+        .unwrap();
+    drop(tx);
+    let got: Vec<_> = rx.iter().collect();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].0, 0);
+    assert_eq!(got[0].1.as_ref().unwrap(), &vec![3]);
+    assert!(got[1].1.is_err(), "the repeated custom id fails");
+    assert_eq!(
+        got[2].1.as_ref().unwrap(),
+        &vec![4],
+        "no sequence number lost"
+    );
+    let ids: Vec<_> = store
+        .chat_events("acme", "A")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, vec!["a1", "a2", "g1", "g4"]);
+}
+
+#[test]
 fn barrier_waits_for_earlier_writes_and_closed_store_refuses() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
