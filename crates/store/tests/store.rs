@@ -334,6 +334,11 @@ fn a_failing_submission_in_a_group_is_rolled_back_alone() {
         .map(|e| e.id)
         .collect();
     assert_eq!(ids, vec!["a1", "a2", "g1", "g4"]);
+    // The group's words are searchable, the failed job's are not.
+    for (word, n) in [("g1", 1), ("g2", 0), ("g3", 0), ("g4", 1)] {
+        let hits = store.search_text("acme", &query(word)).unwrap();
+        assert_eq!(hits.len(), n, "{word}");
+    }
 }
 
 #[test]
