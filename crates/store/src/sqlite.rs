@@ -15,7 +15,7 @@ use chatgate_domain::{
     Agent, AgentId, AgentKind, AgentProfile, Group, GroupPriority, OrgId, Organization, Role,
     RoutingStatus,
 };
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -452,6 +452,11 @@ fn commit_batch(
     commit_each(conn, batch)
 }
 
+/// Write transactions take the write lock at `BEGIN` (`IMMEDIATE`): the
+/// first statement of a group may be a read, and a deferred transaction
+/// that reads first cannot wait for the lock when it then writes (the
+/// checkpointer holds it briefly); it fails with `database is locked`.
+///
 /// The whole batch in one transaction without savepoints, or nothing
 /// (`None`) when a job fails. A savepoint per job cost two more statements
 /// per job on the hot path.
@@ -459,7 +464,7 @@ fn commit_all(
     conn: &mut Connection,
     batch: &[Job],
 ) -> Result<Option<Vec<Result<Committed, StoreError>>>, StoreError> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
     let mut fts = FtsRows::default();
     for job in batch {
@@ -486,7 +491,7 @@ fn commit_each(
     conn: &mut Connection,
     batch: &[Job],
 ) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
-    let mut tx = conn.transaction()?;
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
     let mut fts = FtsRows::default();
     for job in batch {
