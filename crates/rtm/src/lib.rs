@@ -204,34 +204,44 @@ where
             tokio::select! {
                 biased;
                 (reason, data) = &mut closed => return End::Disconnect(reason, data),
-                batch = outbound.recv_batch(WRITE_BATCH), if self.logins_pending == 0 => {
-                    if let Err(end) = self.write_pushes(batch).await {
-                        return end;
-                    }
-                }
+                // Answers before queued pushes: the answer's branch writes
+                // the pushes queued before it first, with the answer in the
+                // same flush (a request's own push and its response usually
+                // become ready together).
                 Some(answer) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    let mut frames = Vec::new();
                     if answer.is_login {
                         // Everything queued while the login was in flight is
                         // newer than its snapshot: the answer goes first.
                         self.logins_pending -= 1;
                     } else {
                         // Pushes already queued (e.g. the one this request
-                        // caused) go out before the response.
+                        // caused) go out before the response, and the last
+                        // of them in the same write: one flush, one segment.
                         while self.logins_pending == 0 {
                             let batch = outbound.try_recv_batch(WRITE_BATCH);
                             if batch.is_empty() {
                                 break;
                             }
-                            if let Err(end) = self.write_pushes(batch).await {
+                            let full = std::mem::replace(&mut frames, batch);
+                            if !full.is_empty()
+                                && let Err(end) = self.write_pushes(full).await
+                            {
                                 return end;
                             }
                         }
                     }
-                    if !self.write(Message::Text(answer.frame.into())).await {
-                        return End::Gone;
+                    frames.push(Bytes::from(answer.frame));
+                    if let Err(end) = self.write_pushes(frames).await {
+                        return end;
                     }
                     if answer.after == AfterReply::Close {
                         return End::LoggedOut;
+                    }
+                }
+                batch = outbound.recv_batch(WRITE_BATCH), if self.logins_pending == 0 => {
+                    if let Err(end) = self.write_pushes(batch).await {
+                        return end;
                     }
                 }
                 msg = stream.next() => {
@@ -403,7 +413,8 @@ where
         None
     }
 
-    /// Writes a batch of queued frames, then flushes once.
+    /// Writes a batch of frames (queued pushes, perhaps ending with a
+    /// response), then flushes once.
     /// A write blocked by a client that stopped reading does not hold the
     /// session: when the engine closes the connection meanwhile (a
     /// `slow_consumer` cut-off, say), the write is abandoned and the session
