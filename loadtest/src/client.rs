@@ -54,7 +54,11 @@ fn bind_source(sock: &TcpSocket, ip: IpAddr) -> io::Result<()> {
     });
     let span = u32::from(SOURCE_PORTS.end() - SOURCE_PORTS.start()) + 1;
     let mut last = None;
-    for _ in 0..1000 {
+    // As many tries as there are ports: a run right after another starts
+    // may land inside the thousands of ports the last one left in
+    // `TIME_WAIT` (1,000 tries failed a `compare` run with `Address already
+    // in use`); a refused bind or connect costs microseconds.
+    for _ in 0..span {
         let n = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
         let port = *SOURCE_PORTS.start() + (n % span) as u16;
         match sock.bind(SocketAddr::new(ip, port)) {
@@ -87,7 +91,9 @@ pub async fn tcp(server: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpSt
             // `server` still exists (in `TIME_WAIT` from an earlier run):
             // take the next port.
             Err(e)
-                if source.is_some() && e.kind() == io::ErrorKind::AddrInUse && attempts < 1000 =>
+                if source.is_some()
+                    && e.kind() == io::ErrorKind::AddrInUse
+                    && attempts < SOURCE_PORTS.len() =>
             {
                 attempts += 1;
             }
