@@ -236,6 +236,41 @@ fn a_failing_submission_is_rolled_back_alone() {
     ));
 }
 
+/// Submits `first`; from its completion (which runs on the writer) submits
+/// each of `jobs`, so they all wait in the queue and are committed as one
+/// group. Returns the jobs' results in submission order.
+fn submit_group(
+    store: &Arc<SqliteStore>,
+    first: Vec<Op>,
+    jobs: Vec<Vec<Op>>,
+) -> Vec<Result<Committed, StoreError>> {
+    let n = jobs.len();
+    let (tx, rx) = std_mpsc::channel();
+    let inner = store.clone();
+    store
+        .submit(
+            first,
+            Box::new(move |r| {
+                r.unwrap();
+                for (i, ops) in jobs.into_iter().enumerate() {
+                    let tx = tx.clone();
+                    inner
+                        .submit(ops, Box::new(move |r| tx.send((i, r)).unwrap()))
+                        .unwrap();
+                }
+            }),
+        )
+        .unwrap();
+    let got: Vec<_> = rx.iter().take(n).collect();
+    let order: Vec<usize> = got.iter().map(|(i, _)| *i).collect();
+    assert_eq!(
+        order,
+        (0..n).collect::<Vec<_>>(),
+        "completions run in commit order"
+    );
+    got.into_iter().map(|(_, r)| r).collect()
+}
+
 #[test]
 fn waiting_submissions_share_one_transaction() {
     let dir = tempfile::tempdir().unwrap();
@@ -244,35 +279,14 @@ fn waiting_submissions_share_one_transaction() {
     write(&*store, vec![chat("A")]).unwrap();
     let before = store.stats();
     const N: usize = 50;
-    let (tx, rx) = std_mpsc::channel();
-    let inner = store.clone();
-    let tx2 = tx.clone();
-    // The first completion runs on the writer, so the N submissions it makes
-    // all wait in the queue and must be committed together.
-    store
-        .submit(
-            vec![event("A", "first", None)],
-            Box::new(move |r| {
-                r.unwrap();
-                for i in 0..N {
-                    let tx = tx2.clone();
-                    inner
-                        .submit(
-                            vec![event("A", &format!("e{i}"), None)],
-                            Box::new(move |r| tx.send(r.unwrap().seqs[0]).unwrap()),
-                        )
-                        .unwrap();
-                }
-            }),
-        )
-        .unwrap();
-    drop(tx);
-    let seqs: Vec<u64> = rx.iter().collect();
-    assert_eq!(
-        seqs,
-        (2..=(N as u64 + 1)).collect::<Vec<_>>(),
-        "completions run in commit order"
-    );
+    let jobs = (0..N)
+        .map(|i| vec![event("A", &format!("e{i}"), None)])
+        .collect();
+    let seqs: Vec<u64> = submit_group(&store, vec![event("A", "first", None)], jobs)
+        .into_iter()
+        .map(|r| r.unwrap().seqs[0])
+        .collect();
+    assert_eq!(seqs, (2..=(N as u64 + 1)).collect::<Vec<_>>());
     let after = store.stats();
     assert_eq!(after.submissions - before.submissions, N as u64 + 1);
     assert_eq!(
@@ -289,42 +303,22 @@ fn a_failing_submission_in_a_group_is_rolled_back_alone() {
     write(&*store, base_ops()).unwrap();
     write(&*store, vec![chat("A")]).unwrap();
     write(&*store, vec![event("A", "a1", Some("c1"))]).unwrap();
-    let (tx, rx) = std_mpsc::channel();
-    let inner = store.clone();
-    let tx2 = tx.clone();
-    // As above: the three submissions wait in the queue and form one group;
-    // the middle one repeats a custom id and must fail alone.
-    store
-        .submit(
-            vec![event("A", "a2", None)],
-            Box::new(move |r| {
-                r.unwrap();
-                let jobs = [
-                    vec![event("A", "g1", None)],
-                    vec![event("A", "g2", None), event("A", "g3", Some("c1"))],
-                    vec![event("A", "g4", None)],
-                ];
-                for (i, ops) in jobs.into_iter().enumerate() {
-                    let tx = tx2.clone();
-                    inner
-                        .submit(
-                            ops,
-                            Box::new(move |r| tx.send((i, r.map(|c| c.seqs))).unwrap()),
-                        )
-                        .unwrap();
-                }
-            }),
-        )
-        .unwrap();
-    drop(tx);
-    let got: Vec<_> = rx.iter().collect();
-    assert_eq!(got.len(), 3);
-    assert_eq!(got[0].0, 0);
-    assert_eq!(got[0].1.as_ref().unwrap(), &vec![3]);
-    assert!(got[1].1.is_err(), "the repeated custom id fails");
+    // The middle submission of the group repeats a custom id and must fail
+    // alone.
+    let got = submit_group(
+        &store,
+        vec![event("A", "a2", None)],
+        vec![
+            vec![event("A", "g1", None)],
+            vec![event("A", "g2", None), event("A", "g3", Some("c1"))],
+            vec![event("A", "g4", None)],
+        ],
+    );
+    assert_eq!(got[0].as_ref().unwrap().seqs, vec![3]);
+    assert!(got[1].is_err(), "the repeated custom id fails");
     assert_eq!(
-        got[2].1.as_ref().unwrap(),
-        &vec![4],
+        got[2].as_ref().unwrap().seqs,
+        vec![4],
         "no sequence number lost"
     );
     let ids: Vec<_> = store
