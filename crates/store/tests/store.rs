@@ -188,13 +188,29 @@ fn sequence_numbers_are_per_chat_and_assigned_in_the_transaction() {
     assert_eq!(got, vec![(1, "a1"), (2, "a2"), (3, "a3")]);
 }
 
-#[test]
-fn a_failing_submission_is_rolled_back_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path(), StoreConfig::default()).unwrap());
+/// A store with chat `A` whose first event `a1` has custom id `c1`.
+fn chat_a_with_custom_id_c1(dir: &std::path::Path) -> Arc<SqliteStore> {
+    let store = Arc::new(SqliteStore::open(dir, StoreConfig::default()).unwrap());
     write(&*store, base_ops()).unwrap();
     write(&*store, vec![chat("A")]).unwrap();
     write(&*store, vec![event("A", "a1", Some("c1"))]).unwrap();
+    store
+}
+
+/// The ids of a chat's stored events, in order.
+fn event_ids(store: &SqliteStore, chat: &str) -> Vec<String> {
+    store
+        .chat_events("acme", chat)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
+}
+
+#[test]
+fn a_failing_submission_is_rolled_back_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = chat_a_with_custom_id_c1(dir.path());
     // Same author + custom_id in the same chat violates the unique index: the
     // whole submission (both events) must roll back, and nothing else.
     let err = write(
@@ -208,12 +224,7 @@ fn a_failing_submission_is_rolled_back_alone() {
         vec![2],
         "the failed submission must not consume sequence numbers"
     );
-    let ids: Vec<_> = store
-        .chat_events("acme", "A")
-        .unwrap()
-        .into_iter()
-        .map(|e| e.id)
-        .collect();
+    let ids = event_ids(&store, "A");
     assert_eq!(ids, vec!["a1", "a4"]);
     // The custom id is found with the chat's committed sequence.
     assert_eq!(
@@ -299,10 +310,7 @@ fn waiting_submissions_share_one_transaction() {
 #[test]
 fn a_failing_submission_in_a_group_is_rolled_back_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path(), StoreConfig::default()).unwrap());
-    write(&*store, base_ops()).unwrap();
-    write(&*store, vec![chat("A")]).unwrap();
-    write(&*store, vec![event("A", "a1", Some("c1"))]).unwrap();
+    let store = chat_a_with_custom_id_c1(dir.path());
     // The middle submission of the group repeats a custom id and must fail
     // alone.
     let got = submit_group(
@@ -321,12 +329,7 @@ fn a_failing_submission_in_a_group_is_rolled_back_alone() {
         vec![4],
         "no sequence number lost"
     );
-    let ids: Vec<_> = store
-        .chat_events("acme", "A")
-        .unwrap()
-        .into_iter()
-        .map(|e| e.id)
-        .collect();
+    let ids = event_ids(&store, "A");
     assert_eq!(ids, vec!["a1", "a2", "g1", "g4"]);
     // The group's words are searchable, the failed job's are not.
     for (word, n) in [("g1", 1), ("g2", 0), ("g3", 0), ("g4", 1)] {
