@@ -115,6 +115,19 @@ fn disconnect_frame(
     .expect("serializes")
 }
 
+/// A transport's read error, as the session needs to see it.
+pub trait ReadError: std::fmt::Display {
+    /// The peer is gone (the connection was reset or closed without a close
+    /// frame): the session ends without writing `agent_disconnected` to a
+    /// socket nobody reads. Otherwise (a protocol violation) the client is
+    /// told why before the close.
+    fn peer_gone(&self) -> bool {
+        false
+    }
+}
+
+impl ReadError for std::convert::Infallible {}
+
 /// Why the loop ended.
 enum End {
     /// The client closed or the socket failed: nothing more to write.
@@ -138,7 +151,7 @@ pub async fn run<S, R, E1, E2>(
     S: Sink<Message, Error = E1> + Unpin + Send,
     R: Stream<Item = Result<Message, E2>> + Unpin + Send,
     E1: std::fmt::Display,
-    E2: std::fmt::Display,
+    E2: ReadError,
 {
     let (conn, rx) = engine.connect(side, version, client.ip);
     if let Some(ua) = client.user_agent {
@@ -183,7 +196,7 @@ where
     ) -> End
     where
         R: Stream<Item = Result<Message, E2>> + Unpin + Send,
-        E2: std::fmt::Display,
+        E2: ReadError,
     {
         let login_deadline = Instant::now() + self.config.login_timeout;
         let mut ping = tokio::time::interval_at(
@@ -248,11 +261,17 @@ where
                     last_seen = Instant::now();
                     match msg {
                         None => return End::Gone,
+                        Some(Err(e)) if e.peer_gone() => {
+                            // Reset, or closed without a close frame: nobody
+                            // is there to tell why.
+                            tracing::debug!(connection = self.conn.id(), error = %e, "peer gone");
+                            return End::Gone;
+                        }
                         Some(Err(e)) => {
                             // A protocol violation (such as a message above the
-                            // transport's hard limit) or a broken socket. Tell
-                            // the client why if it is still there; the write
-                            // fails fast when it is not.
+                            // transport's hard limit). Tell the client why if
+                            // it is still there; the write fails fast when it
+                            // is not.
                             tracing::debug!(connection = self.conn.id(), error = %e, "socket read failed");
                             return End::Disconnect(
                                 DisconnectReason::AgentDisconnectedByServer,

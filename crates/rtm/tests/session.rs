@@ -720,3 +720,64 @@ mod fuzz {
         }
     }
 }
+
+/// A read error for the tests: `gone` says whether it means the peer left.
+#[derive(Debug)]
+struct TestReadError {
+    gone: bool,
+}
+
+impl std::fmt::Display for TestReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.gone { "reset" } else { "bad frame" })
+    }
+}
+
+impl chatgate_rtm::ReadError for TestReadError {
+    fn peer_gone(&self) -> bool {
+        self.gone
+    }
+}
+
+/// What the client receives when its socket's read fails with `error`.
+async fn frames_after_read_error(gone: bool) -> Vec<Message> {
+    let store = Arc::new(GatedStore::default());
+    let engine = Engine::start(store, EngineConfig::default()).unwrap();
+    let (server_tx, mut from_server) = mpsc::channel::<Message>(8);
+    let stream = futures_util::stream::iter(vec![Err::<Message, _>(TestReadError { gone })]);
+    let sink = Box::pin(futures_util::sink::unfold(
+        server_tx,
+        |tx, m: Message| async move { tx.send(m).await.map(|_| tx) },
+    ));
+    run(
+        engine,
+        chatgate_engine::Side::Agent,
+        chatgate_protocol::Version::V3_5,
+        Default::default(),
+        sink,
+        stream,
+        RtmConfig::default(),
+    )
+    .await;
+    let mut got = Vec::new();
+    while let Ok(m) = from_server.try_recv() {
+        got.push(m);
+    }
+    got
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_is_gone_is_not_written_to_and_a_protocol_error_is_explained() {
+    // Reset or closed without a close frame: the session ends quietly.
+    let got = frames_after_read_error(true).await;
+    assert!(got.is_empty(), "nothing is written to a gone peer: {got:?}");
+    // A protocol violation: the client is told why, then closed.
+    let got = frames_after_read_error(false).await;
+    let Some(Message::Text(t)) = got.first() else {
+        panic!("expected agent_disconnected first: {got:?}")
+    };
+    let f: Value = serde_json::from_str(t.as_str()).unwrap();
+    assert_eq!(f["action"], "agent_disconnected");
+    assert_eq!(f["payload"]["data"]["detail"], "protocol_error");
+    assert!(matches!(got.last(), Some(Message::Close(_))), "{got:?}");
+}

@@ -486,6 +486,32 @@ async fn customer_token(
 
 type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
 
+/// A read error of an upgraded socket (axum wraps tungstenite's).
+struct WsReadError(axum::Error);
+
+impl std::fmt::Display for WsReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl chatgate_rtm::ReadError for WsReadError {
+    fn peer_gone(&self) -> bool {
+        use std::error::Error as _;
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        use tokio_tungstenite::tungstenite::error::ProtocolError;
+        matches!(
+            self.0.source().and_then(|e| e.downcast_ref::<WsError>()),
+            Some(
+                WsError::ConnectionClosed
+                    | WsError::AlreadyClosed
+                    | WsError::Io(_)
+                    | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+            )
+        )
+    }
+}
+
 async fn agent_rtm(
     State(state): State<AppState>,
     Path(version): Path<String>,
@@ -538,6 +564,7 @@ fn upgrade(
         .max_frame_size(config.ws_max_message)
         .on_upgrade(move |socket| {
             let (sink, stream) = socket.split();
+            let stream = stream.map(|r| r.map_err(WsReadError));
             let span = tracing::info_span!("rtm", version = %version, side = ?side);
             chatgate_rtm::run(
                 engine,
