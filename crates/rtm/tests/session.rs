@@ -8,7 +8,6 @@ use chatgate_domain::*;
 use chatgate_engine::{Engine, EngineConfig, hash_secret};
 use chatgate_rtm::{RtmConfig, run};
 use chatgate_store::*;
-use futures_util::SinkExt;
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -164,28 +163,59 @@ struct Client {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn start(config: RtmConfig) -> Client {
-    let store = Arc::new(GatedStore::default());
-    let engine = Engine::start(store.clone(), EngineConfig::default()).unwrap();
-    let (to_server, server_rx) = mpsc::channel::<Message>(64);
+/// Frames the test sends, as the session's inbound stream.
+fn channel_stream(
+    rx: mpsc::Receiver<Message>,
+) -> impl futures_util::Stream<Item = Result<Message, Infallible>> + Unpin + Send {
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|m| (Ok::<_, Infallible>(m), rx))
+    }))
+}
+
+/// An agent session of `version` reading `stream`; what it writes comes out
+/// of the returned receiver. The session runs when the future is awaited or
+/// spawned.
+fn agent_session<R, E>(
+    engine: Engine,
+    version: chatgate_protocol::Version,
+    stream: R,
+    config: RtmConfig,
+) -> (
+    impl std::future::Future<Output = ()> + Send,
+    mpsc::Receiver<Message>,
+)
+where
+    R: futures_util::Stream<Item = Result<Message, E>> + Unpin + Send,
+    E: chatgate_rtm::ReadError + Send,
+{
     let (server_tx, from_server) = mpsc::channel::<Message>(256);
-    let stream = Box::pin(futures_util::stream::unfold(
-        server_rx,
-        |mut rx| async move { rx.recv().await.map(|m| (Ok::<_, Infallible>(m), rx)) },
-    ));
     let sink = Box::pin(futures_util::sink::unfold(
         server_tx,
         |tx, m: Message| async move { tx.send(m).await.map(|_| tx) },
     ));
-    let task = tokio::spawn(run(
-        engine.clone(),
+    let session = run(
+        engine,
         chatgate_engine::Side::Agent,
-        chatgate_protocol::Version::V3_5,
+        version,
         Default::default(),
         sink,
         stream,
         config,
-    ));
+    );
+    (session, from_server)
+}
+
+fn start(config: RtmConfig) -> Client {
+    let store = Arc::new(GatedStore::default());
+    let engine = Engine::start(store.clone(), EngineConfig::default()).unwrap();
+    let (to_server, server_rx) = mpsc::channel::<Message>(64);
+    let (session, from_server) = agent_session(
+        engine.clone(),
+        chatgate_protocol::Version::V3_5,
+        channel_stream(server_rx),
+        config,
+    );
+    let task = tokio::spawn(session);
     Client {
         to_server,
         from_server,
@@ -446,25 +476,13 @@ async fn version_lower_than_the_connection_is_refused() {
     let store = Arc::new(GatedStore::default());
     let engine = Engine::start(store, EngineConfig::default()).unwrap();
     let (to_server, server_rx) = mpsc::channel::<Message>(8);
-    let (server_tx, mut from_server) = mpsc::channel::<Message>(8);
-    let stream = Box::pin(futures_util::stream::unfold(
-        server_rx,
-        |mut rx| async move { rx.recv().await.map(|m| (Ok::<_, Infallible>(m), rx)) },
-    ));
-    let mut sink = Box::pin(futures_util::sink::unfold(
-        server_tx,
-        |tx, m: Message| async move { tx.send(m).await.map(|_| tx) },
-    ));
-    sink.flush().await.unwrap();
-    tokio::spawn(run(
+    let (session, mut from_server) = agent_session(
         engine,
-        chatgate_engine::Side::Agent,
         chatgate_protocol::Version::V3_6,
-        Default::default(),
-        sink,
-        stream,
+        channel_stream(server_rx),
         RtmConfig::default(),
-    ));
+    );
+    tokio::spawn(session);
     to_server
         .send(Message::Text(
             r#"{"action":"ping","request_id":"1","version":"3.5"}"#.into(),
@@ -489,24 +507,13 @@ async fn the_login_response_precedes_every_push_after_its_snapshot() {
     let store = Arc::new(GatedStore::default());
     let engine = Engine::start(store.clone(), EngineConfig::default()).unwrap();
     let (to_server, server_rx) = mpsc::channel::<Message>(64);
-    let (server_tx, mut from_server) = mpsc::channel::<Message>(256);
-    let stream = Box::pin(futures_util::stream::unfold(
-        server_rx,
-        |mut rx| async move { rx.recv().await.map(|m| (Ok::<_, Infallible>(m), rx)) },
-    ));
-    let sink = Box::pin(futures_util::sink::unfold(
-        server_tx,
-        |tx, m: Message| async move { tx.send(m).await.map(|_| tx) },
-    ));
-    tokio::spawn(run(
+    let (session, mut from_server) = agent_session(
         engine.clone(),
-        chatgate_engine::Side::Agent,
         chatgate_protocol::Version::V3_5,
-        Default::default(),
-        sink,
-        stream,
+        channel_stream(server_rx),
         RtmConfig::default(),
-    ));
+    );
+    tokio::spawn(session);
     // The login's commit is held; meanwhile another change (after the
     // login's snapshot) commits and pushes to the new session.
     store.hold();
@@ -743,22 +750,14 @@ impl chatgate_rtm::ReadError for TestReadError {
 async fn frames_after_read_error(gone: bool) -> Vec<Message> {
     let store = Arc::new(GatedStore::default());
     let engine = Engine::start(store, EngineConfig::default()).unwrap();
-    let (server_tx, mut from_server) = mpsc::channel::<Message>(8);
     let stream = futures_util::stream::iter(vec![Err::<Message, _>(TestReadError { gone })]);
-    let sink = Box::pin(futures_util::sink::unfold(
-        server_tx,
-        |tx, m: Message| async move { tx.send(m).await.map(|_| tx) },
-    ));
-    run(
+    let (session, mut from_server) = agent_session(
         engine,
-        chatgate_engine::Side::Agent,
         chatgate_protocol::Version::V3_5,
-        Default::default(),
-        sink,
         stream,
         RtmConfig::default(),
-    )
-    .await;
+    );
+    session.await;
     let mut got = Vec::new();
     while let Ok(m) = from_server.try_recv() {
         got.push(m);
