@@ -209,7 +209,10 @@ impl Outbox {
 
     /// Moves up to `max` frames out, oldest first.
     fn take(&self, max: usize) -> Vec<Bytes> {
-        let mut s = self.lock();
+        Self::take_locked(&mut self.lock(), max)
+    }
+
+    fn take_locked(s: &mut OutboxState, max: usize) -> Vec<Bytes> {
         let n = s.frames.len().min(max);
         let out: Vec<Bytes> = s.frames.drain(..n).collect();
         s.bytes -= out.iter().map(Bytes::len).sum::<usize>();
@@ -221,17 +224,15 @@ impl Outbox {
     }
 
     fn poll_take(&self, cx: &mut Context<'_>, max: usize) -> Poll<Vec<Bytes>> {
-        {
-            let mut s = self.lock();
-            if s.frames.is_empty() {
-                match &mut s.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    slot => *slot = Some(cx.waker().clone()),
-                }
-                return Poll::Pending;
+        let mut s = self.lock();
+        if s.frames.is_empty() {
+            match &mut s.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
             }
+            return Poll::Pending;
         }
-        Poll::Ready(self.take(max))
+        Poll::Ready(Self::take_locked(&mut s, max))
     }
 
     fn is_receiver_gone(&self) -> bool {
