@@ -774,27 +774,30 @@ pub(crate) async fn multicast(
         ));
     }
     let pending = {
-        let state = caller.org.lock();
-        // One pass over the agents, skipping at once those without a
-        // session (in a large organization most are offline): `perf` on the
-        // fanout scenario showed a sorted set of every agent id and a map
-        // lookup per agent taking a sixth of the server's CPU.
-        let by_all = agents.all == Some(true);
-        let ids: HashSet<&str> = agents.ids.iter().flatten().map(String::as_str).collect();
-        let to = state
-            .agents
-            .iter()
-            .filter(|(_, a)| !a.sessions.is_empty())
-            .filter(|(id, a)| {
-                by_all
-                    || ids.contains(id.as_str())
-                    || agents
-                        .groups
-                        .as_ref()
-                        .is_some_and(|gs| gs.iter().any(|g| a.agent.in_group(*g)))
-            })
-            .flat_map(|(_, a)| a.sessions.iter().map(|s| s.conn.clone()))
-            .collect();
+        let mut state = caller.org.lock();
+        let to: crate::push::Recipients = if agents.all == Some(true) {
+            state.all_sessions().into()
+        } else {
+            // One pass over the agents, skipping at once those without a
+            // session (in a large organization most are offline): `perf` on
+            // the fanout scenario showed a sorted set of every agent id and
+            // a map lookup per agent taking a sixth of the server's CPU.
+            let ids: HashSet<&str> = agents.ids.iter().flatten().map(String::as_str).collect();
+            state
+                .agents
+                .iter()
+                .filter(|(_, a)| !a.sessions.is_empty())
+                .filter(|(id, a)| {
+                    ids.contains(id.as_str())
+                        || agents
+                            .groups
+                            .as_ref()
+                            .is_some_and(|gs| gs.iter().any(|g| a.agent.in_group(*g)))
+                })
+                .flat_map(|(_, a)| a.sessions.iter().map(|s| s.conn.clone()))
+                .collect::<Vec<_>>()
+                .into()
+        };
         let push = Outgoing::new(
             "incoming_multicast",
             IncomingMulticast {

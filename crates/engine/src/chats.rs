@@ -1419,7 +1419,10 @@ pub(crate) fn group_status_pushes(state: &mut OrgState) -> Vec<Outgoing> {
         pushes.push(Outgoing::new(
             "groups_status_updated",
             serde_json::json!({ "groups": visible }),
-            a.sessions.iter().map(|s| s.conn.clone()).collect(),
+            a.sessions
+                .iter()
+                .map(|s| s.conn.clone())
+                .collect::<Vec<_>>(),
             None,
         ));
     }
@@ -1464,7 +1467,7 @@ pub(crate) fn queue_pushes(state: &OrgState, now: i64) -> Vec<Outgoing> {
         }
     }
     for (agent, entries) in per_agent {
-        let sessions = state.agents[agent]
+        let sessions: Vec<_> = state.agents[agent]
             .sessions
             .iter()
             .map(|s| s.conn.clone())

@@ -232,7 +232,7 @@ fn cut_off(
     detail: &str,
 ) -> (Vec<Op>, Vec<Outgoing>) {
     if let Some(a) = state.agents.get_mut(agent) {
-        for s in a.sessions.drain(..) {
+        for s in a.sessions_mut().drain(..) {
             s.conn.close(reason, Some(json!({ "detail": detail })));
         }
     }
@@ -849,7 +849,7 @@ impl Engine {
                         expires_at: None,
                     });
                     if let Some(a) = state.agents.get_mut(&req.id) {
-                        for s in a.sessions.drain(..) {
+                        for s in a.sessions_mut().drain(..) {
                             s.conn.close(DisconnectReason::AccessTokenRevoked, None);
                         }
                     }

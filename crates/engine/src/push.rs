@@ -25,21 +25,63 @@ pub(crate) struct Cause {
 pub(crate) struct Outgoing {
     pub name: &'static str,
     pub payload: Value,
-    pub recipients: Vec<Arc<Connection>>,
+    pub recipients: Recipients,
     pub cause: Option<Cause>,
+}
+
+/// Who receives a push: a list of its own, or one shared with other pushes
+/// (every session of the organization, [`crate::state::OrgState::all_sessions`]).
+pub(crate) enum Recipients {
+    Own(Vec<Arc<Connection>>),
+    Shared(Arc<[Arc<Connection>]>),
+}
+
+impl Recipients {
+    pub fn iter(&self) -> std::slice::Iter<'_, Arc<Connection>> {
+        match self {
+            Recipients::Own(v) => v.iter(),
+            Recipients::Shared(s) => s.iter(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.iter().len() == 0
+    }
+
+    /// Keeps the recipients `keep` accepts (a shared list becomes one's own).
+    pub fn retain(&mut self, keep: impl FnMut(&Arc<Connection>) -> bool) {
+        if let Recipients::Shared(s) = self {
+            *self = Recipients::Own(s.to_vec());
+        }
+        if let Recipients::Own(v) = self {
+            v.retain(keep);
+        }
+    }
+}
+
+impl From<Vec<Arc<Connection>>> for Recipients {
+    fn from(v: Vec<Arc<Connection>>) -> Self {
+        Recipients::Own(v)
+    }
+}
+
+impl From<Arc<[Arc<Connection>]>> for Recipients {
+    fn from(s: Arc<[Arc<Connection>]>) -> Self {
+        Recipients::Shared(s)
+    }
 }
 
 impl Outgoing {
     pub fn new(
         name: &'static str,
         payload: impl Serialize,
-        recipients: Vec<Arc<Connection>>,
+        recipients: impl Into<Recipients>,
         cause: Option<Cause>,
     ) -> Self {
         Outgoing {
             name,
             payload: serde_json::to_value(payload).expect("push payloads serialize"),
-            recipients,
+            recipients: recipients.into(),
             cause,
         }
     }
@@ -60,7 +102,7 @@ impl Outgoing {
     pub fn deliver(self) {
         let shared: [OnceLock<Bytes>; 2] = [OnceLock::new(), OnceLock::new()];
         let bit = chatgate_protocol::pushes::push_bit(self.name);
-        for conn in &self.recipients {
+        for conn in self.recipients.iter() {
             let Some(login) = conn.login_state() else {
                 continue;
             };

@@ -239,7 +239,7 @@ pub(crate) fn attach(
         && let Some(a) = state.agents.get_mut(agent)
         && let Some(i) = a.sessions.iter().position(|s| s.conn.id() == previous)
     {
-        let old = a.sessions.remove(i).conn;
+        let old = a.sessions_mut().remove(i).conn;
         whole = match old.close_reason() {
             None => true,
             Some((reason, _)) => reason == DisconnectReason::ConnectionTimeout,

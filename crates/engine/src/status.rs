@@ -60,7 +60,7 @@ fn status_push(state: &OrgState, agent: &str, cause: Option<Cause>) -> Outgoing 
     // Sent on every login to every session of the organization: only the
     // sessions that take it are walked (`status_watchers`), so sessions that
     // filtered it out cost nothing.
-    let recipients = state
+    let recipients: Vec<_> = state
         .status_watchers
         .iter()
         .filter(|c| c.is_open())
@@ -155,10 +155,10 @@ pub(crate) async fn login(
         // Over the per-agent cap, the oldest session makes room.
         let cap = engine.inner.config.max_sessions_per_agent.max(1);
         while agent.sessions.len() >= cap {
-            let oldest = agent.sessions.remove(0);
+            let oldest = agent.sessions_mut().remove(0);
             oldest.conn.close(DisconnectReason::ConnectionEvicted, None);
         }
-        agent.sessions.push(SessionRef {
+        agent.sessions_mut().push(SessionRef {
             conn: conn.clone(),
             away: req.away.unwrap_or(false),
         });
@@ -394,7 +394,7 @@ fn end_sessions(
     };
     let before = a.effective();
     let mut removed = Vec::new();
-    a.sessions.retain(|s| {
+    a.sessions_mut().retain(|s| {
         if which(s) {
             removed.push(s.conn.clone());
             false

@@ -208,3 +208,40 @@ async fn a_response_follows_the_commit() {
         "not_accepting_chats"
     );
 }
+
+/// How many `incoming_multicast` pushes are waiting on `rx`.
+fn multicasts(rx: &mut ConnectionRx) -> usize {
+    drain(rx)
+        .iter()
+        .filter(|f| f["action"] == "incoming_multicast")
+        .count()
+}
+
+#[tokio::test]
+async fn a_multicast_to_everyone_follows_logins_and_disconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path(), 64).await;
+    let everyone = json!({"recipients": {"agents": {"all": true}}, "content": {}});
+    let multicast = || engine.execute(request(web("alice-token"), "multicast", everyone.clone()));
+    let (_bob, mut bob_rx) = login(&engine, "bob-token").await;
+    multicast().await.unwrap();
+    assert_eq!(multicasts(&mut bob_rx), 1);
+    // A session that logs in after the last multicast hears the next one
+    // (the organization's list of sessions is cached between changes).
+    let (carol, mut carol_rx) = login(&engine, "carol-token").await;
+    multicast().await.unwrap();
+    assert_eq!(multicasts(&mut bob_rx), 1);
+    assert_eq!(multicasts(&mut carol_rx), 1);
+    // A second session of the same agent, too.
+    let (_carol2, mut carol2_rx) = login(&engine, "carol-token").await;
+    multicast().await.unwrap();
+    assert_eq!(multicasts(&mut bob_rx), 1);
+    assert_eq!(multicasts(&mut carol_rx), 1);
+    assert_eq!(multicasts(&mut carol2_rx), 1);
+    // A session that ended is no longer addressed; the others still are.
+    engine.disconnect(&carol).await;
+    multicast().await.unwrap();
+    assert_eq!(multicasts(&mut carol_rx), 0);
+    assert_eq!(multicasts(&mut carol2_rx), 1);
+    assert_eq!(multicasts(&mut bob_rx), 1);
+}
