@@ -43,6 +43,32 @@ async fn run(args: Vec<String>, dir: &std::path::Path) -> Value {
     serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
 }
 
+/// `scenario` against a room relay at `addr` (`--target`), with `who`
+/// (`--receivers` or `--customers`) set to `n`: 20 messages a second for 2 s.
+async fn relay_run(
+    dir: &std::path::Path,
+    scenario: &str,
+    target: &str,
+    addr: &str,
+    who: &str,
+    n: &str,
+) -> Value {
+    let list = [
+        scenario,
+        "--target",
+        target,
+        "--server",
+        addr,
+        who,
+        n,
+        "--rate",
+        "20",
+        "--duration",
+        "2",
+    ];
+    run(args(&list), dir).await
+}
+
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
@@ -298,42 +324,10 @@ async fn the_baseline_relay_delivers_the_room_relay_protocol() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let r = run(
-        args(&[
-            "fanout",
-            "--target",
-            "raw",
-            "--server",
-            &addr,
-            "--receivers",
-            "20",
-            "--rate",
-            "20",
-            "--duration",
-            "2",
-        ]),
-        dir.path(),
-    )
-    .await;
+    let r = relay_run(dir.path(), "fanout", "raw", &addr, "--receivers", "20").await;
     // The chat shape: pairs sending to each other's room, one delivery
     // per message (none back to the sender).
-    let c = run(
-        args(&[
-            "chat",
-            "--target",
-            "raw",
-            "--server",
-            &addr,
-            "--customers",
-            "10",
-            "--rate",
-            "20",
-            "--duration",
-            "2",
-        ]),
-        dir.path(),
-    )
-    .await;
+    let c = relay_run(dir.path(), "chat", "raw", &addr, "--customers", "10").await;
     relay.kill().unwrap();
     let _ = relay.wait();
     assert_eq!(r["offered"], 40, "{r}");
@@ -551,23 +545,7 @@ async fn fanout_speaks_socketio_to_a_socketio_relay() {
     let addr = listener.local_addr().unwrap().to_string();
     let pongs = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let relay = tokio::spawn(mini_socketio(listener, pongs.clone()));
-    let r = run(
-        args(&[
-            "fanout",
-            "--target",
-            "socketio",
-            "--server",
-            &addr,
-            "--receivers",
-            "10",
-            "--rate",
-            "20",
-            "--duration",
-            "2",
-        ]),
-        dir.path(),
-    )
-    .await;
+    let r = relay_run(dir.path(), "fanout", "socketio", &addr, "--receivers", "10").await;
     relay.abort();
     assert_eq!(r["offered"], 40, "{r}");
     assert_eq!(

@@ -104,13 +104,15 @@ impl UnauthenticatedCount {
 mod tests {
     use super::*;
 
+    const TEN_A_SECOND_BURST_3: Rate = Rate {
+        per_second: 10.0,
+        burst: 3.0,
+    };
+
     #[test]
     fn bucket_allows_burst_then_rate() {
         let l = RateLimiter::default();
-        let rate = Rate {
-            per_second: 10.0,
-            burst: 3.0,
-        };
+        let rate = TEN_A_SECOND_BURST_3;
         let t0 = Instant::now();
         for _ in 0..3 {
             assert!(l.check("a", rate, t0).is_ok());
@@ -131,10 +133,7 @@ mod tests {
     #[test]
     fn refilled_buckets_are_forgotten_and_others_kept() {
         let l = RateLimiter::default();
-        let rate = Rate {
-            per_second: 10.0,
-            burst: 3.0,
-        };
+        let rate = TEN_A_SECOND_BURST_3;
         let t0 = Instant::now();
         for _ in 0..3 {
             l.check("drained", rate, t0).unwrap();
