@@ -11,7 +11,7 @@ use crate::stats::{Latency, cpu_seconds, micros_since, rss_kib};
 use crate::{
     ChatArgs, Common, CompareArgs, FanoutArgs, HostileArgs, IdleArgs, RampArgs, StormArgs,
 };
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io;
@@ -67,7 +67,13 @@ const END_PREFIX: &str = "end-";
 
 /// Turns a received text frame into the intended send time (µs since the
 /// epoch) when it is a delivery this connection measures.
-pub(crate) type Measure = Arc<dyn Fn(&str) -> Option<u64> + Send + Sync>;
+/// The second argument is the moment the frame was read (µs since the
+/// epoch), read from the clock once per frame.
+pub(crate) type Measure = Arc<dyn Fn(&str, u64) -> Option<u64> + Send + Sync>;
+
+/// Frames `drive` reads per wake-up, at most, before it looks at its other
+/// duties (stop, outbound frames, pings) again.
+const READ_BATCH: usize = 64;
 
 /// Drives one connection until `stop`: writes queued frames, reads frames,
 /// records deliveries, counts acknowledgements and errors, sends an RTM
@@ -92,7 +98,7 @@ pub(crate) fn drive(
         let mut ping = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
         ping.tick().await;
         let mut n = 0u64;
-        loop {
+        'conn: loop {
             tokio::select! {
                 _ = stop.changed() => break,
                 _ = ping.tick(), if ping_every.is_some() => {
@@ -110,47 +116,56 @@ pub(crate) fn drive(
                     }
                 }
                 m = ws.next() => {
-                    let text = match m {
-                        Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                            out.closed_early = !*stop.borrow();
+                    // This frame and up to READ_BATCH - 1 more that are
+                    // already readable, without a turn of the `select!`
+                    // (which polls every branch) per frame.
+                    let mut first = Some(m);
+                    for _ in 0..READ_BATCH {
+                        let Some(m) = first.take().or_else(|| ws.next().now_or_never()) else {
                             break;
+                        };
+                        let text = match m {
+                            Some(Ok(Message::Text(t))) => t,
+                            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                                out.closed_early = !*stop.borrow();
+                                break 'conn;
+                            }
+                            Some(Ok(_)) => continue,
+                        };
+                        if text.as_str() == "2" {
+                            // An Engine.IO ping (Socket.IO targets): pong.
+                            if ws.send(Message::text("3")).await.is_err() {
+                                out.closed_early = true;
+                                break 'conn;
+                            }
+                            continue;
                         }
-                        Some(Ok(_)) => continue,
-                    };
-                    if text.as_str() == "2" {
-                        // An Engine.IO ping (Socket.IO targets): pong.
-                        if ws.send(Message::text("3")).await.is_err() {
-                            out.closed_early = true;
-                            break;
-                        }
-                        continue;
-                    }
-                    if let Some(intended) = measure.as_ref().and_then(|m| m(text.as_str())) {
                         let now = micros_since(epoch);
-                        let latency = now.saturating_sub(intended);
-                        out.latency.record_us(latency);
-                        crate::stats::LIVE.record_us(latency);
-                        out.deliveries += 1;
-                        delivered.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    // Responses: acknowledgements and errors by type.
-                    if text.as_str().contains("\"response\"")
-                        && let Ok(v) = serde_json::from_str::<Value>(text.as_str())
-                        && v["type"] == "response"
-                    {
-                        let cleanup = v["request_id"]
-                            .as_str()
-                            .is_some_and(|r| r.starts_with(END_PREFIX));
-                        if cleanup {
-                            // A scenario's clean-up, not its traffic.
-                        } else if v["success"] == true {
-                            out.acks += 1;
-                        } else {
-                            let kind = v["payload"]["error"]["type"].as_str().unwrap_or("?");
-                            *out.errors.entry(kind.to_owned()).or_default() += 1;
-                            crate::stats::LIVE.error();
+                        if let Some(intended) = measure.as_ref().and_then(|m| m(text.as_str(), now)) {
+                            let latency = now.saturating_sub(intended);
+                            out.latency.record_us(latency);
+                            crate::stats::LIVE.record_us(latency);
+                            out.deliveries += 1;
+                            delivered.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        // Responses: acknowledgements and errors by type.
+                        if text.as_str().contains("\"response\"")
+                            && let Ok(v) = serde_json::from_str::<Value>(text.as_str())
+                            && v["type"] == "response"
+                        {
+                            let cleanup = v["request_id"]
+                                .as_str()
+                                .is_some_and(|r| r.starts_with(END_PREFIX));
+                            if cleanup {
+                                // A scenario's clean-up, not its traffic.
+                            } else if v["success"] == true {
+                                out.acks += 1;
+                            } else {
+                                let kind = v["payload"]["error"]["type"].as_str().unwrap_or("?");
+                                *out.errors.entry(kind.to_owned()).or_default() += 1;
+                                crate::stats::LIVE.error();
+                            }
                         }
                     }
                 }
@@ -178,7 +193,7 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
     let measure_for = |i: usize| -> Measure {
         let seen = seqs[i].clone();
         let cursor = cursors[i].clone();
-        Arc::new(move |text: &str| {
+        Arc::new(move |text: &str, _now: u64| {
             if let Some(n) = resume_seq(text) {
                 cursor.store(n, Ordering::Relaxed);
             }
@@ -733,6 +748,17 @@ fn stamp_of(text: &str) -> Option<u64> {
         .ok()
 }
 
+/// The stamp of a room relay's frame: `r=<room>;t=<µs>;…`.
+fn relay_stamp(text: &str) -> Option<u64> {
+    stamp_of(text.split_once(';')?.1)
+}
+
+/// The stamp of a Socket.IO relay's frame: `42["m","r=<room>;t=<µs>;…"]`,
+/// an Engine.IO message carrying a Socket.IO event.
+fn socketio_stamp(text: &str) -> Option<u64> {
+    relay_stamp(text.strip_prefix("42[\"m\",\"")?)
+}
+
 /// Offers `rate` frames per second for `duration` (open loop: the schedule
 /// never waits for the server). `make(k, intended_us)` picks the sender and
 /// builds the frame. Returns (offered, client backlog).
@@ -1012,9 +1038,9 @@ async fn chat_relay_run(a: &ChatArgs, socketio: bool) -> io::Result<Value> {
     let delivered = Arc::new(AtomicU64::new(0));
     let cpu_before = a.common.pid.and_then(cpu_seconds);
     let measure: Measure = if socketio {
-        Arc::new(|text: &str| stamp_of(text.strip_prefix("42[\"m\",\"")?.split_once(';')?.1))
+        Arc::new(|text: &str, _now: u64| socketio_stamp(text))
     } else {
-        Arc::new(|text: &str| stamp_of(text.split_once(';')?.1))
+        Arc::new(|text: &str, _now: u64| relay_stamp(text))
     };
     let sem = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
     let mut setups = Vec::new();
@@ -1144,7 +1170,7 @@ async fn chat_run(a: &ChatArgs) -> io::Result<Value> {
         let chats: Arc<Mutex<Vec<String>>> = Default::default();
         let (c, st, ic) = (chats.clone(), started.clone(), incoming_chat.clone());
         let me = format!("agent{i}@load.test");
-        let measure: Measure = Arc::new(move |text: &str| {
+        let measure: Measure = Arc::new(move |text: &str, _now: u64| {
             if text.contains("\"incoming_chat\"") {
                 let v: Value = serde_json::from_str(text).ok()?;
                 if v["action"] != "incoming_chat" {
@@ -1234,7 +1260,7 @@ async fn chat_run(a: &ChatArgs) -> io::Result<Value> {
                 )
                 .await?;
                 let chat_id = r["chat_id"].as_str().unwrap_or_default().to_owned();
-                let measure: Measure = Arc::new(move |text: &str| {
+                let measure: Measure = Arc::new(move |text: &str, _now: u64| {
                     if !text.contains("\"incoming_event\"") {
                         return None;
                     }
@@ -1476,7 +1502,6 @@ pub async fn ramp(a: RampArgs) -> io::Result<()> {
     )
 }
 
-/// What `fanout` talks to.
 /// The harness's stamp in an `incoming_multicast` push.
 #[derive(serde::Deserialize)]
 struct Stamp {
@@ -1484,27 +1509,27 @@ struct Stamp {
     seq: Option<u64>,
 }
 
-/// Reads the stamp of an `incoming_multicast` push into a typed struct
-/// (unknown fields skipped, nothing allocated). Parsing every push into a
-/// `serde_json::Value` cost the harness more per frame than the relays'
-/// string split, which made chatgate's fan-out latency partly the harness's.
+/// Reads the stamp of an `incoming_multicast` push. Only the `content`
+/// object is parsed (into a typed struct, unknown fields skipped): at a
+/// million pushes a second, parsing the whole frame was a third of the
+/// harness's core, while a relay's frame costs it a string split, so
+/// chatgate's fan-out latency was partly the harness's own.
 fn multicast_stamp(text: &str) -> Option<Stamp> {
-    #[derive(serde::Deserialize)]
-    struct Frame {
-        payload: Payload,
-    }
-    #[derive(serde::Deserialize)]
-    struct Payload {
-        content: Stamp,
-    }
-    if !text.contains("\"incoming_multicast\"") {
-        return None;
-    }
-    serde_json::from_str::<Frame>(text)
+    use std::sync::LazyLock;
+    static KIND: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\"incoming_multicast\""));
+    static CONTENT: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\"content\":"));
+    let bytes = text.as_bytes();
+    KIND.find(bytes)?;
+    let at = CONTENT.find(bytes)? + CONTENT.needle().len();
+    serde_json::Deserializer::from_str(&text[at..])
+        .into_iter::<Stamp>()
+        .next()?
         .ok()
-        .map(|f| f.payload.content)
 }
 
+/// What `fanout` talks to.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Target {
     /// chatgate's RTM: `multicast` to every agent.
@@ -1533,26 +1558,25 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
     let delivered = Arc::new(AtomicU64::new(0));
     let cpu_before = a.common.pid.and_then(cpu_seconds);
     let measure: Measure = if target == Target::SocketIo {
-        // `42["m","r=r1;t=…;…"]`: an Engine.IO message carrying a Socket.IO event.
-        Arc::new(|text: &str| stamp_of(text.strip_prefix("42[\"m\",\"")?.split_once(';')?.1))
+        Arc::new(|text: &str, _now: u64| socketio_stamp(text))
     } else if raw {
-        Arc::new(|text: &str| stamp_of(text.split_once(';')?.1))
+        Arc::new(|text: &str, _now: u64| relay_stamp(text))
     } else {
-        Arc::new(|text: &str| multicast_stamp(text).map(|c| c.t))
+        Arc::new(|text: &str, _now: u64| multicast_stamp(text).map(|c| c.t))
     };
     // Latency by the second the message was meant to be sent in, so a
     // disturbance (a stalled reader being cut off, say) shows when it hit.
     let timeline: Arc<Mutex<Vec<Latency>>> = Default::default();
     let measure: Measure = {
         let (inner, tl) = (measure, timeline.clone());
-        Arc::new(move |text: &str| {
-            let t = inner(text)?;
+        Arc::new(move |text: &str, now: u64| {
+            let t = inner(text, now)?;
             let sec = (t / 1_000_000) as usize;
             let mut v = tl.lock().unwrap();
             if v.len() <= sec {
                 v.resize_with(sec + 1, Default::default);
             }
-            v[sec].record_us(micros_since(epoch).saturating_sub(t));
+            v[sec].record_us(now.saturating_sub(t));
             Some(t)
         })
     };
@@ -1764,5 +1788,22 @@ mod tests {
         assert_eq!(stamp_of("t=42;rest"), Some(42));
         assert_eq!(stamp_of("hello"), None);
         assert_eq!(stamp_of("t=x"), None);
+        assert_eq!(relay_stamp("r=r1;t=77;xx"), Some(77));
+        assert_eq!(socketio_stamp("42[\"m\",\"r=r1;t=78;\"]"), Some(78));
+        assert_eq!(socketio_stamp("r=r1;t=78;"), None);
+    }
+
+    #[test]
+    fn multicast_stamps_are_read_from_the_content_only() {
+        let push = r#"{"action":"incoming_multicast","type":"push","payload":{"author_id":"a1","content":{"pad":"x,\"t\":9","seq":7,"t":123}}}"#;
+        let s = multicast_stamp(push).expect("a stamp");
+        assert_eq!((s.t, s.seq), (123, Some(7)));
+        // Another push with a `content` is not a delivery.
+        let other = r#"{"action":"incoming_event","type":"push","payload":{"content":{"t":1}}}"#;
+        assert!(multicast_stamp(other).is_none());
+        // A multicast without the harness's stamp is not one either.
+        let foreign =
+            r#"{"action":"incoming_multicast","type":"push","payload":{"content":{"hello":1}}}"#;
+        assert!(multicast_stamp(foreign).is_none());
     }
 }

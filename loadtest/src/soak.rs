@@ -148,7 +148,7 @@ async fn agent_loop(a: SoakArgs, i: usize, shared: Shared, mut stop: watch::Rece
                 Ordering::Relaxed,
             );
         }
-        let measure: Measure = Arc::new(move |text: &str| {
+        let measure: Measure = Arc::new(move |text: &str, _now: u64| {
             if resuming && let Some(n) = resume_seq(text) {
                 c.store(n, Ordering::Relaxed);
             }
