@@ -209,10 +209,10 @@ pub async fn request(
             let Message::Text(t) = m.map_err(err)? else {
                 continue;
             };
-            let v: Value = serde_json::from_str(t.as_str()).map_err(err)?;
+            let mut v: Value = serde_json::from_str(t.as_str()).map_err(err)?;
             if v["type"] == "response" && v["request_id"] == request_id {
                 if v["success"] == true {
-                    return Ok(v["payload"].clone());
+                    return Ok(v["payload"].take());
                 }
                 return Err(err(format!("{action} failed: {}", v["payload"])));
             }
