@@ -911,6 +911,7 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
     let delivered = Arc::new(AtomicU64::new(0));
     let sem = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
     let interval_us = 1e6 / a.rate.max(1) as f64;
+    let lag: Arc<Mutex<Latency>> = Default::default();
     let start = Instant::now();
     let start_us = micros_since(epoch);
     let mut setups = Vec::with_capacity(a.sessions);
@@ -929,7 +930,12 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
             let names: Vec<&str> = a.subscribe.split(',').map(str::trim).collect();
             login["pushes"] = json!({ "3.5": names });
         }
+        let lag = lag.clone();
         setups.push(tokio::spawn(async move {
+            // How late the harness itself starts this connection: part of
+            // its login latency that is not the server's.
+            let late = micros_since(epoch).saturating_sub(intended_us);
+            lag.lock().unwrap().record_us(late);
             let r = login_with(&common, i, "/v3.5/agent/rtm/ws", login, epoch, intended_us).await;
             drop(permit);
             r.map(|s| {
@@ -977,6 +983,8 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
         }
     }
     println!("{}", login.line("connect+login"));
+    let lag = std::mem::take(&mut *lag.lock().unwrap());
+    println!("{}", lag.line("(harness start lag)"));
     let per_session = match (rss_before, rss_after) {
         (Some(b), Some(a)) if up > 0 => Some((a.saturating_sub(b)) as f64 / up as f64),
         _ => None,
@@ -1000,6 +1008,7 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
             "achieved_rate": up as f64 / setup_secs,
             "login": login.summary(),
             "login_distribution": login.distribution(),
+            "harness_start_lag": lag.summary(),
             "server_rss_kib_before": rss_before,
             "server_rss_kib_after": rss_after,
             "kib_per_session": per_session,

@@ -93,12 +93,16 @@ async fn idle_chat_and_fanout_against_the_real_server() {
             "300",
             "--hold",
             "1",
+            // The single-threaded runtime (the default under `taskset -c 1`).
+            "--threads",
+            "1",
         ]),
         dir.path(),
     )
     .await;
     assert_eq!(r["sessions_up"], 30, "{r}");
     assert_eq!(r["login"]["count"], 30);
+    assert_eq!(r["harness_start_lag"]["count"], 30, "{r}");
     assert_eq!(r["unexpected_closes"], 0);
     assert!(r["kib_per_session"].is_number(), "{r}");
 
@@ -115,6 +119,8 @@ async fn idle_chat_and_fanout_against_the_real_server() {
             "200",
             "--duration",
             "2",
+            "--threads",
+            "1",
         ]),
         dir.path(),
     )
