@@ -7,7 +7,7 @@
 //! `--json`).
 
 use crate::client::{self, Ws};
-use crate::stats::{Latency, cpu_seconds, micros_since, rss_kib};
+use crate::stats::{CpuWindow, Latency, micros_since, rss_kib};
 use crate::{
     ChatArgs, Common, CompareArgs, FanoutArgs, HostileArgs, IdleArgs, RampArgs, StormArgs,
 };
@@ -503,8 +503,8 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&tmp);
     println!(
-        "\n{:<12} {:>12} {:>14} {:>10} {:>10} {:>10} {:>9}",
-        "server", "delivered", "deliveries/s", "p50 ms", "p99 ms", "max ms", "CPU s"
+        "\n{:<12} {:>12} {:>14} {:>10} {:>10} {:>10} {:>9} {:>10}",
+        "server", "delivered", "deliveries/s", "p50 ms", "p99 ms", "max ms", "CPU s", "harness s"
     );
     for (name, v) in &rows {
         if let Some(e) = v.get("error") {
@@ -512,7 +512,7 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
             continue;
         }
         println!(
-            "{:<12} {:>12} {:>14.0} {:>10.2} {:>10.2} {:>10.2} {:>9.2}",
+            "{:<12} {:>12} {:>14.0} {:>10.2} {:>10.2} {:>10.2} {:>9.2} {:>10.2}",
             name,
             format!("{}/{}", v["delivered"], v["expected_deliveries"]),
             v["deliveries_per_second"].as_f64().unwrap_or(0.0),
@@ -520,6 +520,7 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
             v["latency"]["p99_ms"].as_f64().unwrap_or(0.0),
             v["latency"]["max_ms"].as_f64().unwrap_or(0.0),
             v["server_cpu_seconds"].as_f64().unwrap_or(f64::NAN),
+            v["harness_cpu_seconds"].as_f64().unwrap_or(f64::NAN),
         );
     }
     if let Some(path) = &a.json {
@@ -748,6 +749,23 @@ fn stamp_of(text: &str) -> Option<u64> {
         .ok()
 }
 
+/// The CPU line of a run: the server's (per million deliveries) and the
+/// harness's own, from setup to the end of the drain.
+/// `unit` names what `n` counts ("deliveries", "logins"): seconds per
+/// million of them are microseconds per one.
+fn print_cpu(server: Option<f64>, harness: Option<f64>, n: u64, unit: &str) {
+    if let Some(c) = server {
+        print!(
+            "server CPU {c:.2} s ({:.2} s per million {unit}); ",
+            c / (n.max(1) as f64 / 1e6)
+        );
+    }
+    match harness {
+        Some(h) => println!("harness CPU {h:.2} s"),
+        None => println!(),
+    }
+}
+
 /// The stamp of a room relay's frame: `r=<room>;t=<µs>;…`.
 fn relay_stamp(text: &str) -> Option<u64> {
     stamp_of(text.split_once(';')?.1)
@@ -912,6 +930,7 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
     let sem = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
     let interval_us = 1e6 / a.rate.max(1) as f64;
     let lag: Arc<Mutex<Latency>> = Default::default();
+    let cpu_window = CpuWindow::start(a.common.pid);
     let start = Instant::now();
     let start_us = micros_since(epoch);
     let mut setups = Vec::with_capacity(a.sessions);
@@ -966,6 +985,7 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
         }
     }
     let setup_secs = start.elapsed().as_secs_f64();
+    let (login_cpu, login_harness_cpu) = cpu_window.used();
     let up = handles.len();
     println!(
         "idle: {up}/{} sessions logged in in {setup_secs:.2} s ({:.0}/s offered {}/s)",
@@ -973,6 +993,8 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
         up as f64 / setup_secs,
         a.rate
     );
+    print!("login phase: ");
+    print_cpu(login_cpu, login_harness_cpu, up as u64, "logins");
     tokio::time::sleep(Duration::from_secs(a.hold)).await;
     let rss_after = a.common.pid.and_then(rss_kib);
     let _ = stop_tx.send(true);
@@ -1009,6 +1031,8 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
             "login": login.summary(),
             "login_distribution": login.distribution(),
             "harness_start_lag": lag.summary(),
+            "login_phase_server_cpu_seconds": login_cpu,
+            "login_phase_harness_cpu_seconds": login_harness_cpu,
             "server_rss_kib_before": rss_before,
             "server_rss_kib_after": rss_after,
             "kib_per_session": per_session,
@@ -1045,7 +1069,7 @@ async fn chat_relay_run(a: &ChatArgs, socketio: bool) -> io::Result<Value> {
     let epoch = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     let delivered = Arc::new(AtomicU64::new(0));
-    let cpu_before = a.common.pid.and_then(cpu_seconds);
+    let cpu_window = CpuWindow::start(a.common.pid);
     let measure: Measure = if socketio {
         Arc::new(|text: &str, _now: u64| socketio_stamp(text))
     } else {
@@ -1123,10 +1147,7 @@ async fn chat_relay_run(a: &ChatArgs, socketio: bool) -> io::Result<Value> {
         all.deliveries += o.deliveries;
         closed += u64::from(o.closed_early);
     }
-    let cpu = match (cpu_before, a.common.pid.and_then(cpu_seconds)) {
-        (Some(b), Some(a)) => Some(a - b),
-        _ => None,
-    };
+    let (cpu, harness_cpu) = cpu_window.used();
     println!("{}", all.latency.line("send -> push (other side)"));
     println!(
         "offered {offered} in {secs:.1} s ({:.0}/s), delivered {} ({:.0}/s), lost {}, client backlog {backlog}, connections closed early {closed}",
@@ -1135,6 +1156,7 @@ async fn chat_relay_run(a: &ChatArgs, socketio: bool) -> io::Result<Value> {
         all.deliveries as f64 / secs,
         offered.saturating_sub(all.deliveries),
     );
+    print_cpu(cpu, harness_cpu, all.deliveries, "deliveries");
     Ok(json!({
         "scenario": "chat",
         "target": a.target,
@@ -1149,6 +1171,7 @@ async fn chat_relay_run(a: &ChatArgs, socketio: bool) -> io::Result<Value> {
         "latency": all.latency.summary(),
         "latency_distribution": all.latency.distribution(),
         "server_cpu_seconds": cpu,
+            "harness_cpu_seconds": harness_cpu,
     }))
 }
 
@@ -1159,7 +1182,7 @@ async fn chat_run(a: &ChatArgs) -> io::Result<Value> {
     let epoch = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     let delivered = Arc::new(AtomicU64::new(0));
-    let cpu_before = a.common.pid.and_then(cpu_seconds);
+    let cpu_window = CpuWindow::start(a.common.pid);
     // Customer id -> when its start_chat was sent; incoming_chat latency.
     let started: Arc<Mutex<BTreeMap<String, u64>>> = Default::default();
     let incoming_chat: Arc<Mutex<Latency>> = Default::default();
@@ -1396,7 +1419,7 @@ async fn chat_run(a: &ChatArgs) -> io::Result<Value> {
         }
         all.closed_early |= o.closed_early;
     }
-    let cpu_after = a.common.pid.and_then(cpu_seconds);
+    let (cpu, harness_cpu) = cpu_window.used();
     let ic = incoming_chat.lock().unwrap().clone();
     let lost = all.acks.saturating_sub(all.deliveries);
     println!("{}", ic.line("incoming_chat after start"));
@@ -1412,16 +1435,7 @@ async fn chat_run(a: &ChatArgs) -> io::Result<Value> {
         all.deliveries as f64 / traffic_secs,
         all.errors
     );
-    let cpu = match (cpu_before, cpu_after) {
-        (Some(b), Some(a)) => Some(a - b),
-        _ => None,
-    };
-    if let Some(c) = cpu {
-        println!(
-            "server CPU {c:.2} s: {:.2} s per million deliveries",
-            c / (all.deliveries.max(1) as f64 / 1e6)
-        );
-    }
+    print_cpu(cpu, harness_cpu, all.deliveries, "deliveries");
     Ok(json!({
             "scenario": "chat",
             "target": "chatgate",
@@ -1441,6 +1455,7 @@ async fn chat_run(a: &ChatArgs) -> io::Result<Value> {
             "latency": all.latency.summary(),
             "latency_distribution": all.latency.distribution(),
             "server_cpu_seconds": cpu,
+            "harness_cpu_seconds": harness_cpu,
     }))
 }
 
@@ -1565,7 +1580,7 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
     let epoch = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     let delivered = Arc::new(AtomicU64::new(0));
-    let cpu_before = a.common.pid.and_then(cpu_seconds);
+    let cpu_window = CpuWindow::start(a.common.pid);
     let measure: Measure = if target == Target::SocketIo {
         Arc::new(|text: &str, _now: u64| socketio_stamp(text))
     } else if raw {
@@ -1731,10 +1746,7 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
     }
     let n = (a.receivers - stalled) as u64;
     let expected = offered * n;
-    let cpu = match (cpu_before, a.common.pid.and_then(cpu_seconds)) {
-        (Some(b), Some(a)) => Some(a - b),
-        _ => None,
-    };
+    let (cpu, harness_cpu) = cpu_window.used();
     println!("{}", all.latency.line("send -> delivery"));
     let by_second: Vec<Value> = timeline
         .lock()
@@ -1766,6 +1778,7 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
         all.deliveries as f64 / secs,
         sender_out.errors
     );
+    print_cpu(cpu, harness_cpu, all.deliveries, "deliveries");
     Ok(json!({
             "scenario": "fanout",
             "target": a.target,
@@ -1784,6 +1797,7 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
             "latency_distribution": all.latency.distribution(),
             "latency_by_second": by_second,
             "server_cpu_seconds": cpu,
+            "harness_cpu_seconds": harness_cpu,
     }))
 }
 

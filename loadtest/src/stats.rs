@@ -204,9 +204,51 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// CPU seconds the server (when its pid is known) and this harness use
+/// over a window: when the harness's own figure nears the window's length,
+/// its core, not the server, set the pace.
+pub struct CpuWindow {
+    server_pid: Option<u32>,
+    server: Option<f64>,
+    harness: Option<f64>,
+}
+
+impl CpuWindow {
+    pub fn start(server_pid: Option<u32>) -> CpuWindow {
+        CpuWindow {
+            server_pid,
+            server: server_pid.and_then(cpu_seconds),
+            harness: cpu_seconds(std::process::id()),
+        }
+    }
+
+    /// `(server, harness)` CPU seconds since [`CpuWindow::start`].
+    pub fn used(&self) -> (Option<f64>, Option<f64>) {
+        let since = |before: Option<f64>, pid: Option<u32>| Some(cpu_seconds(pid?)? - before?);
+        (
+            since(self.server, self.server_pid),
+            since(self.harness, Some(std::process::id())),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_harness_counts_its_own_cpu() {
+        let w = CpuWindow::start(None);
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < std::time::Duration::from_millis(200) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let (server, harness) = w.used();
+        assert_eq!(server, None, "no server pid, no server figure");
+        let harness = harness.expect("/proc/self/stat is readable");
+        assert!(harness >= 0.1, "200 ms of spinning shows: {harness}");
+    }
 
     #[test]
     fn quantiles_of_a_known_distribution() {
