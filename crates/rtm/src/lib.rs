@@ -506,6 +506,8 @@ where
                 }
                 tracing::info!(
                     connection = self.conn.id(),
+                    side = ?self.conn.side(),
+                    version = %self.version,
                     reason = reason.as_str(),
                     "disconnecting session"
                 );
