@@ -455,14 +455,19 @@ where
         let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
         let result = match first {
             Poll::Ready(r) => r,
-            Poll::Pending => tokio::select! {
-                biased;
-                result = timeout(limit, write) => match result {
-                    Ok(r) => r,
-                    Err(_) => return Err(End::Gone),
-                },
-                (reason, data) = conn.closed() => return Err(End::Disconnect(reason, data)),
-            },
+            // The socket is full: wait, bounded. Boxed, so that the timer and
+            // the close signal this needs are not part of every idle
+            // session's future (whose size is per-session memory).
+            Poll::Pending => {
+                Box::pin(async {
+                    tokio::select! {
+                        biased;
+                        result = timeout(limit, write) => result.map_err(|_| End::Gone),
+                        (reason, data) = conn.closed() => Err(End::Disconnect(reason, data)),
+                    }
+                })
+                .await?
+            }
         };
         result.map_err(|_| End::Gone)
     }
