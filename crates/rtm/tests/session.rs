@@ -1,7 +1,8 @@
 //! The RTM session driven through channels with paused time: login window,
 //! server pings and dead-peer detection, healthy clients that never ping,
 //! the pending-request limit, the request timeout, and bad frames that get
-//! errors while the connection survives.
+//! errors while the connection survives, and a socket that stops
+//! taking frames ending the session after `write_timeout`.
 
 use axum::extract::ws::Message;
 use chatgate_domain::*;
@@ -206,8 +207,12 @@ where
 }
 
 fn start(config: RtmConfig) -> Client {
+    start_with(config, EngineConfig::default())
+}
+
+fn start_with(config: RtmConfig, engine_config: EngineConfig) -> Client {
     let store = Arc::new(GatedStore::default());
-    let engine = Engine::start(store.clone(), EngineConfig::default()).unwrap();
+    let engine = Engine::start(store.clone(), engine_config).unwrap();
     let (to_server, server_rx) = mpsc::channel::<Message>(64);
     let (session, from_server) = agent_session(
         engine.clone(),
@@ -779,4 +784,93 @@ async fn a_peer_that_is_gone_is_not_written_to_and_a_protocol_error_is_explained
     assert_eq!(f["action"], "agent_disconnected");
     assert_eq!(f["payload"]["data"]["detail"], "protocol_error");
     assert!(matches!(got.last(), Some(Message::Close(_))), "{got:?}");
+}
+
+/// A client whose socket stopped taking frames while its queue never fills
+/// (so no `slow_consumer` close): the write that has to wait gives up after
+/// `write_timeout`, the session ends as gone, with nothing more attempted,
+/// and another session of the same agent keeps working.
+#[tokio::test(start_paused = true)]
+async fn a_write_that_waits_past_write_timeout_ends_the_session() {
+    let config = RtmConfig {
+        write_timeout: Duration::from_secs(2),
+        ..RtmConfig::default()
+    };
+    // No request-rate limit: the multicasts below come as fast as answered.
+    let engine_config = EngineConfig {
+        rate_limit: None,
+        ..EngineConfig::default()
+    };
+    let mut stalled = start_with(config.clone(), engine_config);
+    stalled.login().await;
+    // A second session of alice's, read normally.
+    let (to_b, b_rx) = mpsc::channel::<Message>(64);
+    let (b_session, mut from_b) = agent_session(
+        stalled.engine.clone(),
+        chatgate_protocol::Version::V3_5,
+        channel_stream(b_rx),
+        config,
+    );
+    let b_task = tokio::spawn(b_session);
+    async fn answer(to: &mpsc::Sender<Message>, from: &mut mpsc::Receiver<Message>, id: &str) {
+        loop {
+            match from.recv().await.expect("b is open") {
+                Message::Text(t) => {
+                    let f: Value = serde_json::from_str(t.as_str()).unwrap();
+                    if f["request_id"] == id {
+                        assert_eq!(f["success"], true, "{f}");
+                        return;
+                    }
+                }
+                Message::Ping(p) => to.send(Message::Pong(p)).await.unwrap(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    let send = |v: Value| Message::Text(v.to_string().into());
+    to_b.send(send(
+        json!({"action":"login","request_id":"login","payload":{"token":"Bearer alice-token"}}),
+    ))
+    .await
+    .unwrap();
+    answer(&to_b, &mut from_b, "login").await;
+    // 300 multicasts reach the stalled session: more than the 256 frames its
+    // socket (the test's channel) holds, fewer than its queue's 1,024.
+    for k in 0..300 {
+        let id = format!("m{k}");
+        to_b.send(send(
+            json!({"action":"multicast","request_id":id,"payload":{
+            "recipients":{"agents":{"all":true}},"content":{"k":k}}}),
+        ))
+        .await
+        .unwrap();
+        answer(&to_b, &mut from_b, &id).await;
+    }
+    assert_eq!(stalled.from_server.len(), 256, "its socket is full");
+    // It ends after the write timeout and the bounded close of its sink
+    // (another write_timeout), not after close drains (5 s each).
+    tokio::time::timeout(Duration::from_millis(4500), &mut stalled.task)
+        .await
+        .expect("the blocked write gave up within write_timeout")
+        .unwrap();
+    let mut got = Vec::new();
+    while let Ok(m) = stalled.from_server.try_recv() {
+        got.push(m);
+    }
+    assert!(
+        got.iter().all(
+            |m| !matches!(m, Message::Text(t) if t.as_str().contains("agent_disconnected"))
+                && !matches!(m, Message::Close(_))
+        ),
+        "a gone client is not told why"
+    );
+    // The other session is unaffected.
+    to_b.send(send(
+        json!({"action":"multicast","request_id":"after","payload":{
+        "recipients":{"agents":{"all":true}},"content":{"k":"after"}}}),
+    ))
+    .await
+    .unwrap();
+    answer(&to_b, &mut from_b, "after").await;
+    assert!(!b_task.is_finished());
 }
