@@ -132,6 +132,9 @@ impl ReadError for std::convert::Infallible {}
 enum End {
     /// The client closed or the socket failed: nothing more to write.
     Gone,
+    /// A write waited `write_timeout` for a socket that took nothing: the
+    /// session ends without another write (closing would wait as long again).
+    Stalled,
     /// The server closes with a reason: `agent_disconnected`, then close.
     Disconnect(DisconnectReason, Option<Value>),
     /// A normal close after `logout`.
@@ -462,7 +465,7 @@ where
                 Box::pin(async {
                     tokio::select! {
                         biased;
-                        result = timeout(limit, write) => result.map_err(|_| End::Gone),
+                        result = timeout(limit, write) => result.map_err(|_| End::Stalled),
                         (reason, data) = conn.closed() => Err(End::Disconnect(reason, data)),
                     }
                 })
@@ -489,6 +492,7 @@ where
     async fn finish(&mut self, end: End) {
         match end {
             End::Gone => {}
+            End::Stalled => return,
             End::Disconnect(reason, data) => {
                 // Requests already in flight are answered first (their
                 // changes may already be committed), within `close_drain`;
