@@ -144,6 +144,10 @@ async fn idle_chat_and_fanout_against_the_real_server() {
     );
     assert_eq!(r["lost"], 0);
     assert_eq!(r["latency"]["count"], 400);
+    assert_eq!(
+        r["send_lag"]["count"], 400,
+        "the harness's own lag is reported for every frame: {r}"
+    );
     assert!(r["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
 
     // The run ended its chats: one agent (max 20 chats) takes 20 new ones
@@ -191,6 +195,7 @@ async fn idle_chat_and_fanout_against_the_real_server() {
     assert_eq!(r["expected_deliveries"], 1000);
     assert_eq!(r["delivered"], 1000, "{r}");
     assert!(r["harness_cpu_seconds"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(r["send_lag"]["count"], 40, "{r}");
 
     // A receiver that never reads: the others still get everything, and it
     // is accounted for on its own.
@@ -566,6 +571,10 @@ async fn fanout_speaks_socketio_to_a_socketio_relay() {
         "every event reached every receiver: {r}"
     );
     assert_eq!(r["latency"]["count"], 400);
+    assert_eq!(
+        r["send_lag"]["count"], 40,
+        "the harness's own lag is reported for every frame: {r}"
+    );
     // Every connection (10 receivers and the sender) answered its ping.
     assert_eq!(pongs.load(std::sync::atomic::Ordering::Relaxed), 11);
 }
