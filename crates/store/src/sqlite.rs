@@ -4,7 +4,8 @@
 //! time anyway, and a thread that owns the write connection can drain every
 //! waiting submission into one transaction, so N concurrent writes cost one
 //! fsync instead of N (group commit). Throughput grows with load while each
-//! acknowledged write stays durable (`synchronous=FULL`).
+//! acknowledged write stays durable (`synchronous=FULL`). The full-text
+//! index, derived from the events, trails their commits (see `index_text`).
 
 use crate::{
     AgentRecord, ChatRecord, ChatUserRecord, Committed, Completion, CustomerRecord, EventRecord,
@@ -215,11 +216,24 @@ CREATE TABLE uploads (
     r#"
 ALTER TABLE threads ADD COLUMN customer_visit TEXT;
 "#,
+    // The full-text index is written behind the events (see `TextIndex`):
+    // every event up to this rowid is in `events_fts`; on open the rest is
+    // indexed from `events`. Events are never deleted, so rowids only grow.
+    r#"
+CREATE TABLE fts_state (
+    id             INTEGER PRIMARY KEY CHECK (id = 1),
+    indexed_up_to  BIGINT NOT NULL
+);
+INSERT INTO fts_state (id, indexed_up_to) VALUES (1, COALESCE((SELECT max(rowid) FROM events), 0));
+"#,
 ];
 
 struct Job {
     ops: Vec<Op>,
     done: Completion,
+    /// Index every event committed so far before `done` runs (a search's
+    /// way of reading its own writes).
+    index_text: bool,
 }
 
 /// The embedded SQLite store. Cheap to share behind an `Arc`.
@@ -247,6 +261,8 @@ struct Counters {
     submissions: AtomicU64,
     /// Jobs handed to the writer whose completion has not run yet.
     outstanding: AtomicU64,
+    /// Committed events whose text the writer has not indexed yet.
+    unindexed: AtomicU64,
 }
 
 impl Counters {
@@ -265,6 +281,40 @@ impl Counters {
         } else {
             Some(done)
         }
+    }
+}
+
+impl SqliteStore {
+    /// Blocks until the writer has indexed the text of every event
+    /// acknowledged so far (nothing to wait for, mostly): a search then
+    /// finds what its caller was told is committed.
+    fn index_acknowledged(&self) -> Result<(), StoreError> {
+        if self.stats.unindexed.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let guard = self.tx.lock().expect("store sender lock poisoned");
+            let Some(sender) = guard.as_ref() else {
+                return Err(StoreError::Closed);
+            };
+            self.stats.outstanding.fetch_add(1, Ordering::AcqRel);
+            let job = Job {
+                ops: Vec::new(),
+                done: Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+                index_text: true,
+            };
+            sender.try_send(job).map_err(|e| {
+                self.stats.outstanding.fetch_sub(1, Ordering::Release);
+                match e {
+                    mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+                    mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+                }
+            })?;
+        }
+        rx.recv().map_err(|_| StoreError::Closed)?.map(|_| ())
     }
 }
 
@@ -316,6 +366,13 @@ impl SqliteStore {
         let path = data_dir.join("chatgate.db");
         let mut write_conn = open_conn(&path)?;
         migrate(&mut write_conn)?;
+        let recovered = index_unindexed(&mut write_conn)?;
+        if recovered > 0 {
+            tracing::info!(
+                events = recovered,
+                "indexed the text of events the last run left unindexed"
+            );
+        }
         // Checkpoints run on a thread of their own (below), not inside a
         // commit: copying the WAL back into the database and syncing it
         // took tens of milliseconds, and every request waiting on that
@@ -392,6 +449,13 @@ fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
     checkpoint("TRUNCATE");
 }
 
+/// Committed events whose text waits in memory, at most, before the writer
+/// indexes it even with submissions waiting.
+const TEXT_INDEX_MAX_PENDING: usize = 512;
+/// Committed events whose text the writer indexes as soon as nothing else
+/// waits for it.
+const TEXT_INDEX_IDLE_PENDING: usize = 32;
+
 fn writer_loop(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Job>,
@@ -399,6 +463,8 @@ fn writer_loop(
     stats: Arc<Counters>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    // The text of committed events, not yet in `events_fts`.
+    let mut unindexed = FtsRows::default();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -407,13 +473,31 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let results = commit_batch(&mut conn, &batch);
+        let results = commit_batch(&mut conn, &batch, &mut unindexed);
+        // Before any completion runs: a search that follows an
+        // acknowledged write sees that its text is waiting.
+        stats
+            .unindexed
+            .store(unindexed.rows as u64, Ordering::Release);
+        let index_failed = if batch.iter().any(|j| j.index_text) {
+            index_text(&mut conn, &mut unindexed, &stats)
+                .err()
+                .map(|e| e.to_string())
+        } else {
+            None
+        };
         match results {
             Ok(per_job) => {
                 if batch.iter().any(|j| !j.ops.is_empty()) {
                     stats.transactions.fetch_add(1, Ordering::Relaxed);
                 }
                 for (job, result) in batch.drain(..).zip(per_job) {
+                    let result = match &index_failed {
+                        Some(msg) if job.index_text => {
+                            Err(StoreError::Conflict(format!("indexing text failed: {msg}")))
+                        }
+                        _ => result,
+                    };
                     stats.submissions.fetch_add(1, Ordering::Relaxed);
                     (job.done)(result);
                     stats.outstanding.fetch_sub(1, Ordering::Release);
@@ -431,25 +515,108 @@ fn writer_loop(
                 }
             }
         }
+        if unindexed.rows >= TEXT_INDEX_MAX_PENDING
+            || (unindexed.rows >= TEXT_INDEX_IDLE_PENDING && rx.is_empty())
+        {
+            // A failure is logged; the rows stay pending and are tried again.
+            let _ = index_text(&mut conn, &mut unindexed, &stats);
+        }
+    }
+    if let Err(e) = index_text(&mut conn, &mut unindexed, &stats) {
+        tracing::warn!(error = %e, "text left unindexed at close; indexed at the next open");
     }
     tracing::debug!("store writer stopped");
 }
 
+/// Writes the pending text of committed events into `events_fts`, with
+/// the watermark that says how far the index goes, in one transaction.
+///
+/// Why the index trails the events instead of riding in their commits: a
+/// commit with the index wrote about 12 WAL pages for a single event, 6
+/// without it (the FTS5 segment, its structure record, the content and
+/// docsize rows), and every page is two `pwrite`s on the commit path. Here
+/// up to [`TEXT_INDEX_MAX_PENDING`] events share one segment.
+///
+/// The transaction does not wait for the disk (`synchronous=NORMAL`): the
+/// index is derived from `events`. A later commit's sync makes it durable;
+/// a crash before that loses it whole (a WAL transaction is all or nothing)
+/// and [`index_unindexed`] rebuilds it on open. Searches first ask the
+/// writer to run this (`index_text` jobs), so they see every acknowledged
+/// event.
+fn index_text(
+    conn: &mut Connection,
+    pending: &mut FtsRows,
+    stats: &Counters,
+) -> Result<(), StoreError> {
+    if pending.rows == 0 {
+        return Ok(());
+    }
+    conn.execute_batch("PRAGMA synchronous=NORMAL")?;
+    let written = (|| -> Result<(), StoreError> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        pending.insert(&tx)?;
+        tx.prepare_cached(MARK_INDEXED)?.execute([])?;
+        tx.commit()?;
+        Ok(())
+    })();
+    // Every other transaction of this connection syncs.
+    conn.execute_batch("PRAGMA synchronous=FULL")?;
+    match written {
+        Ok(()) => {
+            pending.clear();
+            stats.unindexed.store(0, Ordering::Release);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, rows = pending.rows, "indexing text failed");
+            Err(e)
+        }
+    }
+}
+
+/// Every event there is is indexed (run with the index's rows).
+const MARK_INDEXED: &str = "UPDATE fts_state SET indexed_up_to = (SELECT COALESCE(max(rowid), 0) FROM events) WHERE id = 1";
+
+/// Indexes the text of events past the watermark: what a crash (or a
+/// failed [`index_text`]) left out. Run on open, before the writer starts.
+fn index_unindexed(conn: &mut Connection) -> Result<usize, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let n = tx.execute(
+        "INSERT INTO events_fts (text, org_id, chat_id, thread_id, event_id)
+         SELECT t, org_id, chat_id, thread_id, id FROM (
+           SELECT COALESCE(json_extract(body, '$.text'), json_extract(body, '$.name')) AS t,
+                  org_id, chat_id, thread_id, id, rowid AS r
+           FROM events
+           WHERE rowid > (SELECT indexed_up_to FROM fts_state WHERE id = 1))
+         WHERE t IS NOT NULL ORDER BY r",
+        [],
+    )?;
+    tx.execute(MARK_INDEXED, [])?;
+    tx.commit()?;
+    Ok(n)
+}
+
 /// Applies every job in one transaction. A failing job is rolled back
 /// alone: the batch is first tried as a whole (almost every job succeeds),
-/// and only if one fails is it run again with a savepoint per job.
+/// and only if one fails is it run again with a savepoint per job. The
+/// text of the committed events is appended to `unindexed`.
 fn commit_batch(
     conn: &mut Connection,
     batch: &[Job],
+    unindexed: &mut FtsRows,
 ) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
     if batch.iter().all(|j| j.ops.is_empty()) {
         // Barriers only: everything before them is already committed.
         return Ok(batch.iter().map(|_| Ok(Committed::default())).collect());
     }
-    if let Some(results) = commit_all(conn, batch)? {
+    let mark = unindexed.mark();
+    if let Some(results) =
+        commit_all(conn, batch, unindexed).inspect_err(|_| unindexed.truncate(mark))?
+    {
         return Ok(results);
     }
-    commit_each(conn, batch)
+    unindexed.truncate(mark);
+    commit_each(conn, batch, unindexed).inspect_err(|_| unindexed.truncate(mark))
 }
 
 /// Write transactions take the write lock at `BEGIN` (`IMMEDIATE`): the
@@ -463,14 +630,14 @@ fn commit_batch(
 fn commit_all(
     conn: &mut Connection,
     batch: &[Job],
+    fts: &mut FtsRows,
 ) -> Result<Option<Vec<Result<Committed, StoreError>>>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
-    let mut fts = FtsRows::default();
     for job in batch {
         let mut committed = Committed::default();
         for op in &job.ops {
-            match apply(&tx, op, &mut fts) {
+            match apply(&tx, op, fts) {
                 Ok(Some(seq)) => committed.seqs.push(seq),
                 Ok(None) => {}
                 // Dropping the transaction rolls the whole batch back.
@@ -478,9 +645,6 @@ fn commit_all(
             }
         }
         results.push(Ok(committed));
-    }
-    if fts.insert(&tx).is_err() {
-        return Ok(None);
     }
     tx.commit()?;
     Ok(Some(results))
@@ -490,10 +654,10 @@ fn commit_all(
 fn commit_each(
     conn: &mut Connection,
     batch: &[Job],
+    fts: &mut FtsRows,
 ) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
-    let mut fts = FtsRows::default();
     for job in batch {
         if job.ops.is_empty() {
             results.push(Ok(Committed::default()));
@@ -504,7 +668,7 @@ fn commit_each(
         let mut outcome = Ok(());
         let mark = fts.mark();
         for op in &job.ops {
-            match apply(&sp, op, &mut fts) {
+            match apply(&sp, op, fts) {
                 Ok(Some(seq)) => committed.seqs.push(seq),
                 Ok(None) => {}
                 Err(e) => {
@@ -525,17 +689,16 @@ fn commit_each(
             }
         }
     }
-    fts.insert(&tx)?;
     tx.commit()?;
     Ok(results)
 }
 
-/// The full-text rows of a group's events, inserted with one statement
-/// before the commit. FTS5 flushes its pending terms into a new segment at
+/// The full-text rows of committed events, inserted with one statement by
+/// [`index_text`]. FTS5 flushes its pending terms into a new segment at
 /// every statement of a transaction, so a statement per event wrote a
 /// segment per event and kept the merger busy (a sixth of the server's CPU
-/// under `perf` on the chat scenario); one statement writes one segment per
-/// group.
+/// under `perf` on the chat scenario); one statement writes one segment for
+/// all of them.
 #[derive(Default)]
 struct FtsRows {
     /// A JSON array of `[org, chat, thread, event, body]`; `body` is the
@@ -567,11 +730,24 @@ impl FtsRows {
         self.rows = rows;
     }
 
+    fn clear(&mut self) {
+        self.json.clear();
+        self.rows = 0;
+    }
+
+    /// Inserts the rows; they stay here (for [`FtsRows::clear`] once
+    /// committed, or another try).
     fn insert(&mut self, tx: &Connection) -> Result<(), StoreError> {
         if self.rows == 0 {
             return Ok(());
         }
         self.json.push(']');
+        let inserted = Self::insert_json(tx, &self.json);
+        self.json.pop();
+        inserted
+    }
+
+    fn insert_json(tx: &Connection, json: &str) -> Result<(), StoreError> {
         tx.prepare_cached(
             "INSERT INTO events_fts (text, org_id, chat_id, thread_id, event_id)
              SELECT t, o, c, th, e FROM (
@@ -582,7 +758,7 @@ impl FtsRows {
                FROM json_each(?1))
              WHERE t IS NOT NULL ORDER BY k",
         )?
-        .execute(params![self.json])?;
+        .execute(params![json])?;
         Ok(())
     }
 }
@@ -1167,7 +1343,12 @@ impl Store for SqliteStore {
             return Err(StoreError::Closed);
         };
         self.stats.outstanding.fetch_add(1, Ordering::AcqRel);
-        tx.try_send(Job { ops, done }).map_err(|e| {
+        tx.try_send(Job {
+            ops,
+            done,
+            index_text: false,
+        })
+        .map_err(|e| {
             self.stats.outstanding.fetch_sub(1, Ordering::Release);
             match e {
                 mpsc::error::TrySendError::Full(_) => StoreError::Busy,
@@ -1191,7 +1372,11 @@ impl Store for SqliteStore {
                 return;
             };
             stats.outstanding.fetch_add(1, Ordering::AcqRel);
-            permit.send(Job { ops, done });
+            permit.send(Job {
+                ops,
+                done,
+                index_text: false,
+            });
         }))
     }
 
@@ -1213,6 +1398,7 @@ impl Store for SqliteStore {
         let Some(expr) = fts_expression(&query.text) else {
             return Ok(Vec::new());
         };
+        self.index_acknowledged()?;
         let conn = self.reader.lock().expect("reader lock poisoned");
         // Only these threads (the page being answered), when given.
         let mut sql = String::from(
@@ -1256,6 +1442,7 @@ impl Store for SqliteStore {
         let Some(expr) = fts_expression(text) else {
             return Ok(Vec::new());
         };
+        self.index_acknowledged()?;
         let conn = self.reader.lock().expect("reader lock poisoned");
         let mut stmt = conn.prepare_cached(
             "SELECT DISTINCT thread_id FROM events_fts

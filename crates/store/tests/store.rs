@@ -772,3 +772,120 @@ fn barriers_complete_at_once_when_nothing_is_outstanding_and_wait_otherwise() {
     // The write is durable when the barrier completes.
     assert_eq!(store.load().unwrap().orgs.len(), 1);
 }
+
+/// The store's own bookkeeping of the text index, read beside it.
+fn fts_watermark(dir: &std::path::Path) -> (i64, i64) {
+    let c = rusqlite::Connection::open(dir.join("chatgate.db")).unwrap();
+    c.query_row(
+        "SELECT (SELECT indexed_up_to FROM fts_state), (SELECT max(rowid) FROM events)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
+#[test]
+fn text_is_indexed_behind_the_commit_yet_a_search_finds_every_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
+    write(&store, base_ops()).unwrap();
+    write(&store, vec![chat("A")]).unwrap();
+    write(
+        &store,
+        vec![text_event(
+            "A",
+            "TA",
+            "a1",
+            r#"{"text":"where is my refund"}"#,
+        )],
+    )
+    .unwrap();
+    // Committed and acknowledged, its text not yet in the index...
+    let (indexed, last) = fts_watermark(dir.path());
+    assert!(indexed < last, "indexed up to {indexed} of {last}");
+    // ...and found all the same: the search has the writer index it first.
+    let hits = store.search_text("acme", &query("refund")).unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(fts_watermark(dir.path()), (last, last));
+    assert_eq!(
+        store.search_threads("acme", "refund", 10).unwrap(),
+        vec!["TA".to_string()]
+    );
+    // Many events at once: indexed without a search once enough wait.
+    let ops = (0..600)
+        .map(|i| text_event("A", "TA", &format!("m{i}"), r#"{"text":"bulk words"}"#))
+        .collect();
+    write(&store, ops).unwrap();
+    write(
+        &store,
+        vec![text_event("A", "TA", "z", r#"{"text":"last"}"#)],
+    )
+    .unwrap();
+    let (indexed, last) = fts_watermark(dir.path());
+    assert!(indexed >= last - 1, "indexed up to {indexed} of {last}");
+    assert_eq!(
+        store
+            .search_text(
+                "acme",
+                &TextQuery {
+                    max_hits: 1000,
+                    ..query("bulk")
+                }
+            )
+            .unwrap()
+            .len(),
+        600
+    );
+}
+
+#[test]
+fn text_a_crash_left_unindexed_is_indexed_on_open_once() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
+        write(&store, base_ops()).unwrap();
+        write(&store, vec![chat("A")]).unwrap();
+        for (id, text) in [
+            ("a1", "parcel lost"),
+            ("a2", "parcel found"),
+            ("a3", "thanks"),
+        ] {
+            let body = format!(r#"{{"text":"{text}"}}"#);
+            write(&store, vec![text_event("A", "TA", id, &body)]).unwrap();
+        }
+        store.close();
+    }
+    // What a crash before the index's unsynced transaction reached the
+    // disk leaves: the events, without their text in the index, and the
+    // watermark before them.
+    {
+        let c = rusqlite::Connection::open(dir.path().join("chatgate.db")).unwrap();
+        c.execute_batch(
+            "DELETE FROM events_fts WHERE event_id IN ('a2', 'a3');
+             UPDATE fts_state SET indexed_up_to = (SELECT rowid FROM events WHERE id = 'a1');",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
+    let (indexed, last) = fts_watermark(dir.path());
+    assert_eq!(indexed, last, "the open indexed what was missing");
+    let mut hits: Vec<_> = store
+        .search_text("acme", &query("parcel"))
+        .unwrap()
+        .into_iter()
+        .map(|h| h.event_id)
+        .collect();
+    hits.sort();
+    assert_eq!(hits, vec!["a1", "a2"], "each event once");
+    assert_eq!(
+        store.search_text("acme", &query("thanks")).unwrap().len(),
+        1
+    );
+    // Opening again adds nothing twice.
+    drop(store);
+    let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
+    assert_eq!(
+        store.search_text("acme", &query("parcel")).unwrap().len(),
+        2
+    );
+}
