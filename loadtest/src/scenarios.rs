@@ -503,8 +503,16 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&tmp);
     println!(
-        "\n{:<12} {:>12} {:>14} {:>10} {:>10} {:>10} {:>9} {:>10}",
-        "server", "delivered", "deliveries/s", "p50 ms", "p99 ms", "max ms", "CPU s", "harness s"
+        "\n{:<12} {:>12} {:>14} {:>10} {:>10} {:>10} {:>9} {:>10} {:>8}",
+        "server",
+        "delivered",
+        "deliveries/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "CPU s",
+        "harness s",
+        "steal s"
     );
     for (name, v) in &rows {
         if let Some(e) = v.get("error") {
@@ -512,7 +520,7 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
             continue;
         }
         println!(
-            "{:<12} {:>12} {:>14.0} {:>10.2} {:>10.2} {:>10.2} {:>9.2} {:>10.2}",
+            "{:<12} {:>12} {:>14.0} {:>10.2} {:>10.2} {:>10.2} {:>9.2} {:>10.2} {:>8.2}",
             name,
             format!("{}/{}", v["delivered"], v["expected_deliveries"]),
             v["deliveries_per_second"].as_f64().unwrap_or(0.0),
@@ -521,6 +529,7 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
             v["latency"]["max_ms"].as_f64().unwrap_or(0.0),
             v["server_cpu_seconds"].as_f64().unwrap_or(f64::NAN),
             v["harness_cpu_seconds"].as_f64().unwrap_or(f64::NAN),
+            v["steal_seconds"].as_f64().unwrap_or(f64::NAN),
         );
     }
     if let Some(path) = &a.json {
@@ -753,15 +762,18 @@ fn stamp_of(text: &str) -> Option<u64> {
 /// harness's own, from setup to the end of the drain.
 /// `unit` names what `n` counts ("deliveries", "logins"): seconds per
 /// million of them are microseconds per one.
-fn print_cpu(server: Option<f64>, harness: Option<f64>, n: u64, unit: &str) {
+fn print_cpu(server: Option<f64>, harness: Option<f64>, n: u64, unit: &str, stolen: Option<f64>) {
     if let Some(c) = server {
         print!(
             "server CPU {c:.2} s ({:.2} s per million {unit}); ",
             c / (n.max(1) as f64 / 1e6)
         );
     }
-    match harness {
-        Some(h) => println!("harness CPU {h:.2} s"),
+    if let Some(h) = harness {
+        print!("harness CPU {h:.2} s; ");
+    }
+    match stolen {
+        Some(s) => println!("stolen by the hypervisor {s:.2} s"),
         None => println!(),
     }
 }
@@ -1102,6 +1114,7 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
     }
     let setup_secs = start.elapsed().as_secs_f64();
     let (login_cpu, login_harness_cpu) = cpu_window.used();
+    let login_stolen = cpu_window.stolen();
     let up = handles.len();
     println!(
         "idle: {up}/{} sessions logged in in {setup_secs:.2} s ({:.0}/s offered {}/s)",
@@ -1110,7 +1123,13 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
         a.rate
     );
     print!("login phase: ");
-    print_cpu(login_cpu, login_harness_cpu, up as u64, "logins");
+    print_cpu(
+        login_cpu,
+        login_harness_cpu,
+        up as u64,
+        "logins",
+        login_stolen,
+    );
     tokio::time::sleep(Duration::from_secs(a.hold)).await;
     let rss_after = a.common.pid.and_then(rss_kib);
     let _ = stop_tx.send(true);
@@ -1149,6 +1168,7 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
             "harness_start_lag": lag.summary(),
             "login_phase_server_cpu_seconds": login_cpu,
             "login_phase_harness_cpu_seconds": login_harness_cpu,
+            "login_phase_steal_seconds": login_stolen,
             "server_rss_kib_before": rss_before,
             "server_rss_kib_after": rss_after,
             "kib_per_session": per_session,
@@ -1265,6 +1285,7 @@ async fn chat_relay_run(a: &ChatArgs, socketio: bool) -> io::Result<Value> {
         closed += u64::from(o.closed_early);
     }
     let (cpu, harness_cpu) = cpu_window.used();
+    let stolen = cpu_window.stolen();
     println!("{}", all.latency.line("send -> push (other side)"));
     println!("{}", sent.lag_line());
     println!(
@@ -1274,7 +1295,7 @@ async fn chat_relay_run(a: &ChatArgs, socketio: bool) -> io::Result<Value> {
         all.deliveries as f64 / secs,
         offered.saturating_sub(all.deliveries),
     );
-    print_cpu(cpu, harness_cpu, all.deliveries, "deliveries");
+    print_cpu(cpu, harness_cpu, all.deliveries, "deliveries", stolen);
     Ok(json!({
         "scenario": "chat",
         "target": a.target,
@@ -1291,6 +1312,7 @@ async fn chat_relay_run(a: &ChatArgs, socketio: bool) -> io::Result<Value> {
         "latency_distribution": all.latency.distribution(),
         "server_cpu_seconds": cpu,
             "harness_cpu_seconds": harness_cpu,
+            "steal_seconds": stolen,
     }))
 }
 
@@ -1540,6 +1562,7 @@ async fn chat_run(a: &ChatArgs) -> io::Result<Value> {
         all.closed_early |= o.closed_early;
     }
     let (cpu, harness_cpu) = cpu_window.used();
+    let stolen = cpu_window.stolen();
     let ic = incoming_chat.lock().unwrap().clone();
     let lost = all.acks.saturating_sub(all.deliveries);
     println!("{}", ic.line("incoming_chat after start"));
@@ -1556,7 +1579,7 @@ async fn chat_run(a: &ChatArgs) -> io::Result<Value> {
         all.deliveries as f64 / traffic_secs,
         all.errors
     );
-    print_cpu(cpu, harness_cpu, all.deliveries, "deliveries");
+    print_cpu(cpu, harness_cpu, all.deliveries, "deliveries", stolen);
     Ok(json!({
             "scenario": "chat",
             "target": "chatgate",
@@ -1578,6 +1601,7 @@ async fn chat_run(a: &ChatArgs) -> io::Result<Value> {
             "latency_distribution": all.latency.distribution(),
             "server_cpu_seconds": cpu,
             "harness_cpu_seconds": harness_cpu,
+            "steal_seconds": stolen,
     }))
 }
 
@@ -1870,6 +1894,7 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
     let n = (a.receivers - stalled) as u64;
     let expected = offered * n;
     let (cpu, harness_cpu) = cpu_window.used();
+    let stolen = cpu_window.stolen();
     println!("{}", all.latency.line("send -> delivery"));
     println!("{}", sent.lag_line());
     let by_second: Vec<Value> = timeline
@@ -1902,7 +1927,7 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
         all.deliveries as f64 / secs,
         sender_out.errors
     );
-    print_cpu(cpu, harness_cpu, all.deliveries, "deliveries");
+    print_cpu(cpu, harness_cpu, all.deliveries, "deliveries", stolen);
     Ok(json!({
             "scenario": "fanout",
             "target": a.target,
@@ -1923,6 +1948,7 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
             "latency_by_second": by_second,
             "server_cpu_seconds": cpu,
             "harness_cpu_seconds": harness_cpu,
+            "steal_seconds": stolen,
     }))
 }
 

@@ -204,13 +204,33 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// CPU seconds of the whole machine that the hypervisor gave to other
+/// guests ("steal", all cores together), from `/proc/stat`.
+pub fn steal_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    steal_of(stat.lines().next()?)
+}
+
+/// The steal field of `/proc/stat`'s `cpu` line (the eighth number, in
+/// 1/100 s).
+fn steal_of(cpu_line: &str) -> Option<f64> {
+    let mut f = cpu_line.split_whitespace();
+    if f.next()? != "cpu" {
+        return None;
+    }
+    Some(f.nth(7)?.parse::<f64>().ok()? / 100.0)
+}
+
 /// CPU seconds the server (when its pid is known) and this harness use
 /// over a window: when the harness's own figure nears the window's length,
-/// its core, not the server, set the pace.
+/// its core, not the server, set the pace. And the machine's steal over the
+/// same window: on a shared host a run with seconds of it is a disturbed
+/// run, whatever its latency says.
 pub struct CpuWindow {
     server_pid: Option<u32>,
     server: Option<f64>,
     harness: Option<f64>,
+    steal: Option<f64>,
 }
 
 impl CpuWindow {
@@ -219,7 +239,14 @@ impl CpuWindow {
             server_pid,
             server: server_pid.and_then(cpu_seconds),
             harness: cpu_seconds(std::process::id()),
+            steal: steal_seconds(),
         }
+    }
+
+    /// Seconds of CPU the hypervisor took from this machine since
+    /// [`CpuWindow::start`].
+    pub fn stolen(&self) -> Option<f64> {
+        Some(steal_seconds()? - self.steal?)
     }
 
     /// `(server, harness)` CPU seconds since [`CpuWindow::start`].
@@ -235,6 +262,14 @@ impl CpuWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steal_is_the_eighth_number_of_the_cpu_line() {
+        let line = "cpu  4627672 0 1038484 5671896 154375 0 191102 239417 0 0";
+        assert_eq!(steal_of(line), Some(2394.17));
+        assert_eq!(steal_of("cpu0 1 2 3 4 5 6 7 8 9 10"), None);
+        assert_eq!(steal_of("cpu 1 2 3"), None);
+    }
 
     #[test]
     fn the_harness_counts_its_own_cpu() {

@@ -108,6 +108,10 @@ async fn idle_chat_and_fanout_against_the_real_server() {
         "{r}"
     );
     assert!(r["login_phase_server_cpu_seconds"].is_number(), "{r}");
+    assert!(
+        r["login_phase_steal_seconds"].as_f64().unwrap() >= 0.0,
+        "{r}"
+    );
     assert_eq!(r["unexpected_closes"], 0);
     assert!(r["kib_per_session"].is_number(), "{r}");
 
@@ -132,6 +136,7 @@ async fn idle_chat_and_fanout_against_the_real_server() {
     .await;
     assert_eq!(r["customers"], 20, "{r}");
     assert!(r["harness_cpu_seconds"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["steal_seconds"].as_f64().unwrap() >= 0.0, "{r}");
     assert_eq!(
         r["incoming_chat"]["count"], 20,
         "each chat reached its agent: {r}"
@@ -195,6 +200,7 @@ async fn idle_chat_and_fanout_against_the_real_server() {
     assert_eq!(r["expected_deliveries"], 1000);
     assert_eq!(r["delivered"], 1000, "{r}");
     assert!(r["harness_cpu_seconds"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["steal_seconds"].as_f64().unwrap() >= 0.0, "{r}");
     assert_eq!(r["send_lag"]["count"], 40, "{r}");
 
     // A receiver that never reads: the others still get everything, and it
