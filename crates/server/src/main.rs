@@ -73,6 +73,11 @@ struct Serve {
     /// Largest Web API request body in bytes.
     #[arg(long, env = "CHATGATE_MAX_BODY", default_value_t = 1024 * 1024)]
     max_body: usize,
+    /// WebSocket read buffer per connection in bytes: memory per idle
+    /// session against read calls for larger frames (a larger frame grows
+    /// the buffer while it is read).
+    #[arg(long, env = "CHATGATE_WS_READ_BUFFER", default_value_t = chatgate_web::WebConfig::default().ws_read_buffer)]
+    ws_read_buffer: usize,
     /// Frames that may wait for one slow session before it is disconnected.
     #[arg(long, env = "CHATGATE_OUTBOUND_QUEUE", default_value_t = 1024)]
     outbound_queue: usize,
@@ -174,6 +179,10 @@ fn config_from(args: &Serve) -> Result<ServerConfig, String> {
         return Err("--max-body must be at least 1024 bytes".into());
     }
     config.web.max_body = args.max_body;
+    if !(256..=64 * 1024).contains(&args.ws_read_buffer) {
+        return Err("--ws-read-buffer must be between 256 and 65536 bytes".into());
+    }
+    config.web.ws_read_buffer = args.ws_read_buffer;
     if args.outbound_queue == 0 {
         return Err("--outbound-queue must be at least 1".into());
     }

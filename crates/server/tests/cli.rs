@@ -79,6 +79,7 @@ fn bad_configuration_exits_with_one_line() {
             "TLS: cannot read certificate",
         ),
         (&["serve", "--max-body", "10"], 2, "--max-body"),
+        (&["serve", "--ws-read-buffer", "16"], 2, "--ws-read-buffer"),
     ];
     for (args, code, text) in cases {
         let (got, lines) = fails(args, dir.path());

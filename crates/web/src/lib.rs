@@ -28,9 +28,11 @@ pub struct WebConfig {
     pub max_body: usize,
     /// WebSocket read buffer per connection (bytes read from the socket at a
     /// time; tungstenite's default of 128 KiB per connection must not ship).
-    /// 1 KiB holds a typical request frame; a larger frame grows the buffer
-    /// while it is read. Measured: 4 KiB cost 3 KiB more per idle session
-    /// (10.1 against 7.1 KiB of server RSS), see loadtest/README.md.
+    /// 512 bytes hold a typical request frame (a login, a `send_event`); a
+    /// larger frame grows the buffer while it is read. Measured (19,000 idle
+    /// sessions): 4 KiB cost 3 KiB more per session than 1 KiB, and 512
+    /// bytes 0.55 KiB less (4.6 against 5.15 KiB of server RSS) at the same
+    /// login CPU; see loadtest/README.md. `--ws-read-buffer` sets it.
     pub ws_read_buffer: usize,
     /// Bytes of outgoing frames collected before a write.
     pub ws_write_buffer: usize,
@@ -51,7 +53,7 @@ impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
             max_body: 1024 * 1024,
-            ws_read_buffer: 1024,
+            ws_read_buffer: 512,
             ws_write_buffer: 8 * 1024,
             ws_max_write_buffer: 1024 * 1024,
             ws_max_message: 4 * 1024 * 1024,
