@@ -559,8 +559,12 @@ fn index_text(
         tx.commit()?;
         Ok(())
     })();
-    // Every other transaction of this connection syncs.
-    conn.execute_batch("PRAGMA synchronous=FULL")?;
+    // Every other transaction of this connection syncs. (Setting the flag
+    // touches no file; should it ever fail, a writer that cannot promise
+    // durability must not acknowledge another write.)
+    if let Err(e) = conn.execute_batch("PRAGMA synchronous=FULL") {
+        panic!("the store writer could not restore synchronous=FULL: {e}");
+    }
     match written {
         Ok(()) => {
             pending.clear();
