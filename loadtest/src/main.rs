@@ -260,6 +260,12 @@ pub struct CompareArgs {
     /// The core the servers are pinned to (`taskset -c`).
     #[arg(long, default_value = "0")]
     pub server_core: String,
+    /// Rounds: each runs every server once, in turn (a fresh chatgate data
+    /// directory each time). With more than one, the table gives each
+    /// server's median over the rounds, and the JSON every round (`rounds`):
+    /// on a shared host a single run can be a disturbed one.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     /// Write the table as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -404,6 +404,9 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
     };
     let provision = tmp.join("provision.toml");
     write_provisioning(a.receivers.max(a.agents), 20, &provision)?;
+    if a.repeat == 0 {
+        return Err(err("--repeat must be at least 1"));
+    }
     let mut plan: Vec<(String, String, Vec<String>, String, &str)> = vec![
         (
             "chatgate".into(),
@@ -413,6 +416,7 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
                 "--listen".into(),
                 "127.0.0.1:19301".into(),
                 "--data-dir".into(),
+                // A fresh directory per round (see below).
                 tmp.join("data").display().to_string(),
                 "--provision".into(),
                 provision.display().to_string(),
@@ -460,48 +464,76 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
             }
         }
     }
-    let mut rows = Vec::new();
-    for (name, program, args, addr, target) in plan {
-        let addr: std::net::SocketAddr = addr.parse().map_err(err)?;
-        let server = start_server(&a.server_core, &program, &args, addr).await?;
-        // `taskset` execs the server: the child's pid is the server's.
-        let pid = server.0.id();
-        let run = FanoutArgs {
-            common: Common {
-                server: addr,
-                pid: Some(pid),
-                sources: 1,
-                json: None,
-                svg: None,
-            },
-            target: target.into(),
-            receivers: a.receivers,
-            rate: a.rate,
-            duration: a.duration,
-            stalled: 0,
-            pad: 0,
-        };
-        let r = if chat {
-            let c = ChatArgs {
-                common: run.common.clone(),
-                agents: a.agents,
-                customers: a.customers,
+    let mut rounds: Vec<(String, Vec<Value>)> =
+        plan.iter().map(|p| (p.0.clone(), Vec::new())).collect();
+    for round in 0..a.repeat {
+        if a.repeat > 1 {
+            println!("compare: round {} of {}", round + 1, a.repeat);
+        }
+        for (i, (_, program, args, addr, target)) in plan.iter().enumerate() {
+            let target = *target;
+            let mut args = args.clone();
+            if let Some(d) = args.iter().position(|x| x == "--data-dir") {
+                args[d + 1] = tmp.join(format!("data{round}")).display().to_string();
+            }
+            let addr: std::net::SocketAddr = addr.parse().map_err(err)?;
+            let server = start_server(&a.server_core, program, &args, addr).await?;
+            // `taskset` execs the server: the child's pid is the server's.
+            let pid = server.0.id();
+            let run = FanoutArgs {
+                common: Common {
+                    server: addr,
+                    pid: Some(pid),
+                    sources: 1,
+                    json: None,
+                    svg: None,
+                },
+                target: target.into(),
+                receivers: a.receivers,
                 rate: a.rate,
                 duration: a.duration,
-                org: "load".into(),
-                target: target.into(),
+                stalled: 0,
+                pad: 0,
             };
-            chat_any(&c).await
-        } else {
-            fanout_run(&run).await
-        };
-        drop(server);
-        match r {
-            Ok(v) => rows.push((name, v)),
-            Err(e) => rows.push((name.clone(), json!({"error": e.to_string()}))),
+            let r = if chat {
+                let c = ChatArgs {
+                    common: run.common.clone(),
+                    agents: a.agents,
+                    customers: a.customers,
+                    rate: a.rate,
+                    duration: a.duration,
+                    org: "load".into(),
+                    target: target.into(),
+                };
+                chat_any(&c).await
+            } else {
+                fanout_run(&run).await
+            };
+            drop(server);
+            rounds[i].1.push(match r {
+                Ok(v) => v,
+                Err(e) => json!({"error": e.to_string()}),
+            });
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);
+    let rows: Vec<(String, Value)> = rounds
+        .into_iter()
+        .map(|(name, mut runs)| {
+            let row = if runs.len() == 1 {
+                runs.pop().expect("one run")
+            } else {
+                median_row(runs)
+            };
+            (name, row)
+        })
+        .collect();
+    if a.repeat > 1 {
+        println!(
+            "\nmedians of {} rounds (p99 of each round below the table)",
+            a.repeat
+        );
+    }
     println!(
         "\n{:<12} {:>12} {:>14} {:>10} {:>10} {:>10} {:>9} {:>10} {:>8}",
         "server",
@@ -531,6 +563,19 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
             v["harness_cpu_seconds"].as_f64().unwrap_or(f64::NAN),
             v["steal_seconds"].as_f64().unwrap_or(f64::NAN),
         );
+    }
+    for (name, v) in &rows {
+        if let Some(runs) = v["rounds"].as_array() {
+            let p99: Vec<String> = runs
+                .iter()
+                .map(|r| {
+                    r["latency"]["p99_ms"]
+                        .as_f64()
+                        .map_or_else(|| "failed".to_owned(), |x| format!("{x:.2}"))
+                })
+                .collect();
+            println!("{name}: p99 by round {} ms", p99.join(", "));
+        }
     }
     if let Some(path) = &a.json {
         let table: serde_json::Map<String, Value> = rows.into_iter().collect();
@@ -762,6 +807,39 @@ fn stamp_of(text: &str) -> Option<u64> {
 /// harness's own, from setup to the end of the drain.
 /// `unit` names what `n` counts ("deliveries", "logins"): seconds per
 /// million of them are microseconds per one.
+/// One server's rounds of `compare --repeat` as one row: the deliveries
+/// summed, the rest the median of the rounds that did not fail (the lower
+/// middle one for an even count); every round under `rounds`.
+fn median_row(runs: Vec<Value>) -> Value {
+    let ok: Vec<&Value> = runs.iter().filter(|v| v.get("error").is_none()).collect();
+    if ok.is_empty() {
+        return json!({"error": "every round failed", "rounds": runs});
+    }
+    let median = |f: &dyn Fn(&Value) -> Option<f64>| -> Option<f64> {
+        let mut xs: Vec<f64> = ok.iter().filter_map(|v| f(v)).collect();
+        xs.sort_by(f64::total_cmp);
+        xs.get(xs.len().checked_sub(1)? / 2).copied()
+    };
+    let sum = |key: &str| ok.iter().filter_map(|v| v[key].as_u64()).sum::<u64>();
+    json!({
+        "scenario": ok[0]["scenario"],
+        "target": ok[0]["target"],
+        "rounds_ok": ok.len(),
+        "delivered": sum("delivered"),
+        "expected_deliveries": sum("expected_deliveries"),
+        "deliveries_per_second": median(&|v| v["deliveries_per_second"].as_f64()),
+        "latency": {
+            "p50_ms": median(&|v| v["latency"]["p50_ms"].as_f64()),
+            "p99_ms": median(&|v| v["latency"]["p99_ms"].as_f64()),
+            "max_ms": median(&|v| v["latency"]["max_ms"].as_f64()),
+        },
+        "server_cpu_seconds": median(&|v| v["server_cpu_seconds"].as_f64()),
+        "harness_cpu_seconds": median(&|v| v["harness_cpu_seconds"].as_f64()),
+        "steal_seconds": median(&|v| v["steal_seconds"].as_f64()),
+        "rounds": runs,
+    })
+}
+
 fn print_cpu(server: Option<f64>, harness: Option<f64>, n: u64, unit: &str, stolen: Option<f64>) {
     if let Some(c) = server {
         print!(
@@ -2000,6 +2078,35 @@ mod tests {
             }
             assert_eq!(k, 2000 + first);
         }
+    }
+
+    #[test]
+    fn repeated_rounds_sum_deliveries_and_take_medians_of_the_rest() {
+        let run = |p99: f64, steal: f64| {
+            json!({"scenario": "chat", "target": "chatgate", "delivered": 10, "expected_deliveries": 10,
+                   "deliveries_per_second": 100.0, "latency": {"p50_ms": 1.0, "p99_ms": p99, "max_ms": p99 * 2.0},
+                   "server_cpu_seconds": 1.0, "harness_cpu_seconds": 0.5, "steal_seconds": steal})
+        };
+        let row = median_row(vec![
+            run(30.0, 3.0),
+            run(10.0, 0.1),
+            json!({"error": "boom"}),
+            run(20.0, 0.5),
+        ]);
+        assert_eq!(row["rounds"].as_array().unwrap().len(), 4);
+        assert_eq!(row["rounds_ok"], 3);
+        assert_eq!(
+            (row["delivered"].clone(), row["expected_deliveries"].clone()),
+            (json!(30), json!(30))
+        );
+        assert_eq!(row["latency"]["p99_ms"], 20.0);
+        assert_eq!(row["latency"]["max_ms"], 40.0);
+        assert_eq!(row["steal_seconds"], 0.5);
+        // An even count takes the lower middle one.
+        let row = median_row(vec![run(30.0, 0.0), run(10.0, 0.0)]);
+        assert_eq!(row["latency"]["p99_ms"], 10.0);
+        let row = median_row(vec![json!({"error": "a"}), json!({"error": "b"})]);
+        assert!(row["error"].is_string());
     }
 
     #[test]

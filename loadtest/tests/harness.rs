@@ -395,6 +395,21 @@ async fn compare_runs_chatgate_and_the_baseline_one_after_another() {
         assert_eq!(table[server]["delivered"], 10, "{server}: {table}");
         assert_eq!(table[server]["expected_deliveries"], 10);
     }
+    // Two rounds: each server twice, chatgate on a fresh data directory
+    // each time (its chats of the first round do not take the agents'
+    // capacity in the second); deliveries summed, every round kept.
+    let twice = [&chat[..], &["--repeat", "2"]].concat();
+    let table = compare(&chatgate, dir.path(), &twice).await;
+    for server in ["chatgate", "baseline"] {
+        assert_eq!(
+            table[server]["rounds"].as_array().unwrap().len(),
+            2,
+            "{server}: {table}"
+        );
+        assert_eq!(table[server]["rounds_ok"], 2, "{server}: {table}");
+        assert_eq!(table[server]["delivered"], 20, "{server}: {table}");
+        assert!(table[server]["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+    }
 }
 
 /// `compare` at 10 messages/s for 1 s with `extra` flags; its JSON table.
