@@ -784,12 +784,18 @@ fn fts_watermark(dir: &std::path::Path) -> (i64, i64) {
     .unwrap()
 }
 
+/// A store in `dir` with the base organization and chat `A`.
+fn open_with_chat_a(dir: &std::path::Path) -> SqliteStore {
+    let store = SqliteStore::open(dir, StoreConfig::default()).unwrap();
+    write(&store, base_ops()).unwrap();
+    write(&store, vec![chat("A")]).unwrap();
+    store
+}
+
 #[test]
 fn text_is_indexed_behind_the_commit_yet_a_search_finds_every_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
-    write(&store, base_ops()).unwrap();
-    write(&store, vec![chat("A")]).unwrap();
+    let store = open_with_chat_a(dir.path());
     write(
         &store,
         vec![text_event(
@@ -842,9 +848,7 @@ fn text_is_indexed_behind_the_commit_yet_a_search_finds_every_acknowledged_event
 fn text_a_crash_left_unindexed_is_indexed_on_open_once() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
-        write(&store, base_ops()).unwrap();
-        write(&store, vec![chat("A")]).unwrap();
+        let store = open_with_chat_a(dir.path());
         for (id, text) in [
             ("a1", "parcel lost"),
             ("a2", "parcel found"),
