@@ -216,7 +216,7 @@ CREATE TABLE uploads (
     r#"
 ALTER TABLE threads ADD COLUMN customer_visit TEXT;
 "#,
-    // The full-text index is written behind the events (see `TextIndex`):
+    // The full-text index is written behind the events (see `index_text`):
     // every event up to this rowid is in `events_fts`; on open the rest is
     // indexed from `events`. Events are never deleted, so rowids only grow.
     r#"
