@@ -23,7 +23,7 @@ use crate::chat_methods::ChatCaller;
 use crate::chat_more::parse_time_us;
 use crate::chats::{can_read, load_thread_events, now_us, wire_thread, wire_users};
 use crate::dispatch::Reply;
-use crate::error::{internal, validation};
+use crate::error::{internal, store_error, validation};
 use crate::paging::{ListRequest, Paging};
 use crate::push::submit;
 use chatgate_protocol::chats::{ListArchivesRequest, ListArchivesResponse};
@@ -356,7 +356,7 @@ pub(crate) async fn list_archives(
                 tokio::task::spawn_blocking(move || store.search_threads(&org, &q, MAX_TEXT_HITS))
                     .await
                     .map_err(internal)?
-                    .map_err(internal)?;
+                    .map_err(store_error)?;
             Some(threads.into_iter().collect())
         }
     };
@@ -457,7 +457,7 @@ pub(crate) async fn list_archives(
             let hits = tokio::task::spawn_blocking(move || store.search_text(&org, &query))
                 .await
                 .map_err(internal)?
-                .map_err(internal)?;
+                .map_err(store_error)?;
             let mut by_thread: HashMap<String, Vec<Highlight>> = HashMap::new();
             for h in hits {
                 by_thread.entry(h.thread_id).or_default().push(Highlight {

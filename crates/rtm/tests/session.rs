@@ -21,6 +21,9 @@ use tokio::sync::mpsc;
 #[derive(Default)]
 struct GatedStore {
     gate: Arc<Gate>,
+    /// Searches answer `StoreError::Busy` (the real store's writer queue,
+    /// full, cannot take the job that indexes pending text first).
+    search_busy: AtomicBool,
 }
 
 #[derive(Default)]
@@ -132,6 +135,9 @@ impl Store for GatedStore {
         Ok(vec![])
     }
     fn search_threads(&self, _: &str, _: &str, _: u32) -> Result<Vec<String>, StoreError> {
+        if self.search_busy.load(Ordering::SeqCst) {
+            return Err(StoreError::Busy);
+        }
         Ok(vec![])
     }
     fn thread_facts(
@@ -873,4 +879,21 @@ async fn a_write_that_waits_past_write_timeout_ends_the_session() {
     .unwrap();
     answer(&to_b, &mut from_b, "after").await;
     assert!(!b_task.is_finished());
+}
+
+#[tokio::test]
+async fn a_search_the_store_cannot_take_now_is_service_unavailable_and_the_session_goes_on() {
+    let mut c = start(RtmConfig::default());
+    c.login().await;
+    c.store.search_busy.store(true, Ordering::SeqCst);
+    let search = json!({"action":"list_archives","request_id":"s1","payload":{"filters":{"query":"refund"}}});
+    c.send(search.clone()).await;
+    let r = c.next_json().await;
+    assert_eq!(r["success"], false, "{r}");
+    assert_eq!(r["payload"]["error"]["type"], "service_unavailable", "{r}");
+    // Once the store takes searches again, the same request is answered.
+    c.store.search_busy.store(false, Ordering::SeqCst);
+    c.send(search).await;
+    let r = c.next_json().await;
+    assert_eq!(r["success"], true, "{r}");
 }
