@@ -384,13 +384,18 @@ impl Connection {
     /// rather than letting it slow the publisher or hold memory.
     pub(crate) fn enqueue(&self, frame: Bytes) {
         match self.outbox.push(frame) {
-            Ok(()) | Err(Refused::Gone) => {}
+            Ok(()) => {
+                crate::metrics::FRAMES_QUEUED.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(Refused::Gone) => {}
             Err(Refused::Full) => self.slow_consumer(),
         }
     }
 
     fn slow_consumer(&self) {
-        self.dropped_frames.fetch_add(1, Ordering::Relaxed);
+        if self.dropped_frames.fetch_add(1, Ordering::Relaxed) == 0 {
+            crate::metrics::SLOW_CONSUMERS.fetch_add(1, Ordering::Relaxed);
+        }
         self.close(
             DisconnectReason::ConnectionTimeout,
             Some(serde_json::json!({"detail": "slow_consumer"})),

@@ -208,6 +208,16 @@ impl Engine {
     /// the change is durable; the response is returned here, also only after
     /// the commit.
     pub async fn execute(&self, req: Request) -> Result<Reply, ErrorBody> {
+        let started = std::time::Instant::now();
+        let labels = crate::metrics::RequestKind::of(&req.requester, &req.action);
+        let result = self.dispatch(req).await;
+        self.inner
+            .metrics
+            .record(labels, result.as_ref().map(|_| ()), started.elapsed());
+        result
+    }
+
+    async fn dispatch(&self, req: Request) -> Result<Reply, ErrorBody> {
         if let Requester::ConfigWeb { authorization } = &req.requester {
             if !chatgate_protocol::config::CONFIGURATION_METHODS.contains(&req.action.as_str()) {
                 return Err(validation(format!("unknown action `{}`", req.action)));

@@ -27,6 +27,7 @@ mod customers;
 mod dispatch;
 mod error;
 mod limits;
+mod metrics;
 mod paging;
 mod properties;
 mod provision;
@@ -165,6 +166,7 @@ pub(crate) struct Inner {
     /// only in the store: such edits are rare, and two at once must not
     /// lose one another's change.
     pub(crate) cold_edits: tokio::sync::Mutex<()>,
+    pub(crate) metrics: metrics::EngineMetrics,
 }
 
 impl Engine {
@@ -183,6 +185,7 @@ impl Engine {
             shutting_down: OnceLock::new(),
             resume_streams: DashMap::new(),
             cold_edits: tokio::sync::Mutex::new(()),
+            metrics: metrics::EngineMetrics::default(),
             page_key: {
                 let mut k = [0u8; 32];
                 k[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());

@@ -3,6 +3,7 @@
 //! serving, and graceful shutdown. `main.rs` is a thin CLI over [`start`];
 //! the end-to-end tests call [`start`] directly on `127.0.0.1:0`.
 
+mod metrics;
 mod tls;
 
 use axum::serve::ListenerExt;
@@ -44,6 +45,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Optional HTTPS / WSS listener.
     pub tls: Option<TlsSettings>,
+    /// Optional listener that serves only `GET /metrics` (OpenMetrics text).
+    pub metrics_listen: Option<SocketAddr>,
     /// Applied at start, before any port is bound.
     pub provision: Option<ProvisionSpec>,
     /// Listen backlog (pending connections the kernel queues).
@@ -68,6 +71,7 @@ impl ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: data_dir.into(),
             tls: None,
+            metrics_listen: None,
             provision: None,
             backlog: 4096,
             socket_send_buffer: Some(DEFAULT_SOCKET_SEND_BUFFER),
@@ -126,6 +130,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// Bound address of the TLS listener.
     pub tls_addr: Option<SocketAddr>,
+    /// Bound address of the metrics listener.
+    pub metrics_addr: Option<SocketAddr>,
     pub engine: Engine,
     /// What provisioning did at start.
     pub provisioned: Option<ProvisionReport>,
@@ -143,6 +149,7 @@ impl std::fmt::Debug for Running {
         f.debug_struct("Running")
             .field("http_addr", &self.http_addr)
             .field("tls_addr", &self.tls_addr)
+            .field("metrics_addr", &self.metrics_addr)
             .finish()
     }
 }
@@ -203,6 +210,16 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
             acceptor,
         )),
         _ => None,
+    };
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => {
+            let listener = bind(addr, 64, None)?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            Some((listener, local))
+        }
+        None => None,
     };
 
     let stop = stop_accepting.clone();
@@ -290,10 +307,25 @@ pub async fn start(config: ServerConfig) -> Result<Running, ServerError> {
             }
         }));
     }
-    tracing::info!(%http_addr, tls_addr = ?tls_addr, data_dir = %config.data_dir.display(), "chatgate serving");
+    let mut metrics_addr = None;
+    if let Some((listener, addr)) = metrics_listener {
+        metrics_addr = Some(addr);
+        let app = metrics::router(&engine);
+        let stop = stop_accepting.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        }));
+    }
+    tracing::info!(%http_addr, tls_addr = ?tls_addr, metrics_addr = ?metrics_addr, data_dir = %config.data_dir.display(), "chatgate serving");
     Ok(Running {
         http_addr,
         tls_addr,
+        metrics_addr,
         engine,
         provisioned,
         store,

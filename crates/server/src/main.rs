@@ -43,6 +43,11 @@ struct Serve {
     /// HTTPS / WSS listener; needs --tls-cert and --tls-key.
     #[arg(long, env = "CHATGATE_TLS_LISTEN", requires_all = ["tls_cert", "tls_key"])]
     tls_listen: Option<SocketAddr>,
+    /// Listener that serves only `GET /metrics` (OpenMetrics text, for
+    /// Prometheus); none by default. Bind it to an address only the
+    /// operator's scraper reaches.
+    #[arg(long, env = "CHATGATE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// PEM certificate chain for --tls-listen.
     #[arg(long, env = "CHATGATE_TLS_CERT", requires = "tls_listen")]
     tls_cert: Option<PathBuf>,
@@ -232,6 +237,12 @@ fn config_from(args: &Serve) -> Result<ServerConfig, String> {
             return Err("--public-url must start with http:// or https://".into());
         }
         config.web.public_url = Some(url.clone());
+    }
+    if let Some(addr) = args.metrics_listen {
+        if addr == args.listen && addr.port() != 0 {
+            return Err("--metrics-listen must differ from --listen".into());
+        }
+        config.metrics_listen = Some(addr);
     }
     if let (Some(listen), Some(cert), Some(key)) = (args.tls_listen, &args.tls_cert, &args.tls_key)
     {

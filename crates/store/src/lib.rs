@@ -14,6 +14,7 @@
 //! The SQL is kept to what PostgreSQL also accepts, for the second
 //! implementation.
 
+mod metrics;
 pub mod ops;
 pub mod sqlite;
 
@@ -192,6 +193,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counters.
     fn stats(&self) -> StoreStats;
+
+    /// Adds the store's metrics (commit times, group sizes, queue depth) to
+    /// the registry the server exports at `/metrics`. None by default.
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
 
     /// Stops accepting submissions, finishes the queued ones, waits for the
     /// writer to exit and releases the data directory (another store may

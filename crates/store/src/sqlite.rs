@@ -19,9 +19,12 @@ use chatgate_domain::{
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crate::metrics::{Counters, WriterMetrics};
 use tokio::sync::mpsc;
 
 /// Tunables of the embedded store.
@@ -234,6 +237,8 @@ struct Job {
     /// Index every event committed so far before `done` runs (a search's
     /// way of reading its own writes).
     index_text: bool,
+    /// When the job entered the writer's queue.
+    queued: Instant,
 }
 
 /// The embedded SQLite store. Cheap to share behind an `Arc`.
@@ -248,21 +253,12 @@ pub struct SqliteStore {
     /// writer in WAL mode).
     reader: Mutex<Connection>,
     stats: Arc<Counters>,
+    metrics: WriterMetrics,
     /// The data directory's advisory lock; released by `close` once the
     /// writer has finished, so a successor can open the directory even
     /// while a straggling task still holds this handle.
     lock: Mutex<Option<File>>,
     path: PathBuf,
-}
-
-#[derive(Default)]
-struct Counters {
-    transactions: AtomicU64,
-    submissions: AtomicU64,
-    /// Jobs handed to the writer whose completion has not run yet.
-    outstanding: AtomicU64,
-    /// Committed events whose text the writer has not indexed yet.
-    unindexed: AtomicU64,
 }
 
 impl Counters {
@@ -305,6 +301,7 @@ impl SqliteStore {
                     let _ = tx.send(r);
                 }),
                 index_text: true,
+                queued: Instant::now(),
             };
             sender.try_send(job).map_err(|e| {
                 self.stats.outstanding.fetch_sub(1, Ordering::Release);
@@ -391,16 +388,19 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let stats = Arc::new(Counters::default());
         let writer_stats = stats.clone();
+        let metrics = WriterMetrics::new();
+        let writer_metrics = metrics.clone();
         let max_batch = config.max_batch.max(1);
         let writer = std::thread::Builder::new()
             .name("chatgate-store-writer".into())
-            .spawn(move || writer_loop(write_conn, rx, max_batch, writer_stats))?;
+            .spawn(move || writer_loop(write_conn, rx, max_batch, writer_stats, writer_metrics))?;
         Ok(SqliteStore {
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             checkpointer: Mutex::new(Some((stop_checkpoints, checkpointer))),
             reader: Mutex::new(reader),
             stats,
+            metrics,
             lock: Mutex::new(Some(lock)),
             path,
         })
@@ -461,6 +461,7 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Job>,
     max_batch: usize,
     stats: Arc<Counters>,
+    metrics: WriterMetrics,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     // The text of committed events, not yet in `events_fts`.
@@ -473,7 +474,20 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        let began = Instant::now();
+        let writes = batch.iter().filter(|j| !j.ops.is_empty()).count();
+        if writes > 0 {
+            for job in batch.iter().filter(|j| !j.ops.is_empty()) {
+                metrics
+                    .queue_wait
+                    .observe(began.saturating_duration_since(job.queued).as_secs_f64());
+            }
+            metrics.group_size.observe(writes as f64);
+        }
         let results = commit_batch(&mut conn, &batch, &mut unindexed);
+        if writes > 0 {
+            metrics.commit.observe(began.elapsed().as_secs_f64());
+        }
         // Before any completion runs: a search that follows an
         // acknowledged write sees that its text is waiting.
         stats
@@ -1351,6 +1365,7 @@ impl Store for SqliteStore {
             ops,
             done,
             index_text: false,
+            queued: Instant::now(),
         })
         .map_err(|e| {
             self.stats.outstanding.fetch_sub(1, Ordering::Release);
@@ -1380,6 +1395,7 @@ impl Store for SqliteStore {
                 ops,
                 done,
                 index_text: false,
+                queued: Instant::now(),
             });
         }))
     }
@@ -1573,6 +1589,10 @@ impl Store for SqliteStore {
             transactions: self.stats.transactions.load(Ordering::Relaxed),
             submissions: self.stats.submissions.load(Ordering::Relaxed),
         }
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        crate::metrics::register(registry, &self.metrics, self.stats.clone());
     }
 
     fn close(&self) {

@@ -8,6 +8,7 @@ mod chats_more;
 mod configuration;
 mod docs;
 mod limits;
+mod metrics;
 mod monitoring;
 mod properties;
 mod restart;
