@@ -9,6 +9,7 @@ mod client;
 mod plot;
 mod relay;
 mod scenarios;
+mod server_metrics;
 mod soak;
 mod stats;
 
@@ -89,6 +90,11 @@ pub struct Common {
     /// The server's pid, to read its memory and CPU from /proc.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// The address of chatgate's `--metrics-listen`: `chat` then reports
+    /// the server's own request, store-queue and commit times for the
+    /// traffic (from `/metrics` read before and after it).
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
     /// Source addresses to spread connections over (127.0.0.2, .3, …).
     #[arg(long, default_value_t = 1)]
     pub sources: usize,

@@ -7,6 +7,7 @@
 //! `--json`).
 
 use crate::client::{self, Ws};
+use crate::server_metrics;
 use crate::stats::{CpuWindow, Latency, micros_since, rss_kib};
 use crate::{
     ChatArgs, Common, CompareArgs, FanoutArgs, HostileArgs, IdleArgs, RampArgs, StormArgs,
@@ -484,6 +485,7 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
                 common: Common {
                     server: addr,
                     pid: Some(pid),
+                    metrics: None,
                     sources: 1,
                     json: None,
                     svg: None,
@@ -1568,6 +1570,10 @@ async fn chat_run(a: &ChatArgs) -> io::Result<Value> {
     let mut turn = vec![0usize; agents.len()];
     let (nc, nb) = (customers.len(), busy.len());
     let chat_ids: Vec<String> = customers.iter().map(|(_, _, c)| c.clone()).collect();
+    let metrics_before = match a.common.metrics {
+        Some(addr) => Some(server_metrics::scrape(addr).await?),
+        None => None,
+    };
     let started_traffic = Instant::now();
     let sent = schedule(
         epoch,
@@ -1603,6 +1609,13 @@ async fn chat_run(a: &ChatArgs) -> io::Result<Value> {
     let (offered, backlog) = (sent.offered, sent.backlog);
     let traffic_secs = started_traffic.elapsed().as_secs_f64();
     tokio::time::sleep(DRAIN).await;
+    let server = match (a.common.metrics, &metrics_before) {
+        (Some(addr), Some(before)) => Some(server_metrics::report(
+            before,
+            &server_metrics::scrape(addr).await?,
+        )),
+        _ => None,
+    };
     // Leave the server as we found it: each customer ends its chat, so the
     // agents' capacity is free for the next run (a `ramp` step, say). These
     // requests (`end…`) are not traffic: `drive` does not count them.
@@ -1658,9 +1671,13 @@ async fn chat_run(a: &ChatArgs) -> io::Result<Value> {
         all.errors
     );
     print_cpu(cpu, harness_cpu, all.deliveries, "deliveries", stolen);
+    if let Some((line, _)) = &server {
+        println!("{line}");
+    }
     Ok(json!({
             "scenario": "chat",
             "target": "chatgate",
+            "server_metrics": server.map(|(_, v)| v),
             "agents": a.agents,
             "customers": nc,
             "setup_failures": setup_failures,

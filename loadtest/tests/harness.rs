@@ -21,6 +21,7 @@ async fn server(dir: &std::path::Path, agents: usize) -> chatgate_server::Runnin
     c.listen = "127.0.0.1:0".parse().unwrap();
     c.shutdown_grace = Duration::from_secs(3);
     c.engine.rate_limit = None;
+    c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     c.provision = Some(chatgate_server::load_provision(&p).unwrap());
     chatgate_server::start(c).await.unwrap()
 }
@@ -78,6 +79,7 @@ async fn idle_chat_and_fanout_against_the_real_server() {
     let dir = tempfile::tempdir().unwrap();
     let running = server(dir.path(), 40).await;
     let addr = running.http_addr.to_string();
+    let metrics = running.metrics_addr.unwrap().to_string();
     let pid = std::process::id().to_string();
 
     let r = run(
@@ -130,11 +132,27 @@ async fn idle_chat_and_fanout_against_the_real_server() {
             "2",
             "--threads",
             "1",
+            "--metrics",
+            &metrics,
         ]),
         dir.path(),
     )
     .await;
     assert_eq!(r["customers"], 20, "{r}");
+    // The server's own view of the traffic (its /metrics before and after):
+    // the 400 send_event requests, each write committed.
+    let server = &r["server_metrics"];
+    assert_eq!(server["rtm_requests"]["count"], 400.0, "{r}");
+    assert!(
+        server["store_queue_wait"]["count"].as_f64().unwrap() >= 400.0,
+        "{r}"
+    );
+    assert!(server["commits"].as_f64().unwrap() >= 1.0, "{r}");
+    assert!(server["writes_per_commit"].as_f64().unwrap() >= 1.0, "{r}");
+    assert!(
+        server["store_commit"]["p99_ms_at_most"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
     assert!(r["harness_cpu_seconds"].as_f64().unwrap() > 0.0, "{r}");
     assert!(r["steal_seconds"].as_f64().unwrap() >= 0.0, "{r}");
     assert_eq!(
