@@ -171,19 +171,22 @@ impl Collector for SessionsCollector {
                 ConstGauge::new(counts[s][l]).encode(sessions.encode_family(&labels)?)?;
             }
         }
-        let frames = ConstCounter::new(FRAMES_QUEUED.load(Ordering::Relaxed));
-        frames.encode(encoder.encode_descriptor(
+        counter(
+            &mut encoder,
             "frames_queued",
             "Frames (responses and pushes) queued for RTM sessions by this process",
-            None,
-            frames.metric_type(),
-        )?)?;
-        let slow = ConstCounter::new(SLOW_CONSUMERS.load(Ordering::Relaxed));
-        slow.encode(encoder.encode_descriptor(
+            FRAMES_QUEUED.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
             "slow_consumer_disconnects",
             "Sessions this process closed because their outbound queue was full",
-            None,
-            slow.metric_type(),
-        )?)
+            SLOW_CONSUMERS.load(Ordering::Relaxed),
+        )
     }
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let m = ConstCounter::new(v);
+    m.encode(e.encode_descriptor(name, help, None, m.metric_type())?)
 }

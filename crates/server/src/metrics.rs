@@ -76,39 +76,47 @@ const USER_HZ: f64 = 100.0;
 
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let e = &mut encoder;
         if let Some(ticks) = cpu_ticks() {
-            let m = ConstCounter::new(ticks as f64 / USER_HZ);
-            m.encode(encoder.encode_descriptor(
+            let cpu = ConstCounter::new(ticks as f64 / USER_HZ);
+            one(
+                e,
                 "cpu",
                 "User and system CPU time spent",
                 Some(&Unit::Seconds),
-                m.metric_type(),
-            )?)?;
+                cpu,
+            )?;
         }
-        if let Some(bytes) = status_kib("VmRSS:").map(|k| k * 1024) {
-            let m = ConstGauge::new(bytes as i64);
-            m.encode(encoder.encode_descriptor(
+        if let Some(kib) = status_number("VmRSS:") {
+            let rss = ConstGauge::new((kib * 1024) as i64);
+            one(
+                e,
                 "resident_memory",
                 "Resident memory size",
                 Some(&Unit::Bytes),
-                m.metric_type(),
-            )?)?;
+                rss,
+            )?;
         }
         if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-            let m = ConstGauge::new(dir.count() as i64);
-            m.encode(encoder.encode_descriptor(
-                "open_fds",
-                "Open file descriptors",
-                None,
-                m.metric_type(),
-            )?)?;
+            let fds = ConstGauge::new(dir.count() as i64);
+            one(e, "open_fds", "Open file descriptors", None, fds)?;
         }
-        if let Some(n) = status_kib("Threads:") {
-            let m = ConstGauge::new(n as i64);
-            m.encode(encoder.encode_descriptor("threads", "Threads", None, m.metric_type())?)?;
+        if let Some(n) = status_number("Threads:") {
+            one(e, "threads", "Threads", None, ConstGauge::new(n as i64))?;
         }
         Ok(())
     }
+}
+
+/// Encodes one metric with its descriptor.
+fn one(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    m: impl EncodeMetric,
+) -> std::fmt::Result {
+    m.encode(e.encode_descriptor(name, help, unit, m.metric_type())?)
 }
 
 /// utime + stime of `/proc/self/stat`.
@@ -124,7 +132,7 @@ fn cpu_ticks() -> Option<u64> {
 }
 
 /// The number after `key` in `/proc/self/status` (kB for sizes).
-fn status_kib(key: &str) -> Option<u64> {
+fn status_number(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
