@@ -7,6 +7,7 @@
 //! acknowledged write stays durable (`synchronous=FULL`). The full-text
 //! index, derived from the events, trails their commits (see `index_text`).
 
+use crate::metrics::{Counters, WriterMetrics};
 use crate::{
     AgentRecord, ChatRecord, ChatUserRecord, Committed, Completion, CustomerRecord, EventRecord,
     Op, OrgRecord, PropertyDefRecord, Snapshot, Store, StoreError, StoreStats, TagRecord,
@@ -23,8 +24,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
-
-use crate::metrics::{Counters, WriterMetrics};
 use tokio::sync::mpsc;
 
 /// Tunables of the embedded store.
