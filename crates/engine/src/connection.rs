@@ -482,15 +482,27 @@ mod tests {
 
     #[tokio::test]
     async fn full_queue_closes_as_slow_consumer() {
+        use crate::metrics::{FRAMES_QUEUED, SLOW_CONSUMERS};
+        // Process-wide counters: other tests may add to them meanwhile, so
+        // only their growth is checked.
+        let (queued, slow) = (
+            FRAMES_QUEUED.load(Ordering::Relaxed),
+            SLOW_CONSUMERS.load(Ordering::Relaxed),
+        );
         let (c, mut rx) = Connection::new(1, Side::Agent, Version::V3_5, 2);
         c.deliver(Bytes::from_static(b"1"));
         c.deliver(Bytes::from_static(b"2"));
         assert!(c.close_reason().is_none());
+        assert!(FRAMES_QUEUED.load(Ordering::Relaxed) >= queued + 2);
         c.deliver(Bytes::from_static(b"3"));
         let (reason, data) = c.closed().await;
         assert_eq!(reason, DisconnectReason::ConnectionTimeout);
         assert_eq!(data.unwrap()["detail"], "slow_consumer");
         assert_eq!(c.dropped_frames(), 1);
+        assert!(
+            SLOW_CONSUMERS.load(Ordering::Relaxed) > slow,
+            "the cut-off is counted"
+        );
         assert_eq!(rx.recv().await, Bytes::from_static(b"1"));
     }
 

@@ -120,6 +120,9 @@ async fn metrics_count_requests_sessions_and_commits() {
     assert!(value(&body, "chatgate_frames_queued_total") >= 1.0);
     assert!(value(&body, "process_resident_memory_bytes") > 0.0);
     assert!(value(&body, "process_open_fds") > 0.0);
+    assert!(value(&body, "process_threads") > 0.0);
+    // This test's process is the server's: it has used CPU by now.
+    assert!(value(&body, "process_cpu_seconds_total") > 0.0);
 
     // The session gauge follows a close.
     drop(alice);
