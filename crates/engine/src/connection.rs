@@ -235,6 +235,14 @@ impl Outbox {
         Poll::Ready(Self::take_locked(&mut s, max))
     }
 
+    /// Wakes the transport if it waits (for a frame or for the close).
+    fn wake(&self) {
+        let waker = self.lock().waker.take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
     fn is_receiver_gone(&self) -> bool {
         self.lock().receiver_gone
     }
@@ -406,8 +414,10 @@ impl Connection {
     /// reason wins.
     pub fn close(&self, reason: DisconnectReason, data: Option<Value>) {
         if self.close_reason.set((reason, data)).is_ok() {
-            // Every waiter: the transport may wait in more than one place
-            // (its loop, and a blocked write).
+            // The transport polls for the close with [`Self::poll_closed`],
+            // whose waker shares the queue's slot; anyone else awaits
+            // [`Self::closed`].
+            self.outbox.wake();
             self.close_signal.notify_waiters();
         }
     }
@@ -415,6 +425,29 @@ impl Connection {
     /// The reason set by [`Connection::close`], if any.
     pub fn close_reason(&self) -> Option<(DisconnectReason, Option<Value>)> {
         self.close_reason.get().cloned()
+    }
+
+    /// The transport's check for [`Connection::close`]: ready with the
+    /// reason once it was called, else the task is woken when it is. It
+    /// keeps no state of its own (unlike [`Self::closed`], whose future
+    /// would be part of every idle session's memory): the task's waker
+    /// goes into the queue's slot, which is the same task's.
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<(DisconnectReason, Option<Value>)> {
+        if let Some(r) = self.close_reason.get() {
+            return Poll::Ready(r.clone());
+        }
+        let mut s = self.outbox.lock();
+        match &mut s.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        // Checked again under the lock: `close` sets the reason before it
+        // takes the waker, so a close racing with this registration is seen
+        // here or wakes the task.
+        match self.close_reason.get() {
+            Some(r) => Poll::Ready(r.clone()),
+            None => Poll::Pending,
+        }
     }
 
     /// Resolves once [`Connection::close`] was called.
@@ -535,6 +568,35 @@ mod tests {
         assert!(!c.is_open(), "the transport is gone");
         c.deliver(Bytes::from("e"));
         assert!(c.close_reason().is_none(), "not a slow consumer");
+    }
+
+    #[tokio::test]
+    async fn a_close_wakes_the_transport_waiting_in_poll_closed() {
+        // The transport waits for frames and for the close with one waker
+        // (the queue's slot). A close must wake it whichever it last
+        // registered: here the close signal, then the queue.
+        let (c, mut rx) = Connection::new(1, Side::Agent, Version::V3_5, 2);
+        let c2 = c.clone();
+        let transport = tokio::spawn(async move {
+            let closed = std::future::poll_fn(|cx| c2.poll_closed(cx));
+            tokio::pin!(closed);
+            tokio::select! {
+                biased;
+                (reason, _) = &mut closed => reason,
+                _ = rx.recv_batch(8) => panic!("no frame was sent"),
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(!transport.is_finished());
+        c.close(DisconnectReason::AgentDisconnectedByServer, None);
+        let reason = tokio::time::timeout(std::time::Duration::from_secs(5), transport)
+            .await
+            .expect("the transport was woken by the close")
+            .unwrap();
+        assert_eq!(reason, DisconnectReason::AgentDisconnectedByServer);
+        // Once closed it is ready at once, for every later poll.
+        let again = std::future::poll_fn(|cx| c.poll_closed(cx)).await;
+        assert_eq!(again.0, DisconnectReason::AgentDisconnectedByServer);
     }
 
     #[tokio::test]

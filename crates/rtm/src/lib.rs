@@ -28,7 +28,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::time::{Instant, MissedTickBehavior, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until, timeout};
 
 /// Limits and timers of an RTM session. Every value is documented in
 /// proto-docs/limits.md.
@@ -142,15 +142,23 @@ enum End {
 }
 
 /// Runs one session (agent or customer) until it ends, then tells the engine.
-pub async fn run<S, R, E1, E2>(
+///
+/// The connection is registered with the engine when this is called; the
+/// returned future runs the session. It is built so that an idle session's
+/// future stays small (it is most of a session's memory): the arguments
+/// live once, in the session, and not again as the future's captures; the
+/// configuration is shared; the session's timers are one boxed `Sleep`; and
+/// the rare long awaits (close, disconnect, pings, errors) are boxed.
+pub fn run<S, R, E1, E2>(
     engine: Engine,
     side: Side,
     version: Version,
     client: chatgate_engine::ClientInfo,
     sink: S,
     stream: R,
-    config: RtmConfig,
-) where
+    config: impl Into<Arc<RtmConfig>>,
+) -> impl Future<Output = ()>
+where
     S: Sink<Message, Error = E1> + Unpin + Send,
     R: Stream<Item = Result<Message, E2>> + Unpin + Send,
     E1: std::fmt::Display,
@@ -161,26 +169,67 @@ pub async fn run<S, R, E1, E2>(
         conn.set_user_agent(ua);
     }
     let mut session = Session {
-        engine: engine.clone(),
-        conn: conn.clone(),
+        engine,
+        conn,
         version,
-        config,
+        config: config.into(),
         sink,
-        inflight: FuturesUnordered::new(),
+        inflight: Inflight::default(),
         logins_pending: 0,
     };
-    let end = session.run_loop(stream, rx).await;
-    session.finish(end).await;
-    engine.disconnect(&conn).await;
+    // The session is used where it was captured: an `async fn` taking it
+    // by value would hold it twice (its argument and its binding).
+    async move {
+        let end = session.run_loop(stream, rx).await;
+        Box::pin(session.finish(end)).await;
+        let (engine, conn) = (session.engine.clone(), session.conn.clone());
+        Box::pin(async move { engine.disconnect(&conn).await }).await;
+    }
+}
+
+/// The requests in flight. Their `FuturesUnordered` (two allocations,
+/// about 150 bytes) exists only while a request is: most sessions are idle
+/// most of the time, and this is per-session memory.
+#[derive(Default)]
+struct Inflight(Option<FuturesUnordered<Pending>>);
+
+impl Inflight {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesUnordered::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, request: Pending) {
+        self.0
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(request);
+    }
+
+    /// The next answer (pending while nothing is in flight).
+    fn next(&mut self) -> impl Future<Output = Option<Answer>> + '_ {
+        std::future::poll_fn(|cx| match &mut self.0 {
+            Some(f) if !f.is_empty() => f.poll_next_unpin(cx),
+            _ => Poll::Pending,
+        })
+    }
+
+    fn release_if_empty(&mut self) {
+        if self.is_empty() {
+            self.0 = None;
+        }
+    }
 }
 
 struct Session<S> {
     engine: Engine,
     conn: Arc<Connection>,
     version: Version,
-    config: RtmConfig,
+    config: Arc<RtmConfig>,
     sink: S,
-    inflight: FuturesUnordered<Pending>,
+    inflight: Inflight,
     /// `login` requests in flight: pushes wait until their answer is
     /// written, so a client never sees a change before the snapshot it
     /// follows.
@@ -201,30 +250,27 @@ where
         R: Stream<Item = Result<Message, E2>> + Unpin + Send,
         E2: ReadError,
     {
-        let login_deadline = Instant::now() + self.config.login_timeout;
-        let mut ping = tokio::time::interval_at(
-            Instant::now() + self.config.ping_interval,
-            self.config.ping_interval,
-        );
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut last_seen = Instant::now();
-        // Made once, not on every turn of the loop: each turn is one push
-        // batch under fan-out, and a fresh close-signal future registered
-        // (and unregistered) itself every time.
+        // One timer for the login window and the pings: a boxed `Sleep` (a
+        // tokio `Interval` plus a login `Sleep` were about 200 bytes of every
+        // idle session's future).
+        let start = Instant::now();
+        let login_deadline = start + self.config.login_timeout;
+        let mut next_ping = start + self.config.ping_interval;
+        let mut timer = Box::pin(sleep_until(next_ping.min(login_deadline)));
+        let mut last_seen = start;
         let conn = self.conn.clone();
-        let closed = conn.closed();
-        tokio::pin!(closed);
-        let login_timer = sleep_until(login_deadline);
-        tokio::pin!(login_timer);
         loop {
             tokio::select! {
                 biased;
-                (reason, data) = &mut closed => return End::Disconnect(reason, data),
+                (reason, data) = std::future::poll_fn(|cx| conn.poll_closed(cx)) => {
+                    return End::Disconnect(reason, data);
+                }
                 // Answers before queued pushes: the answer's branch writes
                 // the pushes queued before it first, with the answer in the
                 // same flush (a request's own push and its response usually
                 // become ready together).
                 Some(answer) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    self.inflight.release_if_empty();
                     let mut frames = Vec::new();
                     if answer.is_login {
                         // Everything queued while the login was in flight is
@@ -296,22 +342,38 @@ where
                         Some(Ok(Message::Close(_))) => return End::Gone,
                     }
                 }
-                _ = &mut login_timer, if !self.conn.is_logged_in() => {
-                    return End::Disconnect(
-                        DisconnectReason::ConnectionTimeout,
-                        Some(serde_json::json!({"detail": "login_timeout"})),
-                    );
-                }
-                _ = ping.tick() => {
-                    if last_seen.elapsed() >= self.config.idle_timeout {
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= login_deadline && !self.conn.is_logged_in() {
                         return End::Disconnect(
                             DisconnectReason::ConnectionTimeout,
-                            Some(serde_json::json!({"detail": "no_traffic"})),
+                            Some(serde_json::json!({"detail": "login_timeout"})),
                         );
                     }
-                    if !self.write(Message::Ping(Bytes::new())).await {
-                        return End::Gone;
+                    if now >= next_ping {
+                        if last_seen.elapsed() >= self.config.idle_timeout {
+                            return End::Disconnect(
+                                DisconnectReason::ConnectionTimeout,
+                                Some(serde_json::json!({"detail": "no_traffic"})),
+                            );
+                        }
+                        if !self.write(Message::Ping(Bytes::new())).await {
+                            return End::Gone;
+                        }
+                        // As tokio's `Interval` with `MissedTickBehavior::Delay`:
+                        // a tick more than 5 ms late moves the schedule.
+                        next_ping = if now > next_ping + Duration::from_millis(5) {
+                            now + self.config.ping_interval
+                        } else {
+                            next_ping + self.config.ping_interval
+                        };
                     }
+                    let next = if self.conn.is_logged_in() {
+                        next_ping
+                    } else {
+                        next_ping.min(login_deadline)
+                    };
+                    timer.as_mut().reset(next);
                 }
             }
         }
@@ -445,17 +507,22 @@ where
         let limit = self.config.write_timeout;
         let conn = &self.conn;
         let sink = &mut self.sink;
-        let write = async {
-            for frame in batch {
+        let mut frames = batch.into_iter();
+        // `feed` each frame, then `flush`, written out by hand: the `async`
+        // form kept a frame and its `Feed` future in the session's future,
+        // which is per-session memory.
+        let mut write = std::future::poll_fn(move |cx| {
+            while frames.len() > 0 {
+                std::task::ready!(Pin::new(&mut *sink).poll_ready(cx))?;
+                let frame = frames.next().expect("counted");
                 let text = Utf8Bytes::try_from(frame).expect("engine frames are UTF-8 JSON");
-                sink.feed(Message::Text(text)).await?;
+                Pin::new(&mut *sink).start_send(Message::Text(text))?;
             }
-            sink.flush().await
-        };
-        tokio::pin!(write);
+            Pin::new(&mut *sink).poll_flush(cx)
+        });
         // Most writes finish at once (the socket has room): those need no
         // timer, and arming one per batch showed in the fan-out profile.
-        let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+        let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut write).poll(cx))).await;
         let result = match first {
             Poll::Ready(r) => r,
             // The socket is full: wait, bounded. Boxed, so that the timer and
@@ -466,7 +533,9 @@ where
                     tokio::select! {
                         biased;
                         result = timeout(limit, write) => result.map_err(|_| End::Stalled),
-                        (reason, data) = conn.closed() => Err(End::Disconnect(reason, data)),
+                        (reason, data) = std::future::poll_fn(|cx| conn.poll_closed(cx)) => {
+                            Err(End::Disconnect(reason, data))
+                        }
                     }
                 })
                 .await?
@@ -475,9 +544,13 @@ where
         result.map_err(|_| End::Gone)
     }
 
+    /// Writes one frame outside the push path (a ping, an error found
+    /// before dispatch, the logout close). Boxed: these are rare, and their
+    /// timer would otherwise be part of every idle session's future.
     async fn write(&mut self, msg: Message) -> bool {
+        let limit = self.config.write_timeout;
         matches!(
-            timeout(self.config.write_timeout, self.sink.send(msg)).await,
+            Box::pin(timeout(limit, self.sink.send(msg))).await,
             Ok(Ok(()))
         )
     }
@@ -549,5 +622,42 @@ where
             }
         }
         let _ = timeout(self.config.write_timeout, self.sink.close()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(frame: &str) -> Pending {
+        let frame = frame.to_owned();
+        Box::pin(async move {
+            Answer {
+                frame,
+                after: AfterReply::Nothing,
+                is_login: false,
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn an_idle_session_holds_no_request_set() {
+        let mut inflight = Inflight::default();
+        assert!(inflight.0.is_none(), "nothing allocated before a request");
+        inflight.push(answer("a"));
+        inflight.push(answer("b"));
+        assert_eq!(inflight.len(), 2);
+        let first = inflight.next().await.expect("an answer");
+        inflight.release_if_empty();
+        assert!(inflight.0.is_some(), "one request is still in flight");
+        let second = inflight.next().await.expect("an answer");
+        inflight.release_if_empty();
+        assert!(inflight.0.is_none(), "released with the last answer");
+        let mut frames = vec![first.frame, second.frame];
+        frames.sort();
+        assert_eq!(frames, ["a", "b"]);
+        // Nothing in flight: pending, not finished.
+        let idle = tokio::time::timeout(Duration::from_millis(10), inflight.next()).await;
+        assert!(idle.is_err());
     }
 }

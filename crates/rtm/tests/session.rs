@@ -313,6 +313,40 @@ async fn login_in_time_keeps_the_connection() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn pings_keep_their_interval_before_and_after_login() {
+    // The login window and the pings share one timer: neither may move
+    // the other. Login at 20 s, between the first ping (15 s) and the
+    // second (30 s); the login deadline (30 s) passing after it must not
+    // end or disturb the schedule.
+    let mut c = start(RtmConfig::default());
+    let started = tokio::time::Instant::now();
+    let mut pings = Vec::new();
+    let mut logged_in = false;
+    while pings.len() < 4 {
+        if !logged_in && started.elapsed() >= Duration::from_secs(20) {
+            c.login().await;
+            logged_in = true;
+        }
+        let wait = if logged_in {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(20) - started.elapsed()
+        };
+        match tokio::time::timeout(wait, c.from_server.recv()).await {
+            Ok(Some(Message::Ping(p))) => {
+                pings.push(started.elapsed());
+                c.send_raw(Message::Pong(p)).await;
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(_) => assert!(!logged_in, "no ping within 60 s after login"),
+        }
+    }
+    let secs: Vec<u64> = pings.iter().map(Duration::as_secs).collect();
+    assert_eq!(secs, vec![15, 30, 45, 60], "{pings:?}");
+    assert!(!c.task.is_finished(), "the session is still open");
+}
+
+#[tokio::test(start_paused = true)]
 async fn server_pings_and_drops_a_silent_peer() {
     let mut c = start(RtmConfig::default());
     c.login().await;

@@ -67,12 +67,15 @@ impl Default for WebConfig {
 struct AppState {
     engine: Engine,
     config: Arc<WebConfig>,
+    /// The sessions' limits, shared by every session (not copied into each).
+    rtm: Arc<RtmConfig>,
 }
 
 /// Builds the router.
 pub fn app(engine: Engine, config: WebConfig) -> Router {
     let state = AppState {
         engine,
+        rtm: Arc::new(config.rtm.clone()),
         config: Arc::new(config),
     };
     Router::new()
@@ -556,7 +559,8 @@ fn upgrade(
 ) -> Result<Response, ApiError> {
     let version = path_version(version)?;
     let ws = ws.map_err(|e| ApiError(validation(format!("WebSocket upgrade required: {e}"))))?;
-    let config = state.config.clone();
+    let config = &state.config;
+    let rtm = state.rtm.clone();
     let engine = state.engine.clone();
     Ok(ws
         .read_buffer_size(config.ws_read_buffer)
@@ -571,16 +575,7 @@ fn upgrade(
             // connection was 2.7% of a login's CPU; the session's own INFO
             // line carries its connection, side and version.
             let span = tracing::debug_span!("rtm", version = %version, side = ?side);
-            chatgate_rtm::run(
-                engine,
-                side,
-                version,
-                client,
-                sink,
-                stream,
-                config.rtm.clone(),
-            )
-            .instrument(span)
+            chatgate_rtm::run(engine, side, version, client, sink, stream, rtm).instrument(span)
         }))
 }
 
