@@ -90,9 +90,10 @@ pub struct Common {
     /// The server's pid, to read its memory and CPU from /proc.
     #[arg(long)]
     pub pid: Option<u32>,
-    /// The address of chatgate's `--metrics-listen`: `chat` then reports
-    /// the server's own request, store-queue and commit times for the
-    /// traffic (from `/metrics` read before and after it).
+    /// The address of chatgate's `--metrics-listen`: `chat` and `fanout`
+    /// then report the server's own request, store-queue and commit times
+    /// and its error answers for the traffic (from `/metrics` read before
+    /// and after it).
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
     /// Source addresses to spread connections over (127.0.0.2, .3, …).
@@ -272,6 +273,12 @@ pub struct CompareArgs {
     /// on a shared host a single run can be a disturbed one.
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
+    /// Start chatgate with `--metrics-listen` (127.0.0.1:19311) and report
+    /// its own view of each run, as `chat --metrics` does: request,
+    /// store-queue and commit times, and requests answered with errors (in
+    /// the JSON as `server_metrics`).
+    #[arg(long)]
+    pub metrics: bool,
     /// Write the table as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,

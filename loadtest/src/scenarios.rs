@@ -465,6 +465,12 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
             }
         }
     }
+    const METRICS: &str = "127.0.0.1:19311";
+    if a.metrics {
+        plan[0]
+            .2
+            .extend(["--metrics-listen".into(), METRICS.into()]);
+    }
     let mut rounds: Vec<(String, Vec<Value>)> =
         plan.iter().map(|p| (p.0.clone(), Vec::new())).collect();
     for round in 0..a.repeat {
@@ -485,7 +491,9 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
                 common: Common {
                     server: addr,
                     pid: Some(pid),
-                    metrics: None,
+                    // Only chatgate (the first in the plan) has metrics.
+                    metrics: (a.metrics && i == 0)
+                        .then(|| METRICS.parse().expect("a socket address")),
                     sources: 1,
                     json: None,
                     svg: None,
@@ -577,6 +585,32 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
                 })
                 .collect();
             println!("{name}: p99 by round {} ms", p99.join(", "));
+        }
+    }
+    // chatgate's own view (`--metrics`), per round.
+    for (name, v) in &rows {
+        let runs = match v["rounds"].as_array() {
+            Some(runs) => runs.iter().collect(),
+            None => vec![v],
+        };
+        for (k, run) in runs.iter().enumerate() {
+            let m = &run["server_metrics"];
+            if m.is_null() {
+                continue;
+            }
+            let ms = |x: &Value| {
+                x.as_f64()
+                    .map_or_else(|| "-".into(), |x| format!("≤ {x:.2}"))
+            };
+            println!(
+                "{name} round {}, its /metrics: request p99 {} ms, store queue wait p99 {} ms, commit p99 {} ms, {:.1} writes per commit, errors {}",
+                k + 1,
+                ms(&m["rtm_requests"]["p99_ms_at_most"]),
+                ms(&m["store_queue_wait"]["p99_ms_at_most"]),
+                ms(&m["store_commit"]["p99_ms_at_most"]),
+                m["writes_per_commit"].as_f64().unwrap_or(0.0),
+                m["request_errors"],
+            );
         }
     }
     if let Some(path) = &a.json {
@@ -1908,6 +1942,10 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
     };
     let (tx, sender) = sender(sender_ws, stop_rx.clone(), epoch);
     println!("fanout ({}): {} receivers up", a.target, receivers.len());
+    let metrics_before = match (a.common.metrics, raw) {
+        (Some(addr), false) => Some(server_metrics::scrape(addr).await?),
+        _ => None,
+    };
     let started = Instant::now();
     let sent = schedule(
         epoch,
@@ -1934,6 +1972,13 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
     let (offered, backlog) = (sent.offered, sent.backlog);
     let secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(DRAIN).await;
+    let server = match (a.common.metrics, &metrics_before) {
+        (Some(addr), Some(before)) => Some(server_metrics::report(
+            before,
+            &server_metrics::scrape(addr).await?,
+        )),
+        _ => None,
+    };
     let _ = stop_tx.send(true);
     let sender_out = sender.await.map_err(err)?;
     let mut all = ConnOut::default();
@@ -2023,9 +2068,13 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
         sender_out.errors
     );
     print_cpu(cpu, harness_cpu, all.deliveries, "deliveries", stolen);
+    if let Some((line, _)) = &server {
+        println!("{line}");
+    }
     Ok(json!({
             "scenario": "fanout",
             "target": a.target,
+            "server_metrics": server.map(|(_, v)| v),
             "receivers": n,
             "stalled": stalled,
             "stalled_outcome": cut_off,

@@ -4,7 +4,7 @@
 //! before and after the traffic; the difference is the traffic's.
 
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -114,6 +114,30 @@ fn summary(before: &Snapshot, after: &Snapshot, name: &str, filter: &str) -> Val
     })
 }
 
+/// Requests the server answered with an error over the window, by error
+/// type (the `outcome` label of `chatgate_requests_total`, every side,
+/// transport and method together; refusals before dispatch included).
+fn request_errors(before: &Snapshot, after: &Snapshot) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for (series, v) in &after.0 {
+        let Some(labels) = series.strip_prefix("chatgate_requests_total{") else {
+            continue;
+        };
+        let Some(outcome) = labels
+            .split("outcome=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+        else {
+            continue;
+        };
+        let n = v - before.0.get(series).copied().unwrap_or(0.0);
+        if outcome != "ok" && n > 0.0 {
+            *out.entry(outcome.to_owned()).or_default() += n;
+        }
+    }
+    out
+}
+
 /// What the server measured between two scrapes: a line for people and
 /// the same as JSON.
 pub fn report(before: &Snapshot, after: &Snapshot) -> (String, Value) {
@@ -128,12 +152,13 @@ pub fn report(before: &Snapshot, after: &Snapshot) -> (String, Value) {
     let commits = sum_of(before, after, "chatgate_store_group_size_count");
     let writes = sum_of(before, after, "chatgate_store_group_size_sum");
     let per_commit = if commits > 0.0 { writes / commits } else { 0.0 };
+    let errors = request_errors(before, after);
     let f = |v: &Value, k: &str| match v[k].as_f64() {
         Some(x) => format!("≤ {x:.2}"),
         None => "-".into(),
     };
     let line = format!(
-        "server (its /metrics, bucket bounds): RTM request p50 {} ms, p99 {} ms; store queue wait p50 {} ms, p99 {} ms; commit p50 {} ms, p99 {} ms; {commits:.0} commits, {per_commit:.1} writes each",
+        "server (its /metrics, bucket bounds): RTM request p50 {} ms, p99 {} ms; store queue wait p50 {} ms, p99 {} ms; commit p50 {} ms, p99 {} ms; {commits:.0} commits, {per_commit:.1} writes each; requests answered with errors {errors:?}",
         f(&requests, "p50_ms_at_most"),
         f(&requests, "p99_ms_at_most"),
         f(&queue, "p50_ms_at_most"),
@@ -149,6 +174,7 @@ pub fn report(before: &Snapshot, after: &Snapshot) -> (String, Value) {
             "store_commit": commit,
             "commits": commits,
             "writes_per_commit": per_commit,
+            "request_errors": errors,
         }),
     )
 }
@@ -189,6 +215,32 @@ mod tests {
             line.contains("commit p50 ≤ 1.00 ms, p99 ≤ 2.00 ms"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn request_errors_are_the_window_s_by_type() {
+        let before = parse(
+            "chatgate_requests_total{side=\"agent\",transport=\"rtm\",action=\"send_event\",outcome=\"pending_requests_limit_reached\"} 5\n\
+             chatgate_requests_total{side=\"agent\",transport=\"rtm\",action=\"send_event\",outcome=\"ok\"} 100\n",
+        );
+        let after = parse(
+            "chatgate_requests_total{side=\"agent\",transport=\"rtm\",action=\"send_event\",outcome=\"pending_requests_limit_reached\"} 8\n\
+             chatgate_requests_total{side=\"customer\",transport=\"rtm\",action=\"send_event\",outcome=\"pending_requests_limit_reached\"} 2\n\
+             chatgate_requests_total{side=\"agent\",transport=\"rtm\",action=\"unknown\",outcome=\"validation\"} 1\n\
+             chatgate_requests_total{side=\"agent\",transport=\"rtm\",action=\"send_event\",outcome=\"ok\"} 900\n",
+        );
+        let (line, v) = report(&before, &after);
+        assert_eq!(
+            v["request_errors"],
+            json!({"pending_requests_limit_reached": 5.0, "validation": 1.0})
+        );
+        assert!(
+            line.contains("\"pending_requests_limit_reached\": 5.0"),
+            "{line}"
+        );
+        // Nothing new: no errors reported.
+        let (_, v) = report(&after, &after);
+        assert_eq!(v["request_errors"], json!({}));
     }
 
     #[test]

@@ -217,6 +217,53 @@ impl Engine {
         result
     }
 
+    /// [`execute`](Self::execute) bounded by `limit` (RTM's processing time
+    /// per request). A request past it is answered `request_timeout` and
+    /// counted so in the request metrics; what it had started is dropped
+    /// (a write already handed to the store still commits, as the protocol
+    /// allows: the client only learns it did not hear back in time).
+    pub async fn execute_within(
+        &self,
+        req: Request,
+        limit: std::time::Duration,
+    ) -> Result<Reply, ErrorBody> {
+        // tokio's clock, which is std's unless a test pauses it.
+        let started = tokio::time::Instant::now();
+        let labels = crate::metrics::RequestKind::of(&req.requester, &req.action);
+        let result = match tokio::time::timeout(limit, self.dispatch(req)).await {
+            Ok(result) => result,
+            Err(_) => Err(ErrorBody::new(
+                ErrorType::RequestTimeout,
+                format!("request not processed within {} s", limit.as_secs()),
+            )),
+        };
+        self.inner
+            .metrics
+            .record(labels, result.as_ref().map(|_| ()), started.elapsed());
+        result
+    }
+
+    /// Counts a request that [`execute`](Self::execute) did not see, in the
+    /// same request metrics: one its transport refused before dispatch (an
+    /// RTM frame that is not JSON or is over the size limit, a request past
+    /// the pending limit, a Web body that is not JSON), with `took: None`,
+    /// since it did no work to time; or one served outside the dispatcher
+    /// (`upload_file`), timed. `action` is counted as `unknown` when the
+    /// client named none, or none in the catalogue.
+    pub fn record_request(
+        &self,
+        requester: &Requester,
+        action: Option<&str>,
+        outcome: Result<(), &ErrorBody>,
+        took: Option<std::time::Duration>,
+    ) {
+        let labels = crate::metrics::RequestKind::of(requester, action.unwrap_or(""));
+        match took {
+            Some(took) => self.inner.metrics.record(labels, outcome, took),
+            None => self.inner.metrics.count(labels, outcome),
+        }
+    }
+
     async fn dispatch(&self, req: Request) -> Result<Reply, ErrorBody> {
         if let Requester::ConfigWeb { authorization } = &req.requester {
             if !chatgate_protocol::config::CONFIGURATION_METHODS.contains(&req.action.as_str()) {

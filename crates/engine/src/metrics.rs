@@ -98,6 +98,14 @@ impl EngineMetrics {
         outcome: Result<(), &ErrorBody>,
         took: Duration,
     ) {
+        self.count(kind, outcome);
+        self.request_seconds
+            .get_or_create(&[("side", kind.side), ("transport", kind.transport)])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a request without timing it.
+    pub(crate) fn count(&self, kind: RequestKind, outcome: Result<(), &ErrorBody>) {
         let outcome = match outcome {
             Ok(()) => "ok",
             Err(e) => e.kind.as_str(),
@@ -110,9 +118,6 @@ impl EngineMetrics {
                 ("outcome", outcome),
             ])
             .inc();
-        self.request_seconds
-            .get_or_create(&[("side", kind.side), ("transport", kind.transport)])
-            .observe(took.as_secs_f64());
     }
 }
 

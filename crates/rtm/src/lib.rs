@@ -333,7 +333,7 @@ where
                             }
                         }
                         Some(Ok(Message::Binary(_))) => {
-                            let f = response_err(None, None, ErrorBody::new(ErrorType::Validation, "binary frames are not supported: send JSON text frames"));
+                            let f = self.refuse(None, None, ErrorBody::new(ErrorType::Validation, "binary frames are not supported: send JSON text frames"));
                             if !self.write(Message::Text(f.into())).await {
                                 return End::Gone;
                             }
@@ -385,7 +385,7 @@ where
         let text = text.as_str();
         if text.len() > self.config.max_request_frame {
             let head: FrameHead = serde_json::from_str(text).unwrap_or_default();
-            return Some(response_err(
+            return Some(self.refuse(
                 head.request_id,
                 head.action,
                 ErrorBody::new(
@@ -407,7 +407,7 @@ where
                 } else {
                     format!("invalid request frame: {e}")
                 };
-                return Some(response_err(
+                return Some(self.refuse(
                     head.request_id,
                     head.action,
                     ErrorBody::new(ErrorType::Validation, message),
@@ -418,21 +418,21 @@ where
             None => self.version,
             Some(v) => match v.parse::<Version>() {
                 Err(e) => {
-                    return Some(response_err(
+                    return Some(self.refuse(
                         frame.request_id,
                         Some(frame.action),
                         ErrorBody::new(ErrorType::Validation, e.to_string()),
                     ));
                 }
                 Ok(v) if v < self.version => {
-                    return Some(response_err(
+                    let version = self.version;
+                    return Some(self.refuse(
                         frame.request_id,
                         Some(frame.action),
                         ErrorBody::new(
                             ErrorType::Validation,
                             format!(
-                                "request version {v} is lower than the connection's version {}",
-                                self.version
+                                "request version {v} is lower than the connection's version {version}"
                             ),
                         ),
                     ));
@@ -441,15 +441,13 @@ where
             },
         };
         if self.inflight.len() >= self.config.max_pending {
-            return Some(response_err(
+            let max = self.config.max_pending;
+            return Some(self.refuse(
                 frame.request_id,
                 Some(frame.action),
                 ErrorBody::new(
                     ErrorType::PendingRequestsLimitReached,
-                    format!(
-                        "at most {} requests may be pending on one connection",
-                        self.config.max_pending
-                    ),
+                    format!("at most {max} requests may be pending on one connection"),
                 ),
             ));
         }
@@ -469,32 +467,38 @@ where
             self.logins_pending += 1;
         }
         self.inflight.push(Box::pin(async move {
-            match timeout(limit, engine.execute(request)).await {
-                Ok(Ok(reply)) => Answer {
+            // Past `limit` the engine answers `request_timeout` (and counts it).
+            match engine.execute_within(request, limit).await {
+                Ok(reply) => Answer {
                     frame: response_ok(request_id, &action, reply.payload),
                     after: reply.after,
                     is_login,
                 },
-                Ok(Err(error)) => Answer {
+                Err(error) => Answer {
                     frame: response_err(request_id, Some(action), error),
-                    after: AfterReply::Nothing,
-                    is_login,
-                },
-                Err(_) => Answer {
-                    frame: response_err(
-                        request_id,
-                        Some(action),
-                        ErrorBody::new(
-                            ErrorType::RequestTimeout,
-                            format!("request not processed within {} s", limit.as_secs()),
-                        ),
-                    ),
                     after: AfterReply::Nothing,
                     is_login,
                 },
             }
         }));
         None
+    }
+
+    /// Answers a frame refused before dispatch, and counts it in the
+    /// engine's request metrics.
+    fn refuse(
+        &self,
+        request_id: Option<String>,
+        action: Option<String>,
+        error: ErrorBody,
+    ) -> String {
+        self.engine.record_request(
+            &Requester::Rtm(self.conn.clone()),
+            action.as_deref(),
+            Err(&error),
+            None,
+        );
+        response_err(request_id, action, error)
     }
 
     /// Writes a batch of frames (queued pushes, perhaps ending with a

@@ -411,6 +411,47 @@ async fn pending_limit_and_request_timeout() {
         (r["request_id"].as_str(), r["success"].as_bool()),
         (Some("after"), Some(true))
     );
+    // Both refusals are in the engine's request metrics: the one refused
+    // before dispatch counted, the one cut off counted and timed.
+    let metrics = encode_metrics(&c.engine);
+    let series = |outcome: &str| {
+        format!(
+            "chatgate_requests_total{{side=\"agent\",transport=\"rtm\",action=\"list_routing_statuses\",outcome=\"{outcome}\"}} "
+        )
+    };
+    let count = |outcome: &str| -> f64 {
+        let series = series(outcome);
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .unwrap_or_else(|| panic!("no `{series}` in:\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(count("pending_requests_limit_reached"), 1.0);
+    assert_eq!(count("request_timeout"), 1.0);
+    assert_eq!(count("ok"), 10.0);
+    // 13 requests timed (the refused one is not); the timed-out one's
+    // 15 s are past the last finite bucket (6.5 s), the others under it.
+    for (series, n) in [
+        ("chatgate_request_duration_seconds_count{", 13),
+        (
+            "chatgate_request_duration_seconds_bucket{le=\"6.5536\",",
+            12,
+        ),
+    ] {
+        let line = format!("{series}side=\"agent\",transport=\"rtm\"}} {n}\n");
+        assert!(metrics.contains(&line), "no `{line}` in:\n{metrics}");
+    }
+}
+
+/// The engine's metrics in the OpenMetrics text format.
+fn encode_metrics(engine: &Engine) -> String {
+    let mut registry = prometheus_client::registry::Registry::with_prefix("chatgate");
+    engine.register_metrics(&mut registry);
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+    out
 }
 
 #[tokio::test(start_paused = true)]

@@ -207,7 +207,7 @@ async fn agent_action(
         authorization: header_str(&headers, "authorization")?.map(str::to_owned),
     };
     if method == "upload_file" {
-        return upload(state, &version, &headers, body, requester, https.is_some()).await;
+        return counted_upload(state, &version, &headers, body, requester, https.is_some()).await;
     }
     let author_id = header_str(&headers, "x-author-id")?.map(str::to_owned);
     action(
@@ -241,7 +241,7 @@ async fn customer_action(
         organization_id: query.organization_id,
     };
     if method == "upload_file" {
-        return upload(state, &version, &headers, body, requester, https.is_some()).await;
+        return counted_upload(state, &version, &headers, body, requester, https.is_some()).await;
     }
     action(state, &version, method, &headers, body, requester, None).await
 }
@@ -256,21 +256,33 @@ async fn action(
     requester: Requester,
     author_id: Option<String>,
 ) -> Result<Response, ApiError> {
-    let mut version = path_version(version)?;
-    if let Some(v) = header_str(headers, "x-api-version")? {
-        let requested: Version =
-            v.parse()
-                .map_err(|e: chatgate_protocol::version::UnsupportedVersion| {
-                    ApiError(ErrorBody::new(ErrorType::UnsupportedVersion, e.to_string()))
-                })?;
-        if requested < version {
-            return Err(ApiError(validation(format!(
-                "`X-API-Version: {requested}` is lower than the URL's version {version}"
-            ))));
+    let prepared = async {
+        let mut version = path_version(version)?;
+        if let Some(v) = header_str(headers, "x-api-version")? {
+            let requested: Version =
+                v.parse()
+                    .map_err(|e: chatgate_protocol::version::UnsupportedVersion| {
+                        ApiError(ErrorBody::new(ErrorType::UnsupportedVersion, e.to_string()))
+                    })?;
+            if requested < version {
+                return Err(ApiError(validation(format!(
+                    "`X-API-Version: {requested}` is lower than the URL's version {version}"
+                ))));
+            }
+            version = requested;
         }
-        version = requested;
-    }
-    let payload = read_json(&state, body).await?;
+        Ok((version, read_json(&state, body).await?))
+    };
+    let (version, payload) = match prepared.await {
+        Ok(ready) => ready,
+        Err(refused) => {
+            // Never dispatched: counted here, in the same request metrics.
+            state
+                .engine
+                .record_request(&requester, Some(&method), Err(&refused.0), None);
+            return Err(refused);
+        }
+    };
     let request = Request {
         requester,
         version,
@@ -294,6 +306,29 @@ fn upload_too_large() -> ApiError {
         ErrorType::EntityTooLarge,
         "Upload limit exceeded (10MB).",
     ))
+}
+
+/// [`upload`], counted and timed in the request metrics like the calls the
+/// dispatcher serves.
+async fn counted_upload(
+    state: AppState,
+    version: &str,
+    headers: &HeaderMap,
+    body: Body,
+    requester: Requester,
+    https: bool,
+) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
+    let engine = state.engine.clone();
+    let who = requester.clone();
+    let result = upload(state, version, headers, body, requester, https).await;
+    engine.record_request(
+        &who,
+        Some("upload_file"),
+        result.as_ref().map(|_| ()).map_err(|e| &e.0),
+        Some(started.elapsed()),
+    );
+    result
 }
 
 /// `upload_file`: `multipart/form-data` with one part named `file`.

@@ -149,3 +149,105 @@ async fn metrics_are_not_served_on_the_public_listener() {
     let r = reqwest::get(s.url("/metrics")).await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
 }
+
+/// Requests that never reach the dispatcher are counted too: RTM frames
+/// refused by the session (not JSON, over the frame limit, binary) and Web
+/// calls whose body is refused, plus `upload_file`, served beside it.
+#[tokio::test]
+async fn metrics_count_requests_refused_before_dispatch() {
+    use futures_util::SinkExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    c.web.rtm.max_request_frame = 4096;
+    let s = TestServer::start_with(dir, c).await;
+    let mut alice = s.login("alice-pat-1").await;
+
+    alice.send_text("{oops".into()).await;
+    let r = next_response(&mut alice).await;
+    assert_eq!(r["payload"]["error"]["type"], "validation", "{r}");
+    alice
+        .send_text(
+            json!({"action": "send_event", "request_id": "big", "payload": {"pad": "x".repeat(5000)}})
+                .to_string(),
+        )
+        .await;
+    let r = alice.response_to("big").await;
+    assert_eq!(r["payload"]["error"]["type"], "entity_too_large", "{r}");
+    alice
+        .ws
+        .send(tokio_tungstenite::tungstenite::Message::Binary(
+            vec![1, 2, 3].into(),
+        ))
+        .await
+        .unwrap();
+    let r = next_response(&mut alice).await;
+    assert_eq!(r["payload"]["error"]["type"], "validation", "{r}");
+    // The session answered all three and still serves requests.
+    let r = alice.request("list_routing_statuses", json!({})).await;
+    assert_eq!(r["success"], true, "{r}");
+
+    // A Web call whose body is not JSON, and an upload that is not multipart.
+    let (status, _) = web_call(
+        &s.url("/v3.5/agent/action/list_chats"),
+        Some("Bearer alice-pat-1"),
+        "{oops".into(),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = web_call(
+        &s.url("/v3.5/agent/action/upload_file"),
+        Some("Bearer alice-pat-1"),
+        "{}".into(),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    let (_, _, body) = scrape(&s).await;
+    let series = |transport: &str, action: &str, outcome: &str| {
+        format!(
+            "chatgate_requests_total{{side=\"agent\",transport=\"{transport}\",action=\"{action}\",outcome=\"{outcome}\"}}"
+        )
+    };
+    // `{oops` and the binary frame name no method.
+    assert_eq!(value(&body, &series("rtm", "unknown", "validation")), 2.0);
+    assert_eq!(
+        value(&body, &series("rtm", "send_event", "entity_too_large")),
+        1.0
+    );
+    assert_eq!(
+        value(&body, &series("web", "list_chats", "validation")),
+        1.0
+    );
+    assert_eq!(
+        value(&body, &series("web", "upload_file", "validation")),
+        1.0
+    );
+    // The refusals are not timed (they did no work); the upload is.
+    assert_eq!(
+        value(
+            &body,
+            "chatgate_request_duration_seconds_count{side=\"agent\",transport=\"rtm\"}"
+        ),
+        2.0, // login, list_routing_statuses
+    );
+    assert_eq!(
+        value(
+            &body,
+            "chatgate_request_duration_seconds_count{side=\"agent\",transport=\"web\"}"
+        ),
+        1.0,
+    );
+}
+
+/// The next frame that is not a push.
+async fn next_response(c: &mut Rtm) -> serde_json::Value {
+    loop {
+        let f = c.next_frame().await.expect("a frame");
+        if f["type"] != "push" {
+            return f;
+        }
+    }
+}
