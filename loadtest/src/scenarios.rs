@@ -205,7 +205,7 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
     };
     // Connects every session; returns the running receivers and the login
     // latency (from the moment the phase started).
-    let connect_all = |phase_stop: watch::Receiver<bool>| {
+    let connect_all = |phase_stop: watch::Receiver<bool>, name: &'static str| {
         let common = a.common.clone();
         let delivered = delivered.clone();
         let measures: Vec<Measure> = (0..a.sessions).map(measure_for).collect();
@@ -213,12 +213,15 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
         async move {
             let sem = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
             let start_us = micros_since(epoch);
+            let phase = Arc::new(crate::stats::Phase::default());
+            let progress = PhaseProgress::start(name, measures.len(), phase.clone());
             let mut setups = Vec::new();
             for (i, measure) in measures.into_iter().enumerate() {
                 let permit = sem.clone().acquire_owned().await.map_err(err)?;
                 let (common, stop, delivered) =
                     (common.clone(), phase_stop.clone(), delivered.clone());
                 let (stream, cursor) = (streams[i].clone(), cursors[i].clone());
+                let phase = phase.clone();
                 setups.push(tokio::spawn(async move {
                     let mut login = json!({"token": format!("Bearer load-agent-{i}")});
                     if resume {
@@ -232,6 +235,10 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
                     let r =
                         login_with(&common, i, "/v3.5/agent/rtm/ws", login, epoch, start_us).await;
                     drop(permit);
+                    match &r {
+                        Ok(s) => phase.logged_in(s.latency_us),
+                        Err(_) => phase.failed(),
+                    }
                     r.map(|s| {
                         let status = s.login["resume"]["status"].as_str().map(str::to_owned);
                         if let Some(id) = s.login["resume"]["stream_id"].as_str() {
@@ -267,11 +274,12 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
                     Err(_) => failed += 1,
                 }
             }
+            progress.finish().await;
             Ok::<_, io::Error>((running, login, failed, statuses, replayed))
         }
     };
     let (stop1_tx, stop1_rx) = watch::channel(false);
-    let (first, login1, failed1, _, _) = connect_all(stop1_rx).await?;
+    let (first, login1, failed1, _, _) = connect_all(stop1_rx, "first login").await?;
     // The sender, for the whole run.
     let (stop_tx, stop_rx) = watch::channel(false);
     let sender_ws = connect_login(&a.common, 0, "/v3.5/agent/rtm/ws", "load-owner", epoch, 0)
@@ -299,7 +307,8 @@ pub async fn storm(a: StormArgs) -> io::Result<()> {
     }
     // ...and reconnects.
     let (stop2_tx, stop2_rx) = watch::channel(false);
-    let (second, login2, failed2, statuses, replayed) = connect_all(stop2_rx).await?;
+    let (second, login2, failed2, statuses, replayed) =
+        connect_all(stop2_rx, "after the drop").await?;
     let back_secs = dropped_at.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(a.settle)).await;
     sending.abort();
@@ -391,6 +400,39 @@ async fn start_server(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(err(format!("{program} did not start listening on {addr}")))
+}
+
+/// The live progress line of a connect+login phase: redrawn every second,
+/// and once more, final, when [`PhaseProgress::finish`] is called.
+struct PhaseProgress {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PhaseProgress {
+    fn start(name: &'static str, total: usize, phase: Arc<crate::stats::Phase>) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let start = Instant::now();
+            let mut progress = crate::stats::Progress::new();
+            let second = Duration::from_secs(1);
+            let mut tick = tokio::time::interval_at((start + second).into(), second);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => progress.show(&phase.line(name, total, start.elapsed())),
+                    _ = &mut stopped => break,
+                }
+            }
+            progress.show(&phase.line(name, total, start.elapsed()));
+            progress.done();
+        });
+        PhaseProgress { stop, task }
+    }
+
+    async fn finish(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
 }
 
 /// `compare`: the same fanout through each server, one after another.
@@ -1173,6 +1215,8 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
     let interval_us = 1e6 / a.rate.max(1) as f64;
     let lag: Arc<Mutex<Latency>> = Default::default();
     let cpu_window = CpuWindow::start(a.common.pid);
+    let phase = Arc::new(crate::stats::Phase::default());
+    let progress = PhaseProgress::start("connect+login", a.sessions, phase.clone());
     let start = Instant::now();
     let start_us = micros_since(epoch);
     let mut setups = Vec::with_capacity(a.sessions);
@@ -1191,7 +1235,7 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
             let names: Vec<&str> = a.subscribe.split(',').map(str::trim).collect();
             login["pushes"] = json!({ "3.5": names });
         }
-        let lag = lag.clone();
+        let (lag, phase) = (lag.clone(), phase.clone());
         setups.push(tokio::spawn(async move {
             // How late the harness itself starts this connection: part of
             // its login latency that is not the server's.
@@ -1199,6 +1243,10 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
             lag.lock().unwrap().record_us(late);
             let r = login_with(&common, i, "/v3.5/agent/rtm/ws", login, epoch, intended_us).await;
             drop(permit);
+            match &r {
+                Ok(s) => phase.logged_in(s.latency_us),
+                Err(_) => phase.failed(),
+            }
             r.map(|s| {
                 let (_tx, rx) = mpsc::channel(1);
                 let h = drive(
@@ -1229,6 +1277,7 @@ pub async fn idle(a: IdleArgs) -> io::Result<()> {
     let setup_secs = start.elapsed().as_secs_f64();
     let (login_cpu, login_harness_cpu) = cpu_window.used();
     let login_stolen = cpu_window.stolen();
+    progress.finish().await;
     let up = handles.len();
     println!(
         "idle: {up}/{} sessions logged in in {setup_secs:.2} s ({:.0}/s offered {}/s)",

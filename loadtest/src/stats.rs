@@ -8,7 +8,7 @@
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A latency recorder (1 µs to 1 h, 3 significant digits).
 ///
@@ -173,8 +173,55 @@ impl Live {
     }
 }
 
+impl Default for Live {
+    fn default() -> Self {
+        Live::new()
+    }
+}
+
 /// The process's live counters (one run per process).
 pub static LIVE: Live = Live::new();
+
+/// A connect+login phase as it goes (`idle`, `storm`): sessions up, failed
+/// attempts (as the `Live`'s errors) and login latencies, for its progress
+/// line.
+#[derive(Default)]
+pub struct Phase {
+    up: AtomicU64,
+    live: Live,
+}
+
+impl Phase {
+    pub fn logged_in(&self, latency_us: u64) {
+        self.up.fetch_add(1, Ordering::Relaxed);
+        self.live.record_us(latency_us);
+    }
+
+    pub fn failed(&self) {
+        self.live.error();
+    }
+
+    /// Attempts finished, either way.
+    pub fn finished(&self) -> u64 {
+        self.up.load(Ordering::Relaxed) + self.live.errors()
+    }
+
+    /// The progress line `elapsed` into a phase of `total` attempts.
+    pub fn line(&self, name: &str, total: usize, elapsed: Duration) -> String {
+        let up = self.up.load(Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        format!(
+            "{} {:>4}s {name}: up {up:>6}/{total} ({:>6.0}/s)  login p99 so far {}  failed {}",
+            bar(self.finished() as f64 / total.max(1) as f64, 20),
+            elapsed.as_secs(),
+            up as f64 / secs.max(1e-9),
+            self.live
+                .quantile_ms(0.99)
+                .map_or_else(|| "      -".to_owned(), |ms| format!("{ms:>7.1} ms")),
+            self.live.errors()
+        )
+    }
+}
 
 /// Microseconds since `epoch`, the harness's clock for timestamps in
 /// payloads (every task of one run shares the epoch).
@@ -336,6 +383,31 @@ mod tests {
 #[cfg(test)]
 mod live_tests {
     use super::*;
+
+    #[test]
+    fn a_phase_line_shows_sessions_up_rate_p99_and_failures() {
+        let p = Phase::default();
+        assert!(
+            p.line("connect", 100, Duration::from_secs(1))
+                .contains("up      0/100 (     0/s)  login p99 so far       -  failed 0"),
+        );
+        for _ in 0..40 {
+            p.logged_in(2_000);
+        }
+        p.failed();
+        p.failed();
+        assert_eq!(p.finished(), 42);
+        let line = p.line("connect", 100, Duration::from_secs(2));
+        assert!(
+            line.starts_with("[########............]    2s connect: up     40/100 (    20/s)"),
+            "{line}"
+        );
+        // 2 ms lands in the bucket whose upper bound is 2.0 ms (2^(88/8) µs).
+        assert!(
+            line.contains("login p99 so far     2.0 ms  failed 2"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn live_quantiles_bound_the_exact_ones_from_above_within_a_bucket() {
