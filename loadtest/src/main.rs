@@ -12,6 +12,7 @@ mod scenarios;
 mod server_metrics;
 mod soak;
 mod stats;
+mod web;
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -181,6 +182,11 @@ pub struct FanoutArgs {
     /// sooner).
     #[arg(long, default_value_t = 0)]
     pub pad: usize,
+    /// How the sender sends, against chatgate: `rtm` (a logged-in RTM
+    /// session) or `web` (`POST /v3.5/agent/action/multicast` on 8
+    /// keep-alive connections, as a bot or back-office system would).
+    #[arg(long, default_value = "rtm")]
+    pub send_via: String,
 }
 
 #[derive(Args, Clone)]

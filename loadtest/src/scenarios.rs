@@ -9,6 +9,7 @@
 use crate::client::{self, Ws};
 use crate::server_metrics;
 use crate::stats::{CpuWindow, Latency, micros_since, rss_kib};
+use crate::web;
 use crate::{
     ChatArgs, Common, CompareArgs, FanoutArgs, HostileArgs, IdleArgs, RampArgs, StormArgs,
 };
@@ -546,6 +547,7 @@ pub async fn compare(a: CompareArgs) -> io::Result<()> {
                 duration: a.duration,
                 stalled: 0,
                 pad: 0,
+                send_via: "rtm".into(),
             };
             let r = if chat {
                 let c = ChatArgs {
@@ -1901,6 +1903,12 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
         }
     };
     let raw = target != Target::Chatgate;
+    let via_web = match a.send_via.as_str() {
+        "rtm" => false,
+        "web" if !raw => true,
+        "web" => return Err(err("--send-via web needs --target chatgate")),
+        other => return Err(err(format!("--send-via must be rtm or web, not {other}"))),
+    };
     let epoch = Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     let delivered = Arc::new(AtomicU64::new(0));
@@ -1980,17 +1988,36 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
         }
     }
     // The sender.
-    let sender_ws = if target == Target::SocketIo {
-        client::socketio(a.common.server, None, "pub").await?
-    } else if raw {
-        client::websocket(a.common.server, None, "/?room=pub").await?
+    let (tx, sender) = if via_web {
+        web::sender(
+            a.common.server,
+            "load-owner",
+            stop_rx.clone(),
+            epoch,
+            SENDER_QUEUE,
+        )
     } else {
-        connect_login(&a.common, 0, "/v3.5/agent/rtm/ws", "load-owner", epoch, 0)
-            .await?
-            .ws
+        let sender_ws = if target == Target::SocketIo {
+            client::socketio(a.common.server, None, "pub").await?
+        } else if raw {
+            client::websocket(a.common.server, None, "/?room=pub").await?
+        } else {
+            connect_login(&a.common, 0, "/v3.5/agent/rtm/ws", "load-owner", epoch, 0)
+                .await?
+                .ws
+        };
+        sender(sender_ws, stop_rx.clone(), epoch)
     };
-    let (tx, sender) = sender(sender_ws, stop_rx.clone(), epoch);
-    println!("fanout ({}): {} receivers up", a.target, receivers.len());
+    println!(
+        "fanout ({}, sending over {}): {} receivers up",
+        a.target,
+        if via_web {
+            "the Web API"
+        } else {
+            "a WebSocket"
+        },
+        receivers.len()
+    );
     let metrics_before = match (a.common.metrics, raw) {
         (Some(addr), false) => Some(server_metrics::scrape(addr).await?),
         _ => None,
@@ -2085,6 +2112,9 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
     let (cpu, harness_cpu) = cpu_window.used();
     let stolen = cpu_window.stolen();
     println!("{}", all.latency.line("send -> delivery"));
+    if via_web {
+        println!("{}", sender_out.latency.line("Web request round trip"));
+    }
     println!("{}", sent.lag_line());
     let by_second: Vec<Value> = timeline
         .lock()
@@ -2136,6 +2166,11 @@ async fn fanout_run(a: &FanoutArgs) -> io::Result<Value> {
             "client_backlog": backlog,
         "send_lag": sent.lag.summary(),
             "sender_errors": sender_out.errors,
+            "send_via": a.send_via,
+            "web_requests": via_web.then(|| json!({
+                "answered": sender_out.acks,
+                "round_trip": sender_out.latency.summary(),
+            })),
             "latency": all.latency.summary(),
             "latency_distribution": all.latency.distribution(),
             "latency_by_second": by_second,

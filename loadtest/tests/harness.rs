@@ -221,6 +221,32 @@ async fn idle_chat_and_fanout_against_the_real_server() {
     assert!(r["steal_seconds"].as_f64().unwrap() >= 0.0, "{r}");
     assert_eq!(r["send_lag"]["count"], 40, "{r}");
 
+    // The same with the sender on the Web API: every multicast answered
+    // over HTTP and delivered over RTM.
+    let r = run(
+        args(&[
+            "fanout",
+            "--server",
+            &addr,
+            "--receivers",
+            "25",
+            "--rate",
+            "20",
+            "--duration",
+            "2",
+            "--send-via",
+            "web",
+        ]),
+        dir.path(),
+    )
+    .await;
+    assert_eq!(r["send_via"], "web", "{r}");
+    assert_eq!(r["offered"], 40, "{r}");
+    assert_eq!(r["web_requests"]["answered"], 40, "{r}");
+    assert_eq!(r["web_requests"]["round_trip"]["count"], 40, "{r}");
+    assert_eq!(r["sender_errors"], serde_json::json!({}), "{r}");
+    assert_eq!(r["delivered"], 1000, "{r}");
+
     // A receiver that never reads: the others still get everything, and it
     // is accounted for on its own.
     let r = run(
