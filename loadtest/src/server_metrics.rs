@@ -47,6 +47,14 @@ pub fn parse(body: &str) -> Snapshot {
     )
 }
 
+/// The value of label `name` in a series' labels (`a="x",b="y"}`).
+fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
+    labels
+        .split(&format!("{name}=\""))
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+}
+
 /// A histogram's buckets over a window: (upper bound, cumulative count),
 /// summed over the series whose labels contain `filter`.
 fn buckets(before: &Snapshot, after: &Snapshot, name: &str, filter: &str) -> Vec<(f64, f64)> {
@@ -59,11 +67,7 @@ fn buckets(before: &Snapshot, after: &Snapshot, name: &str, filter: &str) -> Vec
         if !labels.contains(filter) {
             continue;
         }
-        let Some(le) = labels
-            .split("le=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-        else {
+        let Some(le) = label(labels, "le") else {
             continue;
         };
         let was = before.0.get(series).copied().unwrap_or(0.0);
@@ -123,11 +127,7 @@ fn request_errors(before: &Snapshot, after: &Snapshot) -> BTreeMap<String, f64> 
         let Some(labels) = series.strip_prefix("chatgate_requests_total{") else {
             continue;
         };
-        let Some(outcome) = labels
-            .split("outcome=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-        else {
+        let Some(outcome) = label(labels, "outcome") else {
             continue;
         };
         let n = v - before.0.get(series).copied().unwrap_or(0.0);

@@ -158,7 +158,8 @@ pub fn sender(
                         match answer {
                             Ok((200, _)) => {
                                 out.acks += 1;
-                                out.latency.record_us(micros_since(epoch) - started);
+                                out.latency
+                                    .record_us(micros_since(epoch).saturating_sub(started));
                             }
                             Ok((status, body)) => {
                                 *out.errors.entry(error_type(status, &body)).or_default() += 1;

@@ -220,8 +220,9 @@ impl Engine {
     /// [`execute`](Self::execute) bounded by `limit` (RTM's processing time
     /// per request). A request past it is answered `request_timeout` and
     /// counted so in the request metrics; what it had started is dropped
-    /// (a write already handed to the store still commits, as the protocol
-    /// allows: the client only learns it did not hear back in time).
+    /// (a write already handed to the store still commits and its pushes
+    /// are delivered, on the store's completion path: the client only
+    /// learns that it did not hear back in time).
     pub async fn execute_within(
         &self,
         req: Request,
