@@ -208,13 +208,7 @@ impl Engine {
     /// the change is durable; the response is returned here, also only after
     /// the commit.
     pub async fn execute(&self, req: Request) -> Result<Reply, ErrorBody> {
-        let started = std::time::Instant::now();
-        let labels = crate::metrics::RequestKind::of(&req.requester, &req.action);
-        let result = self.dispatch(req).await;
-        self.inner
-            .metrics
-            .record(labels, result.as_ref().map(|_| ()), started.elapsed());
-        result
+        self.execute_recorded(req, None).await
     }
 
     /// [`execute`](Self::execute) bounded by `limit` (RTM's processing time
@@ -228,15 +222,28 @@ impl Engine {
         req: Request,
         limit: std::time::Duration,
     ) -> Result<Reply, ErrorBody> {
+        self.execute_recorded(req, Some(limit)).await
+    }
+
+    /// Dispatches, bounded by `limit` if any, and records the request's
+    /// outcome and time in the metrics.
+    async fn execute_recorded(
+        &self,
+        req: Request,
+        limit: Option<std::time::Duration>,
+    ) -> Result<Reply, ErrorBody> {
         // tokio's clock, which is std's unless a test pauses it.
         let started = tokio::time::Instant::now();
         let labels = crate::metrics::RequestKind::of(&req.requester, &req.action);
-        let result = match tokio::time::timeout(limit, self.dispatch(req)).await {
-            Ok(result) => result,
-            Err(_) => Err(ErrorBody::new(
-                ErrorType::RequestTimeout,
-                format!("request not processed within {} s", limit.as_secs()),
-            )),
+        let result = match limit {
+            None => self.dispatch(req).await,
+            Some(limit) => match tokio::time::timeout(limit, self.dispatch(req)).await {
+                Ok(result) => result,
+                Err(_) => Err(ErrorBody::new(
+                    ErrorType::RequestTimeout,
+                    format!("request not processed within {} s", limit.as_secs()),
+                )),
+            },
         };
         self.inner
             .metrics
