@@ -236,11 +236,21 @@ async fn idle_chat_and_fanout_against_the_real_server() {
             "2",
             "--send-via",
             "web",
+            "--metrics",
+            &metrics,
         ]),
         dir.path(),
     )
     .await;
     assert_eq!(r["send_via"], "web", "{r}");
+    // The server's own view of the window: no error answers (the Web
+    // multicasts are not RTM requests, so none is in `rtm_requests`).
+    assert_eq!(
+        r["server_metrics"]["request_errors"],
+        serde_json::json!({}),
+        "{r}"
+    );
+    assert_eq!(r["server_metrics"]["rtm_requests"]["count"], 0.0, "{r}");
     assert_eq!(r["offered"], 40, "{r}");
     assert_eq!(r["web_requests"]["answered"], 40, "{r}");
     assert_eq!(r["web_requests"]["round_trip"]["count"], 40, "{r}");
