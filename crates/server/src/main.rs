@@ -90,6 +90,12 @@ struct Serve {
     /// disconnected.
     #[arg(long, env = "CHATGATE_OUTBOUND_QUEUE_BYTES", default_value_t = 2 * 1024 * 1024)]
     outbound_queue_bytes: usize,
+    /// Microseconds the store's writer holds a lone write so that the
+    /// writes that follow share its transaction and its sync of the log;
+    /// applied only while writes arrive at least every two delays (0: never
+    /// wait). Trades this much latency for CPU under load.
+    #[arg(long, env = "CHATGATE_COMMIT_DELAY_US", default_value_t = chatgate_store::sqlite::DEFAULT_COMMIT_DELAY.as_micros() as u64)]
+    commit_delay_us: u64,
     /// Seconds a session that asked for exact resume is kept after its
     /// connection drops (proto-docs/resume.md).
     #[arg(long, env = "CHATGATE_RESUME_WINDOW_SECS", default_value_t = 60)]
@@ -192,6 +198,10 @@ fn config_from(args: &Serve) -> Result<ServerConfig, String> {
         return Err("--outbound-queue must be at least 1".into());
     }
     config.engine.outbound_queue = args.outbound_queue;
+    if args.commit_delay_us > 10_000 {
+        return Err("--commit-delay-us must be at most 10000 (10 ms)".into());
+    }
+    config.store.commit_delay = Duration::from_micros(args.commit_delay_us);
     if args.outbound_queue_bytes < 64 * 1024 {
         return Err("--outbound-queue-bytes must be at least 65536".into());
     }

@@ -80,6 +80,11 @@ fn bad_configuration_exits_with_one_line() {
         ),
         (&["serve", "--max-body", "10"], 2, "--max-body"),
         (&["serve", "--ws-read-buffer", "16"], 2, "--ws-read-buffer"),
+        (
+            &["serve", "--commit-delay-us", "20000"],
+            2,
+            "--commit-delay-us",
+        ),
     ];
     for (args, code, text) in cases {
         let (got, lines) = fails(args, dir.path());

@@ -66,6 +66,8 @@ pub struct StoreStats {
     pub transactions: u64,
     /// Submissions completed.
     pub submissions: u64,
+    /// Groups the writer held for its commit delay.
+    pub commit_delays: u64,
 }
 
 /// A reserved place in the store's write queue: submitting with it cannot be

@@ -45,6 +45,8 @@ impl WriterMetrics {
 pub(crate) struct Counters {
     pub transactions: AtomicU64,
     pub submissions: AtomicU64,
+    /// Groups the writer held back for more writes to join (`CommitPacer`).
+    pub commit_delays: AtomicU64,
     /// Jobs handed to the writer whose completion has not run yet.
     pub outstanding: AtomicU64,
     /// Committed events whose text the writer has not indexed yet.
@@ -91,6 +93,12 @@ impl Collector for CountersCollector {
             "submissions",
             "Writes completed (committed or refused)",
             c.submissions.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "commit_delays",
+            "Groups the writer held for the commit delay so that more writes could join them",
+            c.commit_delays.load(Ordering::Relaxed),
         )?;
         gauge(
             &mut encoder,

@@ -5,6 +5,7 @@ use chatgate_domain::*;
 use chatgate_store::*;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
 
 fn org(id: &str) -> Organization {
     Organization {
@@ -282,6 +283,94 @@ fn submit_group(
     got.into_iter().map(|(_, r)| r).collect()
 }
 
+/// Submits `n` events to chat A one at a time, `gap` apart, without waiting
+/// for their commits; returns their sequence numbers in submission order
+/// and the store's counters over the run.
+fn spaced_writes(config: StoreConfig, n: usize, gap: Duration) -> (Vec<u64>, StoreStats) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path(), config).unwrap());
+    write(&*store, base_ops()).unwrap();
+    write(&*store, vec![chat("A")]).unwrap();
+    // A pause after the set-up writes, which came back to back: the
+    // pacer's average starts from a slow rate, not from theirs.
+    std::thread::sleep(Duration::from_millis(100));
+    let before = store.stats();
+    let (tx, rx) = std_mpsc::channel();
+    for i in 0..n {
+        let tx = tx.clone();
+        store
+            .submit(
+                vec![event("A", &format!("e{i}"), None)],
+                Box::new(move |r| tx.send((i, r)).unwrap()),
+            )
+            .unwrap();
+        std::thread::sleep(gap);
+    }
+    let mut seqs = vec![0; n];
+    for (i, r) in rx.iter().take(n) {
+        seqs[i] = r.unwrap().seqs[0];
+    }
+    let after = store.stats();
+    let delta = StoreStats {
+        transactions: after.transactions - before.transactions,
+        submissions: after.submissions - before.submissions,
+        commit_delays: after.commit_delays - before.commit_delays,
+    };
+    (seqs, delta)
+}
+
+#[test]
+fn a_commit_delay_gathers_writes_that_arrive_one_by_one_into_fewer_transactions() {
+    const N: usize = 60;
+    let (seqs, stats) = spaced_writes(
+        StoreConfig {
+            commit_delay: Duration::from_millis(50),
+            ..StoreConfig::default()
+        },
+        N,
+        Duration::from_millis(1),
+    );
+    assert_eq!(
+        seqs,
+        (1..=N as u64).collect::<Vec<_>>(),
+        "every write committed, in order"
+    );
+    assert_eq!(stats.submissions, N as u64);
+    assert!(stats.commit_delays > 0, "{stats:?}");
+    // A write at least every few milliseconds against a 50 ms hold: each
+    // held group gathers several.
+    assert!(
+        stats.transactions * 2 < N as u64,
+        "writes were not gathered: {stats:?}"
+    );
+}
+
+#[test]
+fn no_commit_delay_below_the_rate_or_when_turned_off() {
+    // A write every 5 ms against a 1 ms delay: slower than one per two
+    // delays, so each is committed at once.
+    let (seqs, stats) = spaced_writes(
+        StoreConfig {
+            commit_delay: Duration::from_millis(1),
+            ..StoreConfig::default()
+        },
+        20,
+        Duration::from_millis(5),
+    );
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+    assert_eq!(stats.commit_delays, 0, "{stats:?}");
+    let (seqs, stats) = spaced_writes(
+        StoreConfig {
+            commit_delay: Duration::ZERO,
+            ..StoreConfig::default()
+        },
+        40,
+        Duration::from_micros(100),
+    );
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+    assert_eq!(stats.commit_delays, 0, "{stats:?}");
+}
+
 #[test]
 fn waiting_submissions_share_one_transaction() {
     let dir = tempfile::tempdir().unwrap();
@@ -374,6 +463,7 @@ fn full_queue_answers_busy() {
             StoreConfig {
                 queue_capacity: 2,
                 max_batch: 1,
+                ..StoreConfig::default()
             },
         )
         .unwrap(),
