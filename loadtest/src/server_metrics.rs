@@ -152,13 +152,15 @@ pub fn report(before: &Snapshot, after: &Snapshot) -> (String, Value) {
     let commits = sum_of(before, after, "chatgate_store_group_size_count");
     let writes = sum_of(before, after, "chatgate_store_group_size_sum");
     let per_commit = if commits > 0.0 { writes / commits } else { 0.0 };
+    // Groups the writer held for its commit delay (`--commit-delay-us`).
+    let held = sum_of(before, after, "chatgate_store_commit_delays_total");
     let errors = request_errors(before, after);
     let f = |v: &Value, k: &str| match v[k].as_f64() {
         Some(x) => format!("≤ {x:.2}"),
         None => "-".into(),
     };
     let line = format!(
-        "server (its /metrics, bucket bounds): RTM request p50 {} ms, p99 {} ms; store queue wait p50 {} ms, p99 {} ms; commit p50 {} ms, p99 {} ms; {commits:.0} commits, {per_commit:.1} writes each; requests answered with errors {errors:?}",
+        "server (its /metrics, bucket bounds): RTM request p50 {} ms, p99 {} ms; store queue wait p50 {} ms, p99 {} ms; commit p50 {} ms, p99 {} ms; {commits:.0} commits, {per_commit:.1} writes each, {held:.0} held for the commit delay; requests answered with errors {errors:?}",
         f(&requests, "p50_ms_at_most"),
         f(&requests, "p99_ms_at_most"),
         f(&queue, "p50_ms_at_most"),
@@ -174,6 +176,7 @@ pub fn report(before: &Snapshot, after: &Snapshot) -> (String, Value) {
             "store_commit": commit,
             "commits": commits,
             "writes_per_commit": per_commit,
+            "commit_delays": held,
             "request_errors": errors,
         }),
     )
@@ -192,7 +195,8 @@ mod tests {
              chatgate_store_commit_seconds_bucket{le=\"0.004\"} 10\n\
              chatgate_store_commit_seconds_bucket{le=\"+Inf\"} 10\n\
              chatgate_store_group_size_sum 10\n\
-             chatgate_store_group_size_count 10\n",
+             chatgate_store_group_size_count 10\n\
+             chatgate_store_commit_delays_total 4\n",
         );
         // 100 more: 90 under 1 ms, 9 under 2 ms, 1 under 4 ms.
         let after = parse(
@@ -201,7 +205,8 @@ mod tests {
              chatgate_store_commit_seconds_bucket{le=\"0.004\"} 110\n\
              chatgate_store_commit_seconds_bucket{le=\"+Inf\"} 110\n\
              chatgate_store_group_size_sum 310\n\
-             chatgate_store_group_size_count 110\n",
+             chatgate_store_group_size_count 110\n\
+             chatgate_store_commit_delays_total 34\n",
         );
         let (line, v) = report(&before, &after);
         assert_eq!(v["store_commit"]["count"], 100.0);
@@ -209,6 +214,8 @@ mod tests {
         assert_eq!(v["store_commit"]["p99_ms_at_most"], 2.0);
         assert_eq!(v["commits"], 100.0);
         assert_eq!(v["writes_per_commit"], 3.0);
+        assert_eq!(v["commit_delays"], 30.0);
+        assert!(line.contains("30 held for the commit delay"), "{line}");
         assert_eq!(v["store_queue_wait"]["count"], 0.0);
         assert!(v["store_queue_wait"]["p99_ms_at_most"].is_null());
         assert!(

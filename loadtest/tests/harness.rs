@@ -452,17 +452,29 @@ async fn compare_runs_chatgate_and_the_baseline_one_after_another() {
     // Two rounds: each server twice, chatgate on a fresh data directory
     // each time (its chats of the first round do not take the agents'
     // capacity in the second); deliveries summed, every round kept.
-    let twice = [&chat[..], &["--repeat", "2"]].concat();
+    // `--metrics`: chatgate's own view of each of its rounds (read from
+    // the `/metrics` listener compare gives it), none for the baseline.
+    let twice = [&chat[..], &["--repeat", "2", "--metrics"]].concat();
     let table = compare(&chatgate, dir.path(), &twice).await;
     for server in ["chatgate", "baseline"] {
-        assert_eq!(
-            table[server]["rounds"].as_array().unwrap().len(),
-            2,
-            "{server}: {table}"
-        );
+        let rounds = table[server]["rounds"].as_array().unwrap();
+        assert_eq!(rounds.len(), 2, "{server}: {table}");
         assert_eq!(table[server]["rounds_ok"], 2, "{server}: {table}");
         assert_eq!(table[server]["delivered"], 20, "{server}: {table}");
         assert!(table[server]["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+        for round in rounds {
+            let m = &round["server_metrics"];
+            if server == "baseline" {
+                assert!(m.is_null(), "{round}");
+                continue;
+            }
+            // Each round's 5 customers sent 5 events, each committed.
+            assert!(m["rtm_requests"]["count"].as_f64().unwrap() >= 10.0, "{m}");
+            assert!(m["commits"].as_f64().unwrap() >= 1.0, "{m}");
+            assert!(m["writes_per_commit"].as_f64().unwrap() >= 1.0, "{m}");
+            assert!(m["commit_delays"].as_f64().is_some(), "{m}");
+            assert_eq!(m["request_errors"], serde_json::json!({}), "{m}");
+        }
     }
 }
 
