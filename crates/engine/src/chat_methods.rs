@@ -666,7 +666,8 @@ pub(crate) async fn start_chat(
             let me = caller.actor.id().to_owned();
             if let Some(u) = chat.user_mut(&me) {
                 u.present = true;
-                u.seen_up_to_us = Some(now);
+                // The marker only moves forward.
+                u.seen_up_to_us = Some(u.seen_up_to_us.map_or(now, |old| old.max(now)));
             }
             for u in &chat.users {
                 ops.push(Op::SetChatUser {
@@ -857,17 +858,9 @@ pub(crate) async fn send_event(
             let adopted = crate::uploads::adopt(state, &org_id.0, &mut event)?;
             let chat = state.chats.get_mut(&req.chat_id).expect("checked");
             let (event, op) = append_event(&org_id, chat, event, Some(me), now);
+            // The author's `seen_up_to` moved with the event (`note_author`).
             let mut ops = vec![op];
             ops.extend(adopted);
-            if let Some(u) = chat.user_mut(me) {
-                u.seen_up_to_us = Some(now);
-                let rec = u.record();
-                ops.push(Op::SetChatUser {
-                    org: org_id.clone(),
-                    chat_id: req.chat_id.clone(),
-                    user: rec,
-                });
-            }
             let chat = &state.chats[&req.chat_id];
             let thread_id = chat.threads.last().expect("a thread").id.clone();
             // A customer hears the event with only the properties it may read.

@@ -301,7 +301,18 @@ impl ChatState {
     }
 
     /// Notes an event of the last thread written by `author` at `at`.
+    ///
+    /// The author has seen the chat up to their own event: their
+    /// `seen_up_to` moves forward to it, here and only here, both when the
+    /// event is sent and when the chat is loaded again, so the store needs
+    /// no write of the author's chat user per event. The stored value
+    /// covers every thread before the last, because the only way a thread
+    /// stops being the last is a new thread, whose commit writes every
+    /// user of the chat (`start_chat` / `resume_chat`).
     fn note_author(&mut self, author: Option<&str>, at: i64) {
+        if let Some(u) = author.and_then(|a| self.user_mut(a)) {
+            u.seen_up_to_us = Some(u.seen_up_to_us.map_or(at, |old| old.max(at)));
+        }
         match author {
             None => {}
             Some(a) if self.customer_id.as_deref() == Some(a) => {

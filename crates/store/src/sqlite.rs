@@ -299,7 +299,18 @@ CREATE TABLE fts_state (
 );
 INSERT INTO fts_state (id, indexed_up_to) VALUES (1, COALESCE((SELECT max(rowid) FROM events), 0));
 "#,
+    // A chat's last sequence number is its last event's ([`LAST_SEQ`]):
+    // the counter column cost a written page per event.
+    r#"
+ALTER TABLE chats DROP COLUMN last_seq;
+"#,
 ];
+
+/// A chat's last event sequence number (0 before its first event), as a
+/// subquery on `chats`: the end of the events' primary key for the chat.
+/// Events are never deleted, so the number only grows.
+const LAST_SEQ: &str = "(SELECT COALESCE(max(seq), 0) FROM events
+    WHERE events.org_id = chats.org_id AND events.chat_id = chats.id)";
 
 struct Job {
     ops: Vec<Op>,
@@ -1274,10 +1285,13 @@ fn apply(tx: &Connection, op: &Op, fts: &mut FtsRows) -> Result<Option<u64>, Sto
             ])?;
         }
         Op::AppendEvent(e) => {
+            // The next number after the chat's last event. A read of the
+            // index page the insert below writes anyway, where a counter in
+            // `chats` was one more page written per event.
             let seq: Option<i64> = tx
-                .prepare_cached(
-                    "UPDATE chats SET last_seq = last_seq + 1 WHERE org_id = ?1 AND id = ?2 RETURNING last_seq",
-                )?
+                .prepare_cached(&format!(
+                    "SELECT {LAST_SEQ} + 1 FROM chats WHERE org_id = ?1 AND id = ?2"
+                ))?
                 .query_row(params![e.org.0, e.chat_id], |r| r.get(0))
                 .optional()?;
             let Some(seq) = seq else {
@@ -1627,7 +1641,9 @@ impl Store for SqliteStore {
             .query_row(params![org, chat_id, author, custom_id], |r| r.get(0))
             .optional()?;
         let seq = tx
-            .prepare_cached("SELECT last_seq FROM chats WHERE org_id = ?1 AND id = ?2")?
+            .prepare_cached(&format!(
+                "SELECT {LAST_SEQ} FROM chats WHERE org_id = ?1 AND id = ?2"
+            ))?
             .query_row(params![org, chat_id], |r| r.get::<_, i64>(0))
             .optional()?
             .unwrap_or(0);
@@ -1882,10 +1898,10 @@ fn thread_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ThreadRecord> {
 }
 
 fn load_chats(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreError> {
-    let mut chats = conn.prepare(
-        "SELECT org_id, id, customer_id, last_seq, access, properties, created_at
-         FROM chats ORDER BY org_id, created_at, id",
-    )?;
+    let mut chats = conn.prepare(&format!(
+        "SELECT org_id, id, customer_id, {LAST_SEQ}, access, properties, created_at
+         FROM chats ORDER BY org_id, created_at, id"
+    ))?;
     let mut users = conn.prepare(
         "SELECT user_id, user_type, present, visibility, seen_up_to FROM chat_users
          WHERE org_id = ?1 AND chat_id = ?2 ORDER BY rowid",
@@ -2030,5 +2046,91 @@ mod pacer_tests {
         p.arrived(t0);
         p.arrived(t + Duration::from_micros(100));
         assert_eq!(p.wait(1), Some(DELAY));
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+    use crate::ops::{EventRecord, Op};
+    use crate::{Committed, Store};
+    use chatgate_domain::OrgId;
+
+    fn event(chat: &str, thread: &str, id: &str) -> Op {
+        Op::AppendEvent(EventRecord {
+            org: OrgId("acme".into()),
+            chat_id: chat.into(),
+            seq: 0,
+            thread_id: thread.into(),
+            id: id.into(),
+            author_id: Some("x".into()),
+            custom_id: None,
+            kind: "message".into(),
+            created_at_us: 20,
+            body: r#"{"type":"message","text":"later"}"#.into(),
+        })
+    }
+
+    /// A database written before the chat counter (`chats.last_seq`) was
+    /// dropped: each chat keeps its sequence, and numbering goes on from it.
+    #[test]
+    fn a_database_with_the_old_chat_counter_keeps_each_chats_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = open_conn(&dir.path().join("chatgate.db")).unwrap();
+            let old = MIGRATIONS.len() - 1;
+            for sql in &MIGRATIONS[..old] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch(&format!("PRAGMA user_version = {old}"))
+                .unwrap();
+            conn.execute_batch(
+                r#"
+INSERT INTO organizations (id, name, license_id, created_at) VALUES ('acme', 'Acme', 1, 0);
+INSERT INTO chats (org_id, id, customer_id, last_seq, created_at)
+    VALUES ('acme', 'A', NULL, 2, 10), ('acme', 'B', NULL, 0, 11);
+INSERT INTO threads (org_id, chat_id, id, active, created_at)
+    VALUES ('acme', 'A', 'TA', 1, 10), ('acme', 'B', 'TB', 1, 11);
+INSERT INTO events (org_id, chat_id, seq, thread_id, id, author_id, kind, created_at, body)
+    VALUES ('acme', 'A', 1, 'TA', 'TA_1', 'x', 'message', 12, '{"type":"message","text":"one"}'),
+           ('acme', 'A', 2, 'TA', 'TA_2', 'x', 'message', 13, '{"type":"message","text":"two"}');
+"#,
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(dir.path(), StoreConfig::default()).unwrap();
+        let seqs = |store: &SqliteStore| -> Vec<(String, u64)> {
+            let snap = store.load().unwrap();
+            snap.chats.into_iter().map(|c| (c.id, c.last_seq)).collect()
+        };
+        assert_eq!(seqs(&store), vec![("A".into(), 2), ("B".into(), 0)]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        store
+            .submit(
+                vec![
+                    event("A", "TA", "TA_3"),
+                    event("B", "TB", "TB_1"),
+                    event("A", "TA", "TA_4"),
+                ],
+                Box::new(move |r| tx.send(r).unwrap()),
+            )
+            .unwrap();
+        let committed: Committed = rx.recv().unwrap().unwrap();
+        assert_eq!(committed.seqs, vec![3, 1, 4]);
+        assert_eq!(seqs(&store), vec![("A".into(), 4), ("B".into(), 1)]);
+        assert_eq!(
+            store.custom_event("acme", "A", "x", "none").unwrap(),
+            (None, 4),
+            "the custom-id lookup reads the same number"
+        );
+        let conn = store.reader.lock().unwrap();
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('chats')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!columns.iter().any(|c| c == "last_seq"), "{columns:?}");
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::harness::*;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::time::Duration;
 
 const QUIET: Duration = Duration::from_millis(300);
@@ -665,6 +666,125 @@ async fn customer_tokens_and_isolation() {
         (code, body["error"]["type"].as_str()),
         (404, Some("not_found"))
     );
+}
+
+/// `events_seen_up_to` of each user of the chat, by user id, and the
+/// `created_at` of each event of the last thread, by text (customer view).
+async fn seen_and_times(
+    s: &TestServer,
+    token: &str,
+    chat_id: &str,
+) -> (HashMap<String, String>, HashMap<String, String>) {
+    let (code, chat) = s
+        .customer_web("acme", "get_chat", token, json!({"chat_id": chat_id}))
+        .await;
+    assert_eq!(code, 200, "{chat}");
+    let seen = chat["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["id"].as_str().unwrap().to_owned(),
+                u["events_seen_up_to"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let times = chat["thread"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["text"].as_str().unwrap().to_owned(),
+                e["created_at"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    (seen, times)
+}
+
+/// The author of an event has seen the chat up to it. The store keeps no
+/// per-event copy of that marker: it is rebuilt from the last thread's
+/// events on load, and written for every user when a new thread begins.
+#[tokio::test]
+async fn an_authors_seen_marker_follows_their_events_across_threads_and_restarts() {
+    let s = TestServer::start().await;
+    let mut alice = s.login("alice-pat-1").await;
+    let (token, cust) = s.customer_token("acme", None).await;
+    let (code, r) = s
+        .customer_web(
+            "acme",
+            "start_chat",
+            &token,
+            json!({"chat": {"thread": {"events": [message("hello")]}}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{r}");
+    let chat_id = r["chat_id"].as_str().unwrap().to_owned();
+    alice.push("incoming_chat").await;
+    let r = alice
+        .request(
+            "send_event",
+            json!({"chat_id": chat_id, "event": message("reply")}),
+        )
+        .await;
+    assert_eq!(r["success"], true, "{r}");
+    let alice_id = "alice@acme.test".to_owned();
+    let (seen, times) = seen_and_times(&s, &token, &chat_id).await;
+    assert_eq!(seen[&alice_id], times["reply"], "{seen:?} {times:?}");
+    assert_eq!(seen[&cust], times["hello"], "{seen:?} {times:?}");
+    drop(alice);
+    let s = s.restart().await;
+    assert_eq!(
+        seen_and_times(&s, &token, &chat_id).await,
+        (seen.clone(), times.clone()),
+        "the same markers after a restart"
+    );
+    // The marker only moves forward: an event after a later mark keeps it.
+    let later = "2031-05-06T07:08:09.000001Z";
+    let (code, _) = s
+        .customer_web(
+            "acme",
+            "mark_events_as_seen",
+            &token,
+            json!({"chat_id": chat_id, "seen_up_to": later}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, r) = s
+        .customer_web(
+            "acme",
+            "send_event",
+            &token,
+            json!({"chat_id": chat_id, "event": message("again")}),
+        )
+        .await;
+    assert_eq!(code, 200, "{r}");
+    let (seen_now, _) = seen_and_times(&s, &token, &chat_id).await;
+    assert_eq!(seen_now[&cust], later);
+    // A new thread: the first thread's events are no longer loaded, and
+    // the markers they moved are still there after another restart.
+    let alice = s.login("alice-pat-1").await;
+    let (code, r) = s
+        .customer_web("acme", "deactivate_chat", &token, json!({"id": chat_id}))
+        .await;
+    assert_eq!(code, 200, "{r}");
+    let (code, r) = s
+        .customer_web(
+            "acme",
+            "resume_chat",
+            &token,
+            json!({"chat": {"id": chat_id}}),
+        )
+        .await;
+    assert_eq!(code, 200, "{r}");
+    drop(alice);
+    let s = s.restart().await;
+    let (seen_after, times_after) = seen_and_times(&s, &token, &chat_id).await;
+    assert!(times_after.is_empty(), "a new thread: {times_after:?}");
+    assert_eq!(seen_after[&alice_id], seen[&alice_id], "{seen_after:?}");
+    assert_eq!(seen_after[&cust], later, "{seen_after:?}");
 }
 
 #[tokio::test]
