@@ -497,17 +497,18 @@ async fn fifty_concurrent_starts_never_exceed_a_limit() {
     assert_eq!(queued, 48, "everyone else waits in the queue");
 }
 
-#[tokio::test]
-async fn a_restart_in_the_middle_of_a_conversation_keeps_everything() {
-    let s = TestServer::start().await;
+/// A new customer starts a chat with `first`; Alice gets it and answers
+/// with `reply`, then her connection closes. Returns the customer's token,
+/// the customer's id and the chat id.
+async fn answered_chat(s: &TestServer, first: &str, reply: &str) -> (String, String, String) {
     let mut alice = s.login("alice-pat-1").await;
-    let (token, cust_id) = s.customer_token("acme", None).await;
+    let (token, cust) = s.customer_token("acme", None).await;
     let (code, r) = s
         .customer_web(
             "acme",
             "start_chat",
             &token,
-            json!({"chat": {"thread": {"events": [message("before restart")]}}}),
+            json!({"chat": {"thread": {"events": [message(first)]}}}),
         )
         .await;
     assert_eq!(code, 200, "{r}");
@@ -516,11 +517,17 @@ async fn a_restart_in_the_middle_of_a_conversation_keeps_everything() {
     let r = alice
         .request(
             "send_event",
-            json!({"chat_id": chat_id, "event": message("agent reply")}),
+            json!({"chat_id": chat_id, "event": message(reply)}),
         )
         .await;
-    assert_eq!(r["success"], true);
-    drop(alice);
+    assert_eq!(r["success"], true, "{r}");
+    (token, cust, chat_id)
+}
+
+#[tokio::test]
+async fn a_restart_in_the_middle_of_a_conversation_keeps_everything() {
+    let s = TestServer::start().await;
+    let (token, cust_id, chat_id) = answered_chat(&s, "before restart", "agent reply").await;
     let s2 = s.restart().await;
     // The customer's token survives; the chat, its thread, events and users too.
     let (code, chat) = s2
@@ -710,31 +717,11 @@ async fn seen_and_times(
 #[tokio::test]
 async fn an_authors_seen_marker_follows_their_events_across_threads_and_restarts() {
     let s = TestServer::start().await;
-    let mut alice = s.login("alice-pat-1").await;
-    let (token, cust) = s.customer_token("acme", None).await;
-    let (code, r) = s
-        .customer_web(
-            "acme",
-            "start_chat",
-            &token,
-            json!({"chat": {"thread": {"events": [message("hello")]}}}),
-        )
-        .await;
-    assert_eq!(code, 200, "{r}");
-    let chat_id = r["chat_id"].as_str().unwrap().to_owned();
-    alice.push("incoming_chat").await;
-    let r = alice
-        .request(
-            "send_event",
-            json!({"chat_id": chat_id, "event": message("reply")}),
-        )
-        .await;
-    assert_eq!(r["success"], true, "{r}");
+    let (token, cust, chat_id) = answered_chat(&s, "hello", "reply").await;
     let alice_id = "alice@acme.test".to_owned();
     let (seen, times) = seen_and_times(&s, &token, &chat_id).await;
     assert_eq!(seen[&alice_id], times["reply"], "{seen:?} {times:?}");
     assert_eq!(seen[&cust], times["hello"], "{seen:?} {times:?}");
-    drop(alice);
     let s = s.restart().await;
     assert_eq!(
         seen_and_times(&s, &token, &chat_id).await,
