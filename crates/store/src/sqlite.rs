@@ -299,7 +299,7 @@ CREATE TABLE fts_state (
 );
 INSERT INTO fts_state (id, indexed_up_to) VALUES (1, COALESCE((SELECT max(rowid) FROM events), 0));
 "#,
-    // A chat's last sequence number is its last event's ([`LAST_SEQ`]):
+    // A chat's last sequence number is its last event's (`last_seq!`):
     // the counter column cost a written page per event.
     r#"
 ALTER TABLE chats DROP COLUMN last_seq;
@@ -308,9 +308,15 @@ ALTER TABLE chats DROP COLUMN last_seq;
 
 /// A chat's last event sequence number (0 before its first event), as a
 /// subquery on `chats`: the end of the events' primary key for the chat.
-/// Events are never deleted, so the number only grows.
-const LAST_SEQ: &str = "(SELECT COALESCE(max(seq), 0) FROM events
-    WHERE events.org_id = chats.org_id AND events.chat_id = chats.id)";
+/// Events are never deleted, so the number only grows. A macro, so that
+/// `concat!` builds each statement at compile time (no `format!` per
+/// event on the writer).
+macro_rules! last_seq {
+    () => {
+        "(SELECT COALESCE(max(seq), 0) FROM events
+          WHERE events.org_id = chats.org_id AND events.chat_id = chats.id)"
+    };
+}
 
 struct Job {
     ops: Vec<Op>,
@@ -1292,8 +1298,10 @@ fn apply(tx: &Connection, op: &Op, fts: &mut FtsRows) -> Result<Option<u64>, Sto
             // index page the insert below writes anyway, where a counter in
             // `chats` was one more page written per event.
             let seq: Option<i64> = tx
-                .prepare_cached(&format!(
-                    "SELECT {LAST_SEQ} + 1 FROM chats WHERE org_id = ?1 AND id = ?2"
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    last_seq!(),
+                    " + 1 FROM chats WHERE org_id = ?1 AND id = ?2"
                 ))?
                 .query_row(params![e.org.0, e.chat_id], |r| r.get(0))
                 .optional()?;
@@ -1644,8 +1652,10 @@ impl Store for SqliteStore {
             .query_row(params![org, chat_id, author, custom_id], |r| r.get(0))
             .optional()?;
         let seq = tx
-            .prepare_cached(&format!(
-                "SELECT {LAST_SEQ} FROM chats WHERE org_id = ?1 AND id = ?2"
+            .prepare_cached(concat!(
+                "SELECT ",
+                last_seq!(),
+                " FROM chats WHERE org_id = ?1 AND id = ?2"
             ))?
             .query_row(params![org, chat_id], |r| r.get::<_, i64>(0))
             .optional()?
@@ -1901,9 +1911,10 @@ fn thread_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ThreadRecord> {
 }
 
 fn load_chats(conn: &Connection, snapshot: &mut Snapshot) -> Result<(), StoreError> {
-    let mut chats = conn.prepare(&format!(
-        "SELECT org_id, id, customer_id, {LAST_SEQ}, access, properties, created_at
-         FROM chats ORDER BY org_id, created_at, id"
+    let mut chats = conn.prepare(concat!(
+        "SELECT org_id, id, customer_id, ",
+        last_seq!(),
+        ", access, properties, created_at FROM chats ORDER BY org_id, created_at, id"
     ))?;
     let mut users = conn.prepare(
         "SELECT user_id, user_type, present, visibility, seen_up_to FROM chat_users
